@@ -1,0 +1,1560 @@
+#!/usr/bin/env python3
+"""AWS emulator for Flowline's end-to-end tests and local demo: moto 5.2.5, patched.
+
+    python launcher.py --host 127.0.0.1 --port 5000 [--exec-jobs] [--job-log-dir DIR]
+
+Prints ``moto ready on http://HOST:PORT`` on stdout once it accepts connections (``--port 0``
+picks a free port and prints it). SIGTERM or SIGINT stops it, together with any job process.
+
+Before serving, it switches Batch to moto's Docker-free backend and turns on real execution of
+state machines (``{"batch": {"use_docker": false}, "stepfunctions": {"execute_state_machine":
+true}}``), and ``POST /moto-api/reset`` returns to that configuration.
+
+moto 5.2.5 falls short of AWS in ways Flowline depends on; each ``patch_*`` function below
+closes one gap and explains it. They reach into moto internals, which is why requirements.txt
+pins moto: re-check every patch against the new source before moving the pin.
+
+Test controls, read from a Batch job's environment (job definition ``containerProperties`` /
+node ranges, overridden by the submission's ``containerOverrides`` / ``nodeOverrides``):
+
+``FLOWLINE_EMULATOR_FAIL=<reason>``
+    every attempt of the job fails: status FAILED, statusReason <reason>, container exitCode 1.
+``FLOWLINE_EMULATOR_RUN_SECONDS=<n>``
+    each attempt stays RUNNING (startedAt set) for n seconds before it ends.
+``FLOWLINE_EMULATOR_RUNNABLE_SECONDS=<n>``
+    the job waits n seconds in RUNNABLE before it starts.
+
+Without them a job is SUCCEEDED before SubmitJob returns, as in plain moto.
+
+With ``--exec-jobs`` (or ``FLOWLINE_EMULATOR_EXEC_JOBS=1``) each job's command runs as a local
+process instead (the image is ignored): exit code 0 makes it SUCCEEDED, anything else FAILED.
+Its output goes to ``<job-log-dir>/<logStreamName>.log`` and to CloudWatch Logs (group
+``/aws/batch/job``, stream ``container.logStreamName``).
+
+Test-only endpoint: ``POST /flowline-test/fire-rule`` with ``{"name": RULE, "eventBusName":
+optional, "region": optional, "accountId": optional}`` delivers a scheduled rule's targets as
+if its schedule had fired. It answers 200 with ``{"ruleArn", "eventId", "executionArns"}``,
+404 for an unknown rule, 400 for a rule without a ScheduleExpression, and 409 (no delivery)
+for a DISABLED rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import fnmatch
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+LOG = logging.getLogger("flowline.emulator")
+
+ENV_FAIL = "FLOWLINE_EMULATOR_FAIL"
+ENV_RUN_SECONDS = "FLOWLINE_EMULATOR_RUN_SECONDS"
+ENV_RUNNABLE_SECONDS = "FLOWLINE_EMULATOR_RUNNABLE_SECONDS"
+ENV_EXEC_JOBS = "FLOWLINE_EMULATOR_EXEC_JOBS"
+
+EMULATOR_CONFIG = {
+    "batch": {"use_docker": False},
+    "stepfunctions": {"execute_state_machine": True},
+}
+
+DEFAULT_ACCOUNT = "123456789012"
+DEFAULT_REGION = "us-east-1"
+BATCH_LOG_GROUP = "/aws/batch/job"
+ESSENTIAL_EXITED = "Essential container in task exited"
+EXECUTION_STOPPED = "Execution stopped"
+
+TERMINAL = ("SUCCEEDED", "FAILED")
+
+
+class Settings:
+    """Launcher options that the patches read at run time."""
+
+    exec_jobs = False
+    job_log_dir = ""
+    connect_host = "127.0.0.1"
+    port = 5000
+
+
+SETTINGS = Settings()
+
+# Batch job ids submitted by each Step Functions execution (execution ARN -> job ids), so that
+# StopExecution can terminate the jobs it leaves behind.
+_EXECUTION_JOBS: dict[str, set[str]] = defaultdict(set)
+_EXECUTION_JOBS_LOCK = threading.Lock()
+
+# Every job process started in --exec-jobs mode, so shutdown and reset can kill them.
+_PROCESSES: set[subprocess.Popen] = set()
+_PROCESSES_LOCK = threading.Lock()
+
+# Guards insertions into a Batch backend's job table against concurrent snapshots.
+_JOBS_LOCK = threading.RLock()
+
+
+def apply_emulator_config() -> None:
+    from moto.core.config import default_user_config
+
+    for section, values in EMULATOR_CONFIG.items():
+        default_user_config[section] = dict(values)
+
+
+def _iso(ts: Any) -> str:
+    if isinstance(ts, (int, float)):
+        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(ts)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers: boto clients used by the Step Functions interpreter
+# ---------------------------------------------------------------------------------------------
+
+_CLIENTS: dict[tuple[str, str], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def patch_interpreter_clients() -> None:
+    """The interpreter's service tasks build a fresh boto3 client for every call, against
+    ``localhost:$MOTO_PORT``. Creating boto3 clients from many execution threads at once through
+    the default session is not thread-safe (sporadic KeyError/credential errors under concurrent
+    executions), and ``localhost`` may not be the address the server is bound to. One cached
+    client per service and region, pointed at the bound address, avoids both."""
+    import importlib
+    import pkgutil
+
+    import boto3
+    from botocore.config import Config
+
+    import moto.stepfunctions.parser.asl as asl_pkg
+    from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSeconds
+    from moto.stepfunctions.parser.asl.utils import boto_client as boto_client_module
+
+    original = boto_client_module.boto_client_for
+    session = boto3.session.Session()
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        key = (service, region)
+        with _CLIENTS_LOCK:
+            client = _CLIENTS.get(key)
+            if client is None:
+                host = SETTINGS.connect_host
+                if ":" in host:
+                    host = f"[{host}]"
+                client = session.client(
+                    service_name=service,
+                    region_name=region,
+                    aws_access_key_id="ak",
+                    aws_secret_access_key="sk",
+                    endpoint_url=f"http://{host}:{SETTINGS.port}",
+                    config=Config(
+                        parameter_validation=False,
+                        retries={"max_attempts": 0, "total_max_attempts": 1},
+                        connect_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS,
+                        read_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS,
+                        max_pool_connections=50,
+                        s3={"addressing_style": "path"},
+                    ),
+                )
+                _CLIENTS[key] = client
+            return client
+
+    # Modules bind the function by name at import, so replace it in every interpreter module.
+    for info in pkgutil.walk_packages(asl_pkg.__path__, asl_pkg.__name__ + "."):
+        try:
+            importlib.import_module(info.name)
+        except Exception:  # noqa: BLE001 - an optional integration that fails to import is unused
+            continue
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__name__", "") or ""
+        if name.startswith("moto.stepfunctions") and getattr(module, "boto_client_for", None) is original:
+            module.boto_client_for = boto_client_for
+
+
+# ---------------------------------------------------------------------------------------------
+# Patch 1: batch:submitJob(.sync) Task states
+# ---------------------------------------------------------------------------------------------
+
+_BATCH_MODEL = None
+
+
+def _batch_operation(action: str) -> Any:
+    global _BATCH_MODEL
+    import botocore.session
+
+    if _BATCH_MODEL is None:
+        _BATCH_MODEL = botocore.session.get_session().get_service_model("batch")
+    wanted = action.replace("_", "").lower()
+    for name in _BATCH_MODEL.operation_names:
+        if name.lower() == wanted:
+            return _BATCH_MODEL.operation_model(name)
+    return None
+
+
+def to_api_shape(value: Any, shape: Any) -> Any:
+    """Rewrites ASL's PascalCase request into the API's member names, following the botocore
+    input shape and matching member names case-insensitively. Map keys (Parameters, Tags) are
+    data and stay as written; names the model does not know pass through unchanged."""
+    from botocore.model import ListShape, MapShape, StructureShape
+
+    if isinstance(shape, StructureShape) and isinstance(value, dict):
+        members = {name.lower(): (name, member) for name, member in shape.members.items()}
+        out = {}
+        for key, item in value.items():
+            match = members.get(key.lower())
+            if match is None:
+                out[key] = item
+            else:
+                out[match[0]] = to_api_shape(item, match[1])
+        return out
+    if isinstance(shape, ListShape) and isinstance(value, list):
+        return [to_api_shape(item, shape.member) for item in value]
+    if isinstance(shape, MapShape) and isinstance(value, dict):
+        return {key: to_api_shape(item, shape.value) for key, item in value.items()}
+    if shape is not None and shape.type_name == "string" and value is not None and not isinstance(value, str):
+        return json.dumps(value)
+    return value
+
+
+def to_sfn_shape_in_place(value: Any, shape: Any) -> Any:
+    """Rewrites an API response into the PascalCase that Step Functions returns for service
+    integrations (member name with its first letter upper-cased). Dicts and lists are rewritten
+    in place because moto's .sync resolver keeps a reference into the response it normalises."""
+    from botocore.model import ListShape, MapShape, StructureShape
+
+    if isinstance(value, dict) and (shape is None or isinstance(shape, StructureShape)):
+        members = shape.members if shape is not None else {}
+        items = list(value.items())
+        value.clear()
+        for key, item in items:
+            member = members.get(key)
+            new_key = key[:1].upper() + key[1:]
+            value[new_key] = to_sfn_shape_in_place(item, member) if member is not None else item
+        return value
+    if isinstance(shape, ListShape) and isinstance(value, list):
+        for i, item in enumerate(value):
+            value[i] = to_sfn_shape_in_place(item, shape.member)
+        return value
+    if isinstance(shape, MapShape) and isinstance(value, dict):
+        for key in list(value):
+            value[key] = to_sfn_shape_in_place(value[key], shape.value)
+        return value
+    return value
+
+
+def patch_sfn_batch_integration() -> None:
+    """``arn:aws:states:::batch:submitJob[.sync]`` tasks fail with States.Runtime "'JobName'":
+    moto's service-task base class leaves the ``_normalise_parameters`` / ``_normalise_response``
+    hooks empty, so ASL's PascalCase parameters reach SubmitJob unconverted and the camelCase
+    answers never become the PascalCase that the .sync resolver (and real Step Functions
+    output) uses. These hooks convert both ways with botocore's Batch service model. The
+    resolver then already behaves as AWS does: on SUCCEEDED the task output is the PascalCase
+    job description; on FAILED the task fails with States.TaskFailed and that description as
+    Cause. The submit step also records which execution submitted which job (for StopExecution)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_batch as batch_task,
+    )
+
+    cls = batch_task.StateTaskServiceBatch
+
+    def _normalise_parameters(self, parameters, boto_service_name=None, service_action_name=None):
+        operation = _batch_operation(self._get_boto_service_action(service_action_name))
+        if operation is None or operation.input_shape is None:
+            return
+        converted = to_api_shape(dict(parameters), operation.input_shape)
+        parameters.clear()
+        parameters.update(converted)
+
+    def _normalise_response(self, response, boto_service_name=None, service_action_name=None):
+        operation = _batch_operation(self._get_boto_service_action(service_action_name))
+        if operation is None or operation.output_shape is None or not isinstance(response, dict):
+            return
+        to_sfn_shape_in_place(response, operation.output_shape)
+
+    original_eval = cls._eval_service_task
+
+    def _eval_service_task(self, env, resource_runtime_part, normalised_parameters, state_credentials):
+        original_eval(self, env, resource_runtime_part, normalised_parameters, state_credentials)
+        try:
+            job_id = env.stack[-1].get("jobId")
+            execution_arn = env.states.context_object.context_object_data["Execution"]["Id"]
+        except Exception:  # noqa: BLE001 - bookkeeping only; never fail the task for it
+            return
+        if job_id and execution_arn:
+            with _EXECUTION_JOBS_LOCK:
+                _EXECUTION_JOBS[execution_arn].add(job_id)
+
+    cls._normalise_parameters = _normalise_parameters
+    cls._normalise_response = _normalise_response
+    cls._eval_service_task = _eval_service_task
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch helpers: effective container properties and environment of a job
+# ---------------------------------------------------------------------------------------------
+
+
+def apply_container_overrides(props: dict | None, overrides: dict | None) -> dict:
+    """Container properties after a submission's overrides, as Batch applies them: command
+    replaced, environment merged by name (override wins), resourceRequirements merged by type."""
+    result = copy.deepcopy(props or {})
+    overrides = overrides or {}
+    if overrides.get("command") is not None:
+        result["command"] = list(overrides["command"])
+    if overrides.get("environment"):
+        merged = {e.get("name"): e.get("value") for e in result.get("environment") or []}
+        for entry in overrides["environment"]:
+            merged[entry.get("name")] = entry.get("value")
+        result["environment"] = [{"name": k, "value": v} for k, v in merged.items()]
+    if overrides.get("resourceRequirements"):
+        merged = {r.get("type"): r for r in result.get("resourceRequirements") or []}
+        for req in overrides["resourceRequirements"]:
+            merged[req.get("type")] = dict(req)
+        result["resourceRequirements"] = list(merged.values())
+    for key in ("instanceType", "vcpus", "memory"):
+        if overrides.get(key) is not None:
+            result[key] = overrides[key]
+    return result
+
+
+def _extra(job: Any) -> dict:
+    return getattr(job, "flowline_extra", None) or {}
+
+
+def _num_nodes(job: Any) -> int:
+    node_overrides = _extra(job).get("nodeOverrides") or {}
+    if node_overrides.get("numNodes"):
+        return int(node_overrides["numNodes"])
+    return int((job.job_definition.node_properties or {}).get("numNodes") or 1)
+
+
+def _main_node(job: Any) -> int:
+    return int((job.job_definition.node_properties or {}).get("mainNode") or 0)
+
+
+def _covers(target_nodes: str, index: int, num_nodes: int) -> bool:
+    target_nodes = (target_nodes or "").strip()
+    if ":" not in target_nodes:
+        return target_nodes != "" and int(target_nodes) == index
+    start, end = target_nodes.split(":", 1)
+    low = int(start) if start.strip() else 0
+    high = int(end) if end.strip() else num_nodes - 1
+    return low <= index <= high
+
+
+def node_container(job: Any, index: int) -> dict:
+    """Container properties of node ``index`` of a multi-node job, overrides applied."""
+    num_nodes = _num_nodes(job)
+    container: dict = {}
+    for node_range in (job.job_definition.node_properties or {}).get("nodeRangeProperties") or []:
+        if _covers(node_range.get("targetNodes", ""), index, num_nodes):
+            container = copy.deepcopy(node_range.get("container") or {})
+            break
+    node_overrides = _extra(job).get("nodeOverrides") or {}
+    for override in node_overrides.get("nodePropertyOverrides") or []:
+        if _covers(override.get("targetNodes", ""), index, num_nodes):
+            container = apply_container_overrides(container, override.get("containerOverrides"))
+    return container
+
+
+def job_container(job: Any, index: int | None = None) -> dict:
+    if job.job_definition.type == "multinode":
+        return node_container(job, _main_node(job) if index is None else index)
+    return apply_container_overrides(job.job_definition.container_properties, job.container_overrides)
+
+
+def job_environment(job: Any, index: int | None = None) -> dict[str, str]:
+    env = {}
+    for entry in job_container(job, index).get("environment") or []:
+        if entry.get("name"):
+            env[entry["name"]] = "" if entry.get("value") is None else str(entry["value"])
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# Patch 2: DescribeJobs under concurrency; job descriptions that match AWS
+# ---------------------------------------------------------------------------------------------
+
+
+def patch_batch_describe_jobs() -> None:
+    """DescribeJobs answers HTTP 500 under concurrent executions: it iterates the backend's job
+    dict while other request threads insert into it ("dictionary changed size during
+    iteration"), and each describe appended to the job's own override list (so the environment
+    grew with every call). Lookups now go through a snapshot of the table, and a job is
+    described under its own lock from copies."""
+    from moto.batch.models import BatchBackend, Job
+
+    def describe_jobs(self, jobs):
+        with _JOBS_LOCK:
+            table = dict(self._jobs)
+        if not jobs:
+            selected = list(table.values())
+        else:
+            selected, seen = [], set()
+            for ident in jobs:
+                job = table.get(ident) or table.get(str(ident).rsplit("/", 1)[-1])
+                if job is not None and job.job_id not in seen:
+                    seen.add(job.job_id)
+                    selected.append(job)
+        return [job.describe() for job in selected]
+
+    def _container_details(self):
+        details = job_container(self)
+        details.setdefault("command", [])
+        details.setdefault("environment", [])
+        details.setdefault("volumes", [])
+        details.setdefault("mountPoints", [])
+        details.setdefault("ulimits", [])
+        details.setdefault("privileged", False)
+        details.setdefault("readonlyRootFilesystem", False)
+        details.setdefault("vcpus", self.job_definition._get_resource_requirement("vcpus", 1))
+        details.setdefault("memory", self.job_definition._get_resource_requirement("memory", 512))
+        if self.exit_code is not None:
+            details["exitCode"] = self.exit_code
+        reason = getattr(self, "flowline_container_reason", None)
+        if reason:
+            details["reason"] = reason
+        if self.log_stream_name:
+            details["logStreamName"] = self.log_stream_name
+        return details
+
+    original_describe = Job.describe
+
+    def describe(self):
+        ctl = getattr(self, "flowline_ctl", None)
+        if self._child_jobs:
+            _settle_array_parent(self)
+        lock = ctl.lock if ctl is not None else threading.RLock()
+        with lock:
+            result = copy.deepcopy(original_describe(self))
+            started = ctl.started if ctl is not None else True
+        if not started:
+            result.pop("startedAt", None)
+        jd = self.job_definition
+        extra = _extra(self)
+        retry = extra.get("retryStrategy") or jd.retry_strategy
+        if retry:
+            result["retryStrategy"] = retry
+        propagate = extra.get("propagateTags", jd.propagate_tags)
+        if propagate is not None:
+            result["propagateTags"] = propagate
+        if jd.platform_capabilities:
+            result["platformCapabilities"] = jd.platform_capabilities
+        timeout = self.timeout or jd.timeout
+        if timeout:
+            result["timeout"] = timeout
+        for key, target in (("shareIdentifier", "shareIdentifier"), ("schedulingPriorityOverride", "schedulingPriority")):
+            if extra.get(key) is not None:
+                result[target] = extra[key]
+        if jd.type == "multinode":
+            node_properties = copy.deepcopy(jd.node_properties or {})
+            node_properties["numNodes"] = _num_nodes(self)
+            result["nodeProperties"] = node_properties
+            if self.exit_code is not None:
+                result.setdefault("container", {})["exitCode"] = self.exit_code
+        return result
+
+    BatchBackend.describe_jobs = describe_jobs
+    Job._container_details = _container_details
+    Job.describe = describe
+
+
+# ---------------------------------------------------------------------------------------------
+# Patch 3: job definitions round-trip what was registered
+# ---------------------------------------------------------------------------------------------
+
+_JOB_DEF_HANDLED = {
+    "containerProperties",
+    "nodeProperties",
+    "eksProperties",
+    "jobDefinitionName",
+    "parameters",
+    "tags",
+    "retryStrategy",
+    "type",
+    "timeout",
+    "platformCapabilities",
+    "propagateTags",
+}
+
+
+def patch_batch_job_definitions() -> None:
+    """DescribeJobDefinitions drops ``nodeProperties`` (multi-node definitions come back as bare
+    ``type: multinode``), and a new revision of an existing name is built by moto's ``update``,
+    which copies ``platformCapabilities`` / ``propagateTags`` from the previous revision and
+    inherits its retryStrategy, parameters and container properties when omitted. AWS stores each
+    revision exactly as registered. Fields moto's handler does not read (schedulingPriority,
+    ecsProperties, ...) are kept and echoed back as well; null fields are left out as AWS does.
+    (retryStrategy.evaluateOnExit[].action is stored lower-cased, which is what AWS returns.)"""
+    from moto.batch.exceptions import ClientException
+    from moto.batch.models import BatchBackend, JobDefinition
+    from moto.batch.responses import BatchResponse
+
+    def register_job_definition(
+        self,
+        def_name,
+        parameters,
+        _type,
+        tags,
+        retry_strategy,
+        container_properties,
+        node_properties,
+        eks_properties,
+        timeout,
+        platform_capabilities,
+        propagate_tags,
+    ):
+        if def_name is None:
+            raise ClientException("jobDefinitionName must be provided")
+        if _type == "multinode" and not node_properties:
+            raise ClientException("nodeProperties must be provided for multinode job definitions")
+        if retry_strategy is not None and "evaluateOnExit" in retry_strategy:
+            for rule in retry_strategy["evaluateOnExit"]:
+                if "action" in rule:
+                    rule["action"] = rule["action"].lower()
+        latest = self.get_job_definition_by_name(def_name)
+        job_def = JobDefinition(
+            def_name,
+            parameters,
+            _type,
+            container_properties,
+            node_properties=node_properties,
+            eks_properties=eks_properties,
+            tags=tags or {},
+            retry_strategy=retry_strategy,
+            timeout=timeout,
+            backend=self,
+            platform_capabilities=platform_capabilities,
+            propagate_tags=propagate_tags,
+            revision=latest.revision if latest is not None else 0,
+        )
+        self._job_definitions[job_def.arn] = job_def
+        return job_def
+
+    original_describe = JobDefinition.describe
+
+    def describe(self):
+        result = original_describe(self)
+        if self.node_properties is not None:
+            result["nodeProperties"] = self.node_properties
+        for key, value in (getattr(self, "flowline_extra", None) or {}).items():
+            result.setdefault(key, value)
+        return {key: value for key, value in result.items() if value is not None}
+
+    original_register = BatchResponse.registerjobdefinition
+
+    def registerjobdefinition(self):
+        body = json.loads(self.body or "{}")
+        answer = original_register(self)
+        extra = {k: v for k, v in body.items() if k not in _JOB_DEF_HANDLED and v is not None}
+        if extra:
+            job_def = self.batch_backend.get_job_definition_by_arn(json.loads(answer)["jobDefinitionArn"])
+            if job_def is not None:
+                job_def.flowline_extra = extra
+        return answer
+
+    BatchBackend.register_job_definition = register_job_definition
+    JobDefinition.describe = describe
+    BatchResponse.registerjobdefinition = registerjobdefinition
+
+
+# ---------------------------------------------------------------------------------------------
+# Patch 6 (and 7, 8): Batch job lifecycle
+# ---------------------------------------------------------------------------------------------
+
+
+_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+
+class JobControl:
+    """Lifecycle state the launcher keeps beside moto's Job object."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.stop = threading.Event()
+        self.started = False
+        self.attempt = 0
+        self.processes: list[subprocess.Popen] = []
+
+
+def _float_env(env: dict, name: str) -> float:
+    try:
+        return max(0.0, float(env.get(name) or 0))
+    except ValueError:
+        LOG.warning("ignoring %s=%r: not a number", name, env.get(name))
+        return 0.0
+
+
+def _retry_strategy(job: Any) -> dict:
+    return _extra(job).get("retryStrategy") or job.job_definition.retry_strategy or {}
+
+
+def _max_attempts(job: Any) -> int:
+    try:
+        return min(10, max(1, int(_retry_strategy(job).get("attempts") or 1)))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _should_retry(job: Any, exit_code: int | None, status_reason: str, container_reason: str) -> bool:
+    """Batch's evaluateOnExit: the first rule whose given conditions all match decides; when
+    none matches, the job is retried."""
+    for rule in _retry_strategy(job).get("evaluateOnExit") or []:
+        checks = (
+            ("onExitCode", "" if exit_code is None else str(exit_code)),
+            ("onStatusReason", status_reason or ""),
+            ("onReason", container_reason or ""),
+        )
+        if all(fnmatch.fnmatchcase(value, rule[key]) for key, value in checks if key in rule):
+            return str(rule.get("action", "")).lower() == "retry"
+    return True
+
+
+def _attempt_timeout(job: Any) -> float | None:
+    timeout = job.timeout or job.job_definition.timeout or {}
+    seconds = timeout.get("attemptDurationSeconds")
+    return float(seconds) if seconds else None
+
+
+def _start_attempt(job: Any, ctl: JobControl) -> None:
+    with ctl.lock:
+        ctl.attempt += 1
+        now = datetime.now()
+        if not ctl.started:
+            ctl.started = True
+        job.job_started_at = now
+        if not job.log_stream_name:
+            job.log_stream_name = job._stream_name
+        job.latest_attempt = {
+            "container": {
+                "containerInstanceArn": f"arn:aws:ecs:{job.job_definition._region}:{job.job_definition.backend.account_id}:container-instance/flowline-emulator",
+                "taskArn": f"arn:aws:ecs:{job.job_definition._region}:{job.job_definition.backend.account_id}:task/flowline-emulator/{uuid.uuid4().hex}",
+                "logStreamName": job.log_stream_name,
+                "networkInterfaces": [],
+            },
+            "startedAt": _now_ms(),
+        }
+        job.attempts.append(job.latest_attempt)
+        job.status = "RUNNING"
+
+
+def _end_attempt(job: Any, ctl: JobControl, exit_code: int | None, status_reason: str, container_reason: str | None) -> None:
+    with ctl.lock:
+        attempt = job.latest_attempt
+        if attempt is None:
+            return
+        if exit_code is not None:
+            attempt["container"]["exitCode"] = exit_code
+        if container_reason:
+            attempt["container"]["reason"] = container_reason
+        attempt["container"]["logStreamName"] = job.log_stream_name
+        attempt["statusReason"] = status_reason
+        attempt["stoppedAt"] = _now_ms()
+
+
+def finish_job(job: Any, success: bool, reason: str | None, exit_code: int | None, container_reason: str | None = None) -> bool:
+    """Moves a job to SUCCEEDED or FAILED once; later calls are no-ops."""
+    ctl: JobControl = job.flowline_ctl
+    with ctl.lock:
+        if job.job_stopped:
+            return False
+        job.exit_code = exit_code
+        job.job_stopped_reason = reason
+        job.flowline_container_reason = container_reason
+        attempt = job.latest_attempt
+        job._mark_stopped(success=success)
+        if attempt is not None:
+            attempt.setdefault("statusReason", reason)
+            if exit_code is not None:
+                attempt["container"].setdefault("exitCode", exit_code)
+        ctl.stop.set()
+        return True
+
+
+def stop_job(job: Any, reason: str) -> bool:
+    """Ends a job FAILED at once (TerminateJob, CancelJob, StopExecution), killing its process."""
+    ctl: JobControl | None = getattr(job, "flowline_ctl", None)
+    if ctl is None:
+        job.terminate(reason)
+        return False
+    with ctl.lock:
+        if job.job_stopped:
+            return False
+        ctl.stop.set()
+        for proc in ctl.processes:
+            _kill(proc)
+        if job.latest_attempt is not None and "stoppedAt" not in job.latest_attempt:
+            _end_attempt(job, ctl, None, reason, None)
+        return finish_job(job, False, reason, None)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+
+
+def _settle_array_parent(job: Any) -> None:
+    """An array job's parent follows its children: RUNNING once one has started, then
+    SUCCEEDED when all succeeded or FAILED when all ended and one failed."""
+    ctl = getattr(job, "flowline_ctl", None)
+    if ctl is None or job.job_stopped:
+        return
+    statuses = [child.status for child in job._child_jobs]
+    if all(s in TERMINAL for s in statuses):
+        failed = sum(1 for s in statuses if s == "FAILED")
+        finish_job(job, failed == 0, None if failed == 0 else f"{failed} of {len(statuses)} child jobs failed", None)
+    elif any(s in ("RUNNING",) + TERMINAL for s in statuses):
+        with ctl.lock:
+            ctl.started = True
+            if job.job_started_at.year == 1970:
+                job.job_started_at = datetime.now()
+            job.status = "RUNNING"
+
+
+def _wait_dependencies(job: Any, ctl: JobControl) -> str | None:
+    """Blocks while a dependency is unfinished; returns a failure reason if one failed."""
+    ids = [d.get("jobId") for d in job.depends_on or [] if d.get("jobId")]
+    while ids:
+        pending = []
+        for dep_id in ids:
+            dep = job.all_jobs.get(dep_id) or job.all_jobs.get(str(dep_id).rsplit("/", 1)[-1])
+            status = dep.status if dep is not None else "SUCCEEDED"
+            if status == "FAILED":
+                return f"Dependent Job {dep_id} failed"
+            if status != "SUCCEEDED":
+                pending.append(dep_id)
+        ids = pending
+        if ids and ctl.stop.wait(0.2):
+            return None
+    return None
+
+
+def _run_attempt_held(job: Any, ctl: JobControl, env: dict) -> tuple[int | None, str, str | None] | None:
+    """One attempt without a process: held RUNNING for FLOWLINE_EMULATOR_RUN_SECONDS, then
+    ends as FLOWLINE_EMULATOR_FAIL says. None means the job was stopped meanwhile."""
+    hold = _float_env(env, ENV_RUN_SECONDS)
+    limit = _attempt_timeout(job)
+    if limit is not None and hold > limit:
+        if ctl.stop.wait(limit):
+            return None
+        return 137, "Job attempt duration exceeded timeout", None
+    if hold and ctl.stop.wait(hold):
+        return None
+    fail = env.get(ENV_FAIL)
+    if fail:
+        return 1, fail, None
+    return 0, ESSENTIAL_EXITED, None
+
+
+def _node_command(job: Any, container: dict) -> list[str]:
+    command = container.get("command") or []
+    if isinstance(command, str):
+        command = [command]
+    return job._add_parameters_to_command(list(command))
+
+
+def _process_env(job: Any, ctl: JobControl, container: dict, node: tuple[int, int, int] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    for entry in container.get("environment") or []:
+        if entry.get("name"):
+            env[entry["name"]] = "" if entry.get("value") is None else str(entry["value"])
+    env["AWS_BATCH_JOB_ID"] = job.job_id
+    env["AWS_BATCH_JOB_ATTEMPT"] = str(ctl.attempt)
+    env["AWS_BATCH_JQ_NAME"] = job.job_queue.name
+    env["AWS_BATCH_CE_NAME"] = "flowline-emulator"
+    index = (job.array_properties or {}).get("index")
+    if index is not None:
+        env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
+    if node is not None:
+        node_index, num_nodes, main_index = node
+        env["AWS_BATCH_JOB_ID"] = f"{job.job_id}#{node_index}"
+        env["AWS_BATCH_JOB_NODE_INDEX"] = str(node_index)
+        env["AWS_BATCH_JOB_NUM_NODES"] = str(num_nodes)
+        env["AWS_BATCH_JOB_MAIN_NODE_INDEX"] = str(main_index)
+        env["AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS"] = "127.0.0.1"
+    return env
+
+
+def _publish_logs(job: Any, stream: str, path: str) -> None:
+    """Copies a job process's output into CloudWatch Logs, where AWS Batch puts it."""
+    try:
+        from moto.logs.models import logs_backends
+
+        account = job.job_definition.backend.account_id
+        backend = logs_backends[account][job.job_definition._region]
+        if BATCH_LOG_GROUP not in backend.groups:
+            try:
+                backend.create_log_group(BATCH_LOG_GROUP, {})
+            except Exception:  # noqa: BLE001 - created concurrently by another job
+                pass
+        backend.ensure_log_stream(BATCH_LOG_GROUP, stream)
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()[-10000:]
+        now = _now_ms()
+        events = [{"timestamp": now, "message": line or " "} for line in lines]
+        for start in range(0, len(events), 1000):
+            backend.put_log_events(BATCH_LOG_GROUP, stream, events[start : start + 1000])
+    except Exception as err:  # noqa: BLE001 - logs are a convenience; the job result stands
+        LOG.warning("could not publish logs of job %s: %s", job.job_id, err)
+
+
+def _run_attempt_exec(job: Any, ctl: JobControl, env: dict) -> tuple[int | None, str, str | None] | None:
+    """One attempt in --exec-jobs mode: the job's command (one process per node) runs locally.
+    A multi-node job ends when its main node exits, with the main node's exit code; the other
+    nodes get a short grace period and are then killed, as Batch does."""
+    fail = env.get(ENV_FAIL)
+    if fail:
+        return _run_attempt_held(job, ctl, env)
+    hold = _float_env(env, ENV_RUN_SECONDS)
+    multinode = job.job_definition.type == "multinode"
+    num_nodes = _num_nodes(job) if multinode else 1
+    main_index = _main_node(job) if multinode else 0
+    base_stream = f"{job.job_definition.name}/default/{job.job_id}"
+    nodes = []
+    for index in range(num_nodes):
+        container = job_container(job, index)
+        command = _node_command(job, container)
+        if not command:
+            return None if ctl.stop.is_set() else (None, "CannotStartContainerError: the job has no command (the emulator runs commands, not images)", None)
+        stream = base_stream if not multinode else f"{base_stream}-node-{index}"
+        if ctl.attempt > 1:
+            stream = f"{stream}-attempt-{ctl.attempt}"
+        node = (index, num_nodes, main_index) if multinode else None
+        nodes.append((index, command, _process_env(job, ctl, container, node), stream))
+
+    with ctl.lock:
+        job.log_stream_name = nodes[main_index][3]
+        job.latest_attempt["container"]["logStreamName"] = job.log_stream_name
+    started = time.monotonic()
+    running: dict[int, tuple[subprocess.Popen, str, str]] = {}
+    try:
+        for index, command, proc_env, stream in nodes:
+            path = os.path.join(SETTINGS.job_log_dir, stream + ".log")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with ctl.lock:
+                if ctl.stop.is_set():
+                    return None
+                with open(path, "ab") as log_file:
+                    try:
+                        proc = subprocess.Popen(
+                            command,
+                            env=proc_env,
+                            stdin=subprocess.DEVNULL,
+                            stdout=log_file,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
+                    except OSError as err:
+                        for other, _, _ in running.values():
+                            _kill(other)
+                        return None, f"CannotStartContainerError: {err}", str(err)
+                ctl.processes.append(proc)
+            with _PROCESSES_LOCK:
+                _PROCESSES.add(proc)
+            running[index] = (proc, stream, path)
+
+        limit = _attempt_timeout(job)
+        main_proc = running[main_index][0]
+        timed_out = False
+        while main_proc.poll() is None:
+            if ctl.stop.wait(0.1):
+                return None
+            if limit is not None and time.monotonic() - started > limit:
+                timed_out = True
+                break
+        grace_until = time.monotonic() + 2.0
+        for proc, _, _ in running.values():
+            if timed_out:
+                _kill(proc)
+            while proc.poll() is None and time.monotonic() < grace_until:
+                time.sleep(0.05)
+            _kill(proc)
+            proc.wait()
+        remaining = hold - (time.monotonic() - started)
+        if remaining > 0 and not timed_out and ctl.stop.wait(remaining):
+            return None
+        if ctl.stop.is_set():
+            return None
+        if timed_out:
+            return 137, "Job attempt duration exceeded timeout", None
+        code = main_proc.returncode
+        if code < 0:
+            code = 128 - code
+        return code, ESSENTIAL_EXITED, None
+    finally:
+        for proc, stream, path in running.values():
+            _kill(proc)
+            with _PROCESSES_LOCK:
+                _PROCESSES.discard(proc)
+            _publish_logs(job, stream, path)
+        with ctl.lock:
+            ctl.processes = [p for p in ctl.processes if p.poll() is None]
+
+
+def run_lifecycle(job: Any) -> None:
+    """Walks a job through PENDING, RUNNABLE, RUNNING and its attempts to SUCCEEDED/FAILED."""
+    ctl: JobControl = job.flowline_ctl
+    env = job_environment(job)
+    try:
+        job.status = "PENDING"
+        reason = _wait_dependencies(job, ctl)
+        if ctl.stop.is_set():
+            return
+        if reason:
+            finish_job(job, False, reason, None)
+            return
+        job.status = "RUNNABLE"
+        runnable = _float_env(env, ENV_RUNNABLE_SECONDS)
+        if runnable and ctl.stop.wait(runnable):
+            return
+        attempts = _max_attempts(job)
+        for attempt in range(1, attempts + 1):
+            with ctl.lock:
+                if ctl.stop.is_set():
+                    return
+                job.status = "STARTING"
+            _start_attempt(job, ctl)
+            run = _run_attempt_exec if SETTINGS.exec_jobs else _run_attempt_held
+            outcome = run(job, ctl, env)
+            if outcome is None:
+                return
+            exit_code, status_reason, container_reason = outcome
+            _end_attempt(job, ctl, exit_code, status_reason, container_reason)
+            if exit_code == 0:
+                finish_job(job, True, status_reason, 0, container_reason)
+                return
+            if attempt < attempts and _should_retry(job, exit_code, status_reason, container_reason or ""):
+                with ctl.lock:
+                    if ctl.stop.is_set():
+                        return
+                    job.status = "RUNNABLE"
+                continue
+            finish_job(job, False, status_reason, exit_code, container_reason)
+            return
+    except Exception as err:  # noqa: BLE001 - a broken job must not stay RUNNING forever
+        LOG.exception("emulated job %s crashed", job.job_id)
+        if getattr(job, "flowline_ctl", None) is not None:
+            finish_job(job, False, f"emulator error: {err}", None)
+
+
+def _needs_thread(job: Any) -> bool:
+    env = job_environment(job)
+    return bool(
+        SETTINGS.exec_jobs
+        or job.depends_on
+        or _float_env(env, ENV_RUN_SECONDS)
+        or _float_env(env, ENV_RUNNABLE_SECONDS)
+    )
+
+
+def start_lifecycle(job: Any) -> None:
+    job.flowline_ctl = JobControl()
+    if _needs_thread(job):
+        thread = threading.Thread(target=run_lifecycle, args=(job,), name=f"flowline-job-{job.job_id}", daemon=True)
+        thread.start()
+    else:
+        # Nothing to wait for: settle before SubmitJob returns, as plain moto does.
+        run_lifecycle(job)
+
+
+def patch_batch_jobs() -> None:
+    """moto's Docker-free Batch marks every job SUCCEEDED inside SubmitJob, so tests cannot see a
+    job fail, stay RUNNABLE/RUNNING, or be terminated; it also drops retryStrategy, nodeOverrides,
+    propagateTags, shareIdentifier and schedulingPriorityOverride from the submission. Jobs now
+    follow a lifecycle driven by the FLOWLINE_EMULATOR_* variables of the job's environment (see
+    the module docstring), honour retryStrategy (attempts, evaluateOnExit), dependsOn and the
+    attempt timeout, and, with --exec-jobs, run their command as a local process.
+    TerminateJob ends a job FAILED at once (moto only flagged it), and CancelJob does so for jobs
+    that have not started yet."""
+    from moto.batch.exceptions import ClientException
+    from moto.batch.models import BatchBackend, Job
+    from moto.batch.responses import BatchResponse
+    from moto.batch_simple.models import BatchSimpleBackend
+
+    def submit_job(
+        self,
+        job_name,
+        job_def_id,
+        job_queue,
+        array_properties,
+        depends_on=None,
+        container_overrides=None,
+        eks_properties_override=None,
+        timeout=None,
+        parameters=None,
+        tags=None,
+        flowline_extra=None,
+    ):
+        # AWS accepts 1-128 characters; moto's JOB_NAME_REGEX wrongly demands at least two.
+        if not job_name or _JOB_NAME.match(job_name) is None:
+            raise ClientException("Job name should match valid pattern")
+        job_def = self.get_job_definition(job_def_id)
+        if job_def is None:
+            raise ClientException(f"Job definition {job_def_id} does not exist")
+        if job_def.status != "ACTIVE":
+            raise ClientException(f"Job definition {job_def_id} is not ACTIVE")
+        queue = self.get_job_queue(job_queue)
+        if queue is None:
+            raise ClientException(f"Job queue {job_queue} does not exist")
+        backend = self.backend
+        array_properties = array_properties or {}
+
+        def make(provided_id=None, array=None, job_tags=None):
+            job = Job(
+                job_name,
+                job_def,
+                queue,
+                backend,
+                log_backend=backend.logs_backend,
+                container_overrides=container_overrides,
+                eks_properties_override=eks_properties_override,
+                depends_on=depends_on,
+                all_jobs=backend._jobs,
+                timeout=timeout,
+                array_properties=array if array is not None else array_properties,
+                provided_job_id=provided_id,
+                parameters=parameters,
+                tags=job_tags,
+            )
+            job.flowline_extra = dict(flowline_extra or {})
+            job.log_stream_name = None
+            with _JOBS_LOCK:
+                backend._jobs[job.job_id] = job
+            return job
+
+        job = make(job_tags=tags)
+        if array_properties.get("size"):
+            job.flowline_ctl = JobControl()
+            children = [
+                make(f"{job.job_id}:{index}", {"statusSummary": {}, "index": index})
+                for index in range(int(array_properties["size"]))
+            ]
+            job._child_jobs = children
+            job.status = "PENDING"
+            for child in children:
+                start_lifecycle(child)
+        else:
+            start_lifecycle(job)
+        return job_name, job.job_id, job.arn
+
+    def submitjob(self):
+        get = self._get_param
+        extra = {
+            key: get(key)
+            for key in (
+                "retryStrategy",
+                "nodeOverrides",
+                "propagateTags",
+                "shareIdentifier",
+                "schedulingPriorityOverride",
+                "ecsPropertiesOverride",
+            )
+            if get(key) is not None
+        }
+        kwargs = dict(
+            depends_on=get("dependsOn"),
+            container_overrides=get("containerOverrides"),
+            eks_properties_override=get("eksPropertiesOverride"),
+            timeout=get("timeout"),
+            array_properties=get("arrayProperties", {}),
+            parameters=get("parameters"),
+            tags=get("tags"),
+        )
+        backend = self.batch_backend
+        if isinstance(backend, BatchSimpleBackend):
+            kwargs["flowline_extra"] = extra
+        name, job_id, job_arn = backend.submit_job(get("jobName"), get("jobDefinition"), get("jobQueue"), **kwargs)
+        return json.dumps({"jobId": job_id, "jobName": name, "jobArn": job_arn})
+
+    def terminate_job(self, job_id, reason):
+        if not job_id:
+            raise ClientException("'jobId' is a required field (cannot be a empty string)")
+        if not reason:
+            raise ClientException("'reason' is a required field (cannot be a empty string)")
+        job = self.get_job_by_id(job_id)
+        if job is not None:
+            for child in job._child_jobs or []:
+                stop_job(child, reason)
+            stop_job(job, reason)
+
+    def cancel_job(self, job_id, reason):
+        if not job_id:
+            raise ClientException("'jobId' is a required field (cannot be an empty string)")
+        if not reason:
+            raise ClientException("'reason' is a required field (cannot be an empty string)")
+        job = self.get_job_by_id(job_id)
+        if job is None:
+            return
+        for target in (job._child_jobs or []) + [job]:
+            if target.status in ("SUBMITTED", "PENDING", "RUNNABLE"):
+                stop_job(target, reason)
+
+    original_reset = BatchBackend.reset
+
+    def reset(self):
+        for job in list(self._jobs.values()):
+            if getattr(job, "flowline_ctl", None) is not None:
+                stop_job(job, "emulator reset")
+        original_reset(self)
+
+    BatchSimpleBackend.submit_job = submit_job
+    BatchResponse.submitjob = submitjob
+    BatchBackend.terminate_job = terminate_job
+    BatchBackend.cancel_job = cancel_job
+    BatchBackend.reset = reset
+
+
+# ---------------------------------------------------------------------------------------------
+# Patch 4: EventBridge delivery to Step Functions, schedule-only rules, fire-rule
+# ---------------------------------------------------------------------------------------------
+
+_PATH_TOKEN = re.compile(r"\.([A-Za-z0-9_\-/$@]+)|\[(\d+)\]|\['([^']*)'\]|\.\*|\[\*\]")
+
+
+def eval_event_path(path: str, data: Any) -> tuple[bool, Any]:
+    """EventBridge's JSONPath subset (dot notation with dashes, indices, wildcards).
+    Returns (found, value)."""
+    path = (path or "").strip()
+    if not path.startswith("$"):
+        return False, None
+    values = [data]
+    pos = 1
+    wildcard = False
+    while pos < len(path):
+        match = _PATH_TOKEN.match(path, pos)
+        if match is None:
+            return False, None
+        pos = match.end()
+        name = match.group(1) if match.group(1) is not None else match.group(3)
+        nxt = []
+        for value in values:
+            if name is not None:
+                if isinstance(value, dict) and name in value:
+                    nxt.append(value[name])
+            elif match.group(2) is not None:
+                index = int(match.group(2))
+                if isinstance(value, list) and index < len(value):
+                    nxt.append(value[index])
+            else:
+                wildcard = True
+                if isinstance(value, dict):
+                    nxt.extend(value.values())
+                elif isinstance(value, list):
+                    nxt.extend(value)
+        values = nxt
+    if wildcard:
+        return True, values
+    if not values:
+        return False, None
+    return True, values[0]
+
+
+_PLACEHOLDER = re.compile(r"<([A-Za-z0-9_.\-]+)>")
+_RAW_JSON_VARIABLES = ("aws.events.event", "aws.events.event.json")
+
+
+def render_input_template(template: str, values: dict[str, Any]) -> str:
+    """Fills an InputTemplate the way EventBridge does: inside a JSON string a placeholder is
+    replaced by the text of its value (escaped); outside strings by its JSON (a string value
+    gets quotes). ``<aws.events.event>`` / ``<aws.events.event.json>`` insert the event's JSON
+    unescaped. A template that is not JSON (plain text) gets raw values. Unknown <...> stay."""
+    json_mode = template.lstrip()[:1] in ('{', '[', '"')
+    out: list[str] = []
+    in_string = False
+    escaped = False
+    i = 0
+    while i < len(template):
+        char = template[i]
+        if json_mode and in_string and escaped:
+            out.append(char)
+            escaped = False
+            i += 1
+            continue
+        if json_mode and in_string and char == "\\":
+            escaped = True
+            out.append(char)
+            i += 1
+            continue
+        if json_mode and char == '"':
+            in_string = not in_string
+            out.append(char)
+            i += 1
+            continue
+        if char == "<":
+            match = _PLACEHOLDER.match(template, i)
+            if match and match.group(1) in values:
+                name = match.group(1)
+                value = values[name]
+                if name in _RAW_JSON_VARIABLES:
+                    text = json.dumps(value)
+                elif not json_mode:
+                    text = value if isinstance(value, str) else ("" if value is None else json.dumps(value))
+                elif in_string:
+                    raw = value if isinstance(value, str) else ("" if value is None else json.dumps(value))
+                    text = json.dumps(raw)[1:-1]
+                else:
+                    text = json.dumps(value)
+                out.append(text)
+                i = match.end()
+                continue
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def public_event(event: dict) -> dict:
+    """The event as targets receive it: ISO time, without moto's internal fields."""
+    result = {k: v for k, v in event.items() if k not in ("ingestion-time",)}
+    result["time"] = _iso(event.get("time") or time.time())
+    return result
+
+
+def target_input(rule: Any, target: dict, event: dict) -> str | None:
+    """The input a target receives: Input, InputPath, InputTransformer or the whole event."""
+    if target.get("Input") is not None:
+        return target["Input"]
+    if target.get("InputPath"):
+        found, value = eval_event_path(target["InputPath"], event)
+        return json.dumps(value if found else None)
+    transformer = target.get("InputTransformer")
+    if transformer:
+        values: dict[str, Any] = {}
+        for name, path in (transformer.get("InputPathsMap") or {}).items():
+            found, value = eval_event_path(path, event)
+            values[name] = value if found else None
+        event_without_detail = {k: v for k, v in event.items() if k != "detail"}
+        values.update(
+            {
+                "aws.events.rule-arn": rule.arn,
+                "aws.events.rule-name": rule.name,
+                "aws.events.event.ingestion-time": event.get("time"),
+                "aws.events.event": event_without_detail,
+                "aws.events.event.json": event,
+            }
+        )
+        return render_input_template(transformer.get("InputTemplate") or "", values)
+    return json.dumps(event)
+
+
+def _is_state_machine(arn: str) -> bool:
+    parts = arn.split(":")
+    return len(parts) >= 7 and parts[2] == "states" and parts[5] == "stateMachine"
+
+
+def deliver_to_state_machine(rule: Any, target: dict, event: dict) -> str | None:
+    from moto.stepfunctions.responses import get_backend
+
+    arn = target["Arn"]
+    payload = target_input(rule, target, event)
+    try:
+        json.loads(payload)
+    except (TypeError, ValueError):
+        LOG.warning("rule %s: input for %s is not JSON, not delivered: %r", rule.name, arn, payload)
+        return None
+    parts = arn.split(":")
+    try:
+        execution = get_backend(parts[4], parts[3]).start_execution(arn, str(uuid.uuid4()), payload)
+    except Exception as err:  # noqa: BLE001 - EventBridge reports a failed invocation, not a 500
+        LOG.warning("rule %s: could not start %s: %s", rule.name, arn, err)
+        return None
+    return execution.execution_arn
+
+
+def patch_events() -> None:
+    """PutEvents answers 500 when a matching rule targets a Step Functions state machine (moto
+    raises NotImplementedError for that target type), rules without an EventPattern (schedule
+    only) match every event, and DISABLED rules still receive events. Delivery now skips
+    disabled rules, never matches events against pattern-less rules, and starts an execution
+    for each state-machine target with the input AWS would give it; other target types keep
+    moto's handling."""
+    from moto.events.models import EventPattern, Rule
+
+    original_send = Rule.send_to_targets
+
+    def send_to_targets(self, original_event, transform_input=True, scheduled=False):
+        if self.state != "ENABLED":
+            return []
+        if not scheduled:
+            if not self.event_pattern.get_pattern() or not self.event_pattern.matches_event(original_event):
+                return []
+        sfn_targets = [t for t in self.targets if _is_state_machine(t.get("Arn", ""))]
+        other_targets = [t for t in self.targets if not _is_state_machine(t.get("Arn", ""))]
+        if other_targets:
+            proxy = copy.copy(self)
+            proxy.targets = other_targets
+            proxy.event_pattern = EventPattern.load(None)  # already matched above
+            original_send(proxy, copy.deepcopy(original_event), transform_input)
+        event = public_event(original_event)
+        started = []
+        for target in sfn_targets:
+            execution_arn = deliver_to_state_machine(self, target, event)
+            if execution_arn:
+                started.append(execution_arn)
+        return started
+
+    Rule.send_to_targets = send_to_targets
+
+
+def fire_rule(body: dict) -> tuple[int, dict]:
+    """Delivers a scheduled rule's targets as EventBridge does when the schedule fires."""
+    from moto.events.models import events_backends
+
+    name = body.get("name")
+    if not name:
+        return 400, {"message": "name is required"}
+    account = body.get("accountId") or DEFAULT_ACCOUNT
+    region = body.get("region") or DEFAULT_REGION
+    if str(name).startswith("arn:"):
+        parts = name.split(":")
+        region, account = parts[3], parts[4]
+        resource = parts[5].split("/", 1)[1]
+        bus, _, name = resource.rpartition("/")
+        body = dict(body, eventBusName=body.get("eventBusName") or bus or None)
+    backend = events_backends[account][region]
+    try:
+        rule = backend.describe_rule(name, body.get("eventBusName"))
+    except Exception as err:  # noqa: BLE001 - moto's ResourceNotFoundException
+        return 404, {"message": str(getattr(err, "message", err))}
+    if not rule.scheduled_expression:
+        return 400, {"message": f"rule {name} has no ScheduleExpression"}
+    if rule.state != "ENABLED":
+        return 409, {"message": f"rule {name} is {rule.state}; nothing delivered", "ruleArn": rule.arn}
+    now = time.time()
+    event = {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account,
+        "time": now,
+        "region": region,
+        "resources": [rule.arn],
+        "detail": {},
+        "ingestion-time": now,
+    }
+    started = rule.send_to_targets(event, scheduled=True) or []
+    return 200, {"ruleArn": rule.arn, "eventId": event["id"], "executionArns": started}
+
+
+class FlowlineTestRoutes:
+    """WSGI middleware serving the /flowline-test/ endpoints in front of moto's dispatcher."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if not path.startswith("/flowline-test/"):
+            return self.app(environ, start_response)
+        status, payload = 404, {"message": f"unknown endpoint {path}"}
+        if path.rstrip("/") == "/flowline-test/fire-rule":
+            if environ.get("REQUEST_METHOD") != "POST":
+                status, payload = 405, {"message": "POST a JSON body"}
+            else:
+                try:
+                    length = int(environ.get("CONTENT_LENGTH") or 0)
+                    body = json.loads(environ["wsgi.input"].read(length) or b"{}")
+                    status, payload = fire_rule(body)
+                except ValueError as err:
+                    status, payload = 400, {"message": f"bad JSON body: {err}"}
+        data = json.dumps(payload).encode()
+        reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict"}
+        start_response(
+            f"{status} {reasons.get(status, 'Error')}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
+
+
+# ---------------------------------------------------------------------------------------------
+# Patches 5 and 7: Step Functions executions
+# ---------------------------------------------------------------------------------------------
+
+
+def patch_sfn_executions() -> None:
+    """StartExecution without a name yields an ARN ending in ``:None`` in the executing backend;
+    AWS generates a UUID name. StopExecution leaves the Batch jobs the execution submitted
+    running; AWS terminates them, so they end FAILED ("Execution stopped")."""
+    from moto.batch.models import batch_backends
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    original_start = StepFunctionsParserBackend.start_execution
+
+    def start_execution(self, state_machine_arn, name=None, execution_input=None, trace_header=None):
+        return original_start(self, state_machine_arn, name or str(uuid.uuid4()), execution_input, trace_header)
+
+    original_stop = StepFunctionsParserBackend.stop_execution
+
+    def stop_execution(self, execution_arn):
+        execution = original_stop(self, execution_arn)
+        with _EXECUTION_JOBS_LOCK:
+            job_ids = set(_EXECUTION_JOBS.pop(execution_arn, set()))
+        if job_ids:
+            backend = batch_backends[self.account_id][self.region_name]
+            for job_id in job_ids:
+                job = backend.get_job_by_id(job_id)
+                if job is not None and job.status not in TERMINAL:
+                    for child in job._child_jobs or []:
+                        stop_job(child, EXECUTION_STOPPED)
+                    stop_job(job, EXECUTION_STOPPED)
+        return execution
+
+    StepFunctionsParserBackend.start_execution = start_execution
+    StepFunctionsParserBackend.stop_execution = stop_execution
+
+
+def patch_sfn_history_paging() -> None:
+    """GetExecutionHistory ignores maxResults, nextToken and reverseOrder and returns every
+    event at once; clients that page (the SDKs' paginators) would loop or see duplicates."""
+    from moto.core.responses import ActionResult
+    from moto.stepfunctions.exceptions import InvalidToken
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    def get_execution_history(self):
+        execution_arn = self._get_param("executionArn")
+        max_results = self._get_int_param("maxResults") or 100
+        reverse = bool(self._get_bool_param("reverseOrder", False))
+        token = self._get_param("nextToken")
+        history = self.stepfunction_backend.get_execution_history(execution_arn)
+        events = list(history.get("events", []) if isinstance(history, dict) else history)
+        if reverse:
+            events.reverse()
+        start = 0
+        if token:
+            try:
+                owner, offset = base64.urlsafe_b64decode(token.encode()).decode().rsplit(":", 1)
+                start = int(offset)
+            except Exception:  # noqa: BLE001
+                raise InvalidToken("nextToken is not valid")
+            if owner != execution_arn:
+                raise InvalidToken("nextToken belongs to another execution")
+        page = events[start : start + max_results]
+        result: dict[str, Any] = {"events": page}
+        if start + max_results < len(events):
+            result["nextToken"] = base64.urlsafe_b64encode(f"{execution_arn}:{start + max_results}".encode()).decode()
+        return ActionResult(result)
+
+    StepFunctionResponse.get_execution_history = get_execution_history
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration that survives /moto-api/reset
+# ---------------------------------------------------------------------------------------------
+
+
+def patch_reset() -> None:
+    """moto keeps its configuration in a module dictionary that /moto-api/reset does not touch,
+    so the switches survive a reset as long as no client changed them; re-applying them on reset
+    makes every reset return to the launcher's baseline regardless, and also forgets the
+    execution-to-job bookkeeping and the cached clients."""
+    from moto.moto_api._internal.models import MotoAPIBackend
+
+    original_reset = MotoAPIBackend.reset
+
+    def reset(self):
+        original_reset(self)
+        apply_emulator_config()
+        with _EXECUTION_JOBS_LOCK:
+            _EXECUTION_JOBS.clear()
+
+    MotoAPIBackend.reset = reset
+
+
+def apply_patches() -> None:
+    patch_interpreter_clients()
+    patch_sfn_batch_integration()
+    patch_batch_describe_jobs()
+    patch_batch_job_definitions()
+    patch_batch_jobs()
+    patch_events()
+    patch_sfn_executions()
+    patch_sfn_history_paging()
+    patch_reset()
+
+
+def kill_all_processes() -> None:
+    with _PROCESSES_LOCK:
+        processes = list(_PROCESSES)
+    for proc in processes:
+        _kill(proc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=5000, help="port to bind; 0 picks a free one")
+    parser.add_argument(
+        "--exec-jobs",
+        action="store_true",
+        default=os.environ.get(ENV_EXEC_JOBS, "") not in ("", "0", "false", "False"),
+        help=f"run Batch job commands as local processes (also {ENV_EXEC_JOBS}=1)",
+    )
+    parser.add_argument("--job-log-dir", default="", help="where --exec-jobs writes job output (default: a new temp dir)")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("werkzeug").setLevel(logging.INFO if args.verbose else logging.WARNING)
+
+    from werkzeug.serving import make_server
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+
+    SETTINGS.exec_jobs = bool(args.exec_jobs)
+    SETTINGS.job_log_dir = os.path.abspath(args.job_log_dir) if args.job_log_dir else tempfile.mkdtemp(prefix="flowline-emulator-jobs-")
+    if SETTINGS.exec_jobs:
+        os.makedirs(SETTINGS.job_log_dir, exist_ok=True)
+        LOG.info("--exec-jobs: job output goes to %s", SETTINGS.job_log_dir)
+    SETTINGS.connect_host = "127.0.0.1" if args.host in ("", "0.0.0.0") else ("::1" if args.host == "::" else args.host)
+
+    apply_emulator_config()
+    apply_patches()
+
+    app = FlowlineTestRoutes(DomainDispatcherApplication(create_backend_app))
+    server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    SETTINGS.port = server.server_port
+    # moto's own code (and MOTO_PORT-aware helpers) must call back into this server.
+    os.environ["MOTO_PORT"] = str(SETTINGS.port)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    display_host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"moto ready on http://{display_host}:{SETTINGS.port}", flush=True)
+    try:
+        server.serve_forever()
+    except SystemExit:
+        pass
+    finally:
+        kill_all_processes()
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,695 @@
+"""Tests of the patched AWS emulator (launcher.py), against a real launcher process.
+
+Run with the emulator's venv:  $(hack/moto/install.sh) -m pytest hack/moto -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+HERE = Path(__file__).resolve().parent
+LAUNCHER = HERE / "launcher.py"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+READY = re.compile(r"^moto ready on (http://\S+)$")
+
+
+class Emulator:
+    def __init__(self, endpoint: str, proc: subprocess.Popen, log_dir: Path | None):
+        self.endpoint = endpoint
+        self.proc = proc
+        self.log_dir = log_dir
+
+    def client(self, service: str):
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            # No retries: a 500 from the emulator must surface, not be retried away.
+            config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}),
+        )
+
+    def post(self, path: str, body: dict | None = None) -> tuple[int, dict]:
+        data = json.dumps(body or {}).encode()
+        req = urllib.request.Request(self.endpoint + path, data=data, method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(self.endpoint + path, timeout=10) as resp:
+            return json.loads(resp.read())
+
+
+def _start(tmp_path_factory, *extra: str) -> Emulator:
+    logs = tmp_path_factory.mktemp("emulator")
+    log_dir = logs / "jobs" if "--exec-jobs" in extra else None
+    args = [sys.executable, str(LAUNCHER), "--host", "127.0.0.1", "--port", "0", *extra]
+    if log_dir is not None:
+        args += ["--job-log-dir", str(log_dir)]
+    env = {k: v for k, v in os.environ.items() if k != "FLOWLINE_EMULATOR_EXEC_JOBS"}
+    stderr = open(logs / "launcher.log", "wb")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, start_new_session=True)
+    stderr.close()
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(30)
+    match = READY.match(line[0].strip()) if line else None
+    if match is None:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"launcher did not become ready: {line!r}\n{(logs / 'launcher.log').read_text()}")
+    return Emulator(match.group(1), proc, log_dir)
+
+
+def _stop(emulator: Emulator) -> None:
+    emulator.proc.terminate()
+    try:
+        emulator.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(emulator.proc.pid, 9)
+        emulator.proc.wait()
+    assert emulator.proc.returncode is not None
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    emulator = _start(tmp_path_factory)
+    yield emulator
+    _stop(emulator)
+
+
+@pytest.fixture(scope="module")
+def exec_emu(tmp_path_factory):
+    emulator = _start(tmp_path_factory, "--exec-jobs")
+    yield emulator
+    _stop(emulator)
+
+
+def wait_for(fn, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def batch_env(emulator: Emulator) -> dict:
+    """A compute environment and a job queue, as moto needs before any job."""
+    iam, batch = emulator.client("iam"), emulator.client("batch")
+    role = iam.create_role(
+        RoleName=uid("batch-role"),
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )["Role"]["Arn"]
+    ce = batch.create_compute_environment(
+        computeEnvironmentName=uid("ce"), type="UNMANAGED", state="ENABLED", serviceRole=role
+    )["computeEnvironmentArn"]
+    queue = batch.create_job_queue(
+        jobQueueName=uid("queue"), state="ENABLED", priority=1, computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}]
+    )["jobQueueArn"]
+    return {"batch": batch, "queue": queue, "role": role}
+
+
+def container_def(batch, env: dict | None = None, command: list[str] | None = None, **extra) -> str:
+    return batch.register_job_definition(
+        jobDefinitionName=uid("jd"),
+        type="container",
+        containerProperties={
+            "image": "flowline/step:latest",
+            "command": command or ["echo", "hello"],
+            "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "512"}],
+            "environment": [{"name": k, "value": v} for k, v in (env or {}).items()],
+        },
+        **extra,
+    )["jobDefinitionArn"]
+
+
+def describe_job(batch, job_id: str) -> dict:
+    jobs = batch.describe_jobs(jobs=[job_id])["jobs"]
+    assert len(jobs) == 1, jobs
+    return jobs[0]
+
+
+def wait_job(batch, job_id: str, statuses=("SUCCEEDED", "FAILED"), timeout: float = 15.0) -> dict:
+    return wait_for(
+        lambda: (lambda j: j if j["status"] in statuses else None)(describe_job(batch, job_id)),
+        timeout,
+        what=f"job {job_id} in {statuses}",
+    )
+
+
+def state_machine(emulator: Emulator, definition: dict, role: str | None = None) -> str:
+    sfn = emulator.client("stepfunctions")
+    return sfn.create_state_machine(
+        name=uid("sm"), definition=json.dumps(definition), roleArn=role or f"arn:aws:iam::{ACCOUNT}:role/sfn"
+    )["stateMachineArn"]
+
+
+def wait_execution(sfn, arn: str, timeout: float = 20.0) -> dict:
+    return wait_for(
+        lambda: (lambda d: d if d["status"] != "RUNNING" else None)(sfn.describe_execution(executionArn=arn)),
+        timeout,
+        interval=0.2,
+        what=f"execution {arn}",
+    )
+
+
+def batch_task(queue: str, job_def: str, sync: bool = True, **params) -> dict:
+    return {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::batch:submitJob" + (".sync" if sync else ""),
+        "Parameters": {"JobName": "step", "JobQueue": queue, "JobDefinition": job_def, **params},
+    }
+
+
+PASS_MACHINE = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+def test_config_is_set_and_survives_reset(emu):
+    assert emu.get("/moto-api/config")["batch"] == {"use_docker": False}
+    status, _ = emu.post("/moto-api/reset")
+    assert status == 200
+    assert emu.get("/moto-api/config")["batch"] == {"use_docker": False}
+
+    # After the reset, state machines still execute (the non-executing backend would leave the
+    # execution RUNNING forever) and Batch jobs still settle without Docker.
+    sfn = emu.client("stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=state_machine(emu, PASS_MACHINE), input='{"a": 1}')["executionArn"]
+    done = wait_execution(sfn, arn)
+    assert done["status"] == "SUCCEEDED"
+    assert json.loads(done["output"]) == {"a": 1}
+    setup = batch_env(emu)
+    job = setup["batch"].submit_job(jobName="after-reset", jobQueue=setup["queue"], jobDefinition=container_def(setup["batch"]))
+    assert wait_job(setup["batch"], job["jobId"])["status"] == "SUCCEEDED"
+
+
+# --------------------------------------------------------------------------------------------
+# Patch 1: batch:submitJob(.sync)
+# --------------------------------------------------------------------------------------------
+
+
+def test_submit_job_sync_task_succeeds_with_pascal_case_output(emu):
+    setup = batch_env(emu)
+    batch, sfn = setup["batch"], emu.client("stepfunctions")
+    job_def = container_def(batch, env={"FROM_DEF": "def"})
+    machine = {
+        "StartAt": "Submit",
+        "States": {
+            "Submit": {**batch_task(setup["queue"], job_def, sync=False), "ResultPath": "$.submitted", "Next": "Run"},
+            "Run": {
+                **batch_task(
+                    setup["queue"],
+                    job_def,
+                    ContainerOverrides={
+                        "Command": ["python", "-m", "step"],
+                        "Environment.$": "$.env",
+                        "ResourceRequirements": [{"Type": "MEMORY", "Value": "2048"}],
+                    },
+                    Parameters={"inputPath": "s3://bucket/key"},
+                    Tags={"flow": "demo"},
+                    RetryStrategy={"Attempts": 2},
+                    Timeout={"AttemptDurationSeconds": 600},
+                ),
+                "ResultPath": "$.job",
+                "End": True,
+            },
+        },
+    }
+    arn = sfn.start_execution(
+        stateMachineArn=state_machine(emu, machine), input=json.dumps({"env": [{"Name": "STEP", "Value": "train"}]})
+    )["executionArn"]
+    done = wait_execution(sfn, arn)
+    assert done["status"] == "SUCCEEDED", done
+    output = json.loads(done["output"])
+    assert set(output["submitted"]) >= {"JobId", "JobName", "JobArn"}
+    out = output["job"]
+    assert out["Status"] == "SUCCEEDED"
+    assert out["JobName"] == "step"
+    assert out["Container"]["ExitCode"] == 0
+    assert out["StatusReason"] == "Essential container in task exited"
+    env = {e["Name"]: e["Value"] for e in out["Container"]["Environment"]}
+    assert env["STEP"] == "train" and env["FROM_DEF"] == "def"
+    assert env["MANAGED_BY_AWS"] == "STARTED_BY_STEP_FUNCTIONS"
+    assert out["Parameters"] == {"inputPath": "s3://bucket/key"}
+    assert out["Tags"] == {"flow": "demo"}
+    assert out["Attempts"] and "Container" in out["Attempts"][0]
+
+    # The Batch API itself saw the converted request.
+    job = describe_job(batch, out["JobId"])
+    assert job["container"]["command"] == ["python", "-m", "step"]
+    assert {"type": "MEMORY", "value": "2048"} in job["container"]["resourceRequirements"]
+    assert job["retryStrategy"] == {"attempts": 2}
+    assert job["timeout"] == {"attemptDurationSeconds": 600}
+
+
+def test_submit_job_sync_task_fails_with_task_failed(emu):
+    setup = batch_env(emu)
+    sfn = emu.client("stepfunctions")
+    job_def = container_def(setup["batch"])
+    machine = {
+        "StartAt": "Run",
+        "States": {"Run": {**batch_task(setup["queue"], job_def, ContainerOverrides={"Environment": [{"Name": "FLOWLINE_EMULATOR_FAIL", "Value": "disk full"}]}), "End": True}},
+    }
+    arn = sfn.start_execution(stateMachineArn=state_machine(emu, machine))["executionArn"]
+    done = wait_execution(sfn, arn)
+    assert done["status"] == "FAILED"
+    events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    failed = [e["taskFailedEventDetails"] for e in events if e["type"] == "TaskFailed"]
+    assert failed, [e["type"] for e in events]
+    assert failed[0]["error"] == "States.TaskFailed"
+    cause = json.loads(failed[0]["cause"])
+    assert cause["Status"] == "FAILED"
+    assert cause["StatusReason"] == "disk full"
+    assert cause["Container"]["ExitCode"] == 1
+    assert done.get("error", "States.TaskFailed") == "States.TaskFailed"
+
+
+# --------------------------------------------------------------------------------------------
+# Patch 6/7: job fate controls, terminate, stop execution
+# --------------------------------------------------------------------------------------------
+
+
+def test_job_held_runnable_then_running_then_succeeded(emu):
+    setup = batch_env(emu)
+    batch = setup["batch"]
+    # The definition asks for 30 s; the submission's override (3 s) must win.
+    job_def = container_def(batch, env={"FLOWLINE_EMULATOR_RUN_SECONDS": "30", "FLOWLINE_EMULATOR_RUNNABLE_SECONDS": "1"})
+    start = time.monotonic()
+    job_id = batch.submit_job(
+        jobName="held",
+        jobQueue=setup["queue"],
+        jobDefinition=job_def,
+        containerOverrides={"environment": [{"name": "FLOWLINE_EMULATOR_RUN_SECONDS", "value": "3"}]},
+    )["jobId"]
+    first = describe_job(batch, job_id)
+    assert first["status"] in ("PENDING", "RUNNABLE")
+    assert "startedAt" not in first
+    running = wait_job(batch, job_id, ("RUNNING", "SUCCEEDED", "FAILED"), timeout=5)
+    assert running["status"] == "RUNNING"
+    assert running["startedAt"] > 0
+    assert time.monotonic() - start >= 0.9
+    done = wait_job(batch, job_id, timeout=10)
+    assert done["status"] == "SUCCEEDED"
+    assert time.monotonic() - start >= 3.9
+    assert done["container"]["exitCode"] == 0
+    assert done["stoppedAt"] >= done["startedAt"]
+
+
+def test_terminate_held_job_fails_it_immediately(emu):
+    setup = batch_env(emu)
+    batch = setup["batch"]
+    job_def = container_def(batch, env={"FLOWLINE_EMULATOR_RUN_SECONDS": "60"})
+    job_id = batch.submit_job(jobName="long", jobQueue=setup["queue"], jobDefinition=job_def)["jobId"]
+    wait_job(batch, job_id, ("RUNNING",), timeout=5)
+    batch.terminate_job(jobId=job_id, reason="user asked")
+    job = describe_job(batch, job_id)
+    assert job["status"] == "FAILED"
+    assert job["statusReason"] == "user asked"
+
+
+def test_stop_execution_terminates_its_batch_job(emu):
+    setup = batch_env(emu)
+    batch, sfn = setup["batch"], emu.client("stepfunctions")
+    job_def = container_def(batch, env={"FLOWLINE_EMULATOR_RUN_SECONDS": "60"})
+    machine = {"StartAt": "Run", "States": {"Run": {**batch_task(setup["queue"], job_def), "End": True}}}
+    arn = sfn.start_execution(stateMachineArn=state_machine(emu, machine))["executionArn"]
+    listed = wait_for(lambda: batch.list_jobs(jobQueue=setup["queue"], jobStatus="RUNNING")["jobSummaryList"], what="running job")
+    job_id = listed[0]["jobId"]
+    sfn.stop_execution(executionArn=arn)
+    job = wait_job(batch, job_id, timeout=5)
+    assert job["status"] == "FAILED"
+    assert job["statusReason"] == "Execution stopped"
+    assert wait_execution(sfn, arn)["status"] == "ABORTED"
+
+
+# --------------------------------------------------------------------------------------------
+# Patch 3: job definitions
+# --------------------------------------------------------------------------------------------
+
+
+def test_multinode_job_definition_round_trips(emu):
+    batch = emu.client("batch")
+    node_properties = {
+        "numNodes": 3,
+        "mainNode": 0,
+        "nodeRangeProperties": [
+            {"targetNodes": "0", "container": {"image": "flowline/main", "command": ["main"], "resourceRequirements": [{"type": "VCPU", "value": "2"}, {"type": "MEMORY", "value": "1024"}]}},
+            {"targetNodes": "1:", "container": {"image": "flowline/worker", "command": ["worker"], "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "512"}]}},
+        ],
+    }
+    name = uid("mnp")
+    batch.register_job_definition(
+        jobDefinitionName=name,
+        type="multinode",
+        nodeProperties=node_properties,
+        tags={"team": "ml"},
+        propagateTags=True,
+        retryStrategy={"attempts": 3, "evaluateOnExit": [{"onExitCode": "137", "action": "RETRY"}]},
+        timeout={"attemptDurationSeconds": 3600},
+        platformCapabilities=["EC2"],
+        schedulingPriority=7,
+    )
+    jd = batch.describe_job_definitions(jobDefinitionName=name)["jobDefinitions"][0]
+    assert jd["type"] == "multinode"
+    assert jd["nodeProperties"] == node_properties
+    assert jd["tags"] == {"team": "ml"}
+    assert jd["propagateTags"] is True
+    assert jd["retryStrategy"]["attempts"] == 3
+    assert jd["retryStrategy"]["evaluateOnExit"][0]["onExitCode"] == "137"
+    assert jd["timeout"] == {"attemptDurationSeconds": 3600}
+    assert jd["platformCapabilities"] == ["EC2"]
+    assert jd["schedulingPriority"] == 7
+
+
+def test_container_job_definition_round_trips_and_revisions_are_independent(emu):
+    batch = emu.client("batch")
+    name = uid("jd")
+    container = {
+        "image": "flowline/step",
+        "command": ["run"],
+        "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "512"}],
+        "environment": [{"name": "A", "value": "1"}],
+        "secrets": [{"name": "TOKEN", "valueFrom": "arn:aws:secretsmanager:us-east-1:123456789012:secret:tok"}],
+        "linuxParameters": {
+            "sharedMemorySize": 256,
+            "maxSwap": 1024,
+            "swappiness": 10,
+            "tmpfs": [{"containerPath": "/scratch", "size": 64, "mountOptions": ["rw"]}],
+            "devices": [{"hostPath": "/dev/fuse", "containerPath": "/dev/fuse", "permissions": ["READ", "WRITE"]}],
+        },
+    }
+    batch.register_job_definition(
+        jobDefinitionName=name,
+        type="container",
+        containerProperties=container,
+        propagateTags=True,
+        platformCapabilities=["EC2"],
+        retryStrategy={"attempts": 2},
+        timeout={"attemptDurationSeconds": 60},
+        tags={"v": "1"},
+    )
+    batch.register_job_definition(
+        jobDefinitionName=name,
+        type="container",
+        containerProperties=container,
+        propagateTags=False,
+        platformCapabilities=["FARGATE"],
+    )
+    defs = {d["revision"]: d for d in batch.describe_job_definitions(jobDefinitionName=name)["jobDefinitions"]}
+    first, second = defs[1], defs[2]
+    for key in ("secrets", "linuxParameters", "environment", "command", "image"):
+        assert first["containerProperties"][key] == container[key], key
+    assert first["propagateTags"] is True and first["platformCapabilities"] == ["EC2"]
+    assert first["retryStrategy"] == {"attempts": 2} and first["timeout"] == {"attemptDurationSeconds": 60}
+    assert first["tags"] == {"v": "1"}
+    assert second["propagateTags"] is False
+    assert second["platformCapabilities"] == ["FARGATE"]
+    assert "retryStrategy" not in second and "timeout" not in second
+
+
+# --------------------------------------------------------------------------------------------
+# Patch 4: EventBridge
+# --------------------------------------------------------------------------------------------
+
+
+def executions(sfn, arn: str) -> list[dict]:
+    return sfn.list_executions(stateMachineArn=arn)["executions"]
+
+
+def test_put_events_delivers_transformed_input_to_state_machine(emu):
+    events, sfn = emu.client("events"), emu.client("stepfunctions")
+    target_sm = state_machine(emu, PASS_MACHINE)
+    scheduled_sm = state_machine(emu, PASS_MACHINE)
+    disabled_sm = state_machine(emu, PASS_MACHINE)
+    rule = uid("on-run")
+    pattern = json.dumps({"source": ["flowline.test"], "detail-type": ["Run"]})
+    events.put_rule(Name=rule, EventPattern=pattern)
+    events.put_targets(
+        Rule=rule,
+        Targets=[
+            {
+                "Id": "sm",
+                "Arn": target_sm,
+                "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/events",
+                "InputTransformer": {
+                    "InputPathsMap": {"flow": "$.detail.flow", "n": "$.detail.count", "src": "$.source", "kind": "$.detail-type"},
+                    "InputTemplate": '{"flow": <flow>, "count": <n>, "msg": "run <flow> from <src>", "kind": <kind>, "rule": "<aws.events.rule-name>"}',
+                },
+            }
+        ],
+    )
+    schedule_rule = uid("nightly")
+    events.put_rule(Name=schedule_rule, ScheduleExpression="rate(1 day)")
+    events.put_targets(Rule=schedule_rule, Targets=[{"Id": "sm", "Arn": scheduled_sm}])
+    disabled_rule = uid("off")
+    events.put_rule(Name=disabled_rule, EventPattern=pattern, State="DISABLED")
+    events.put_targets(Rule=disabled_rule, Targets=[{"Id": "sm", "Arn": disabled_sm}])
+
+    answer = events.put_events(
+        Entries=[
+            {"Source": "flowline.test", "DetailType": "Run", "Detail": json.dumps({"flow": "f1", "count": 2})},
+            {"Source": "flowline.other", "DetailType": "Run", "Detail": json.dumps({"flow": "nope", "count": 0})},
+        ]
+    )
+    assert answer["FailedEntryCount"] == 0
+    started = wait_for(lambda: executions(sfn, target_sm), what="execution from the rule")
+    time.sleep(0.3)  # a wrongly matched second event would have started by now
+    assert len(executions(sfn, target_sm)) == 1
+    got = json.loads(sfn.describe_execution(executionArn=started[0]["executionArn"])["input"])
+    assert got == {"flow": "f1", "count": 2, "msg": "run f1 from flowline.test", "kind": "Run", "rule": rule}
+    assert executions(sfn, scheduled_sm) == [], "a schedule-only rule matched an event"
+    assert executions(sfn, disabled_sm) == [], "a disabled rule received an event"
+
+
+def test_fire_rule_delivers_scheduled_event(emu):
+    events, sfn = emu.client("events"), emu.client("stepfunctions")
+    plain_sm = state_machine(emu, PASS_MACHINE)
+    const_sm = state_machine(emu, PASS_MACHINE)
+    rule = uid("cron")
+    rule_arn = events.put_rule(Name=rule, ScheduleExpression="cron(0 3 * * ? *)")["RuleArn"]
+    events.put_targets(Rule=rule, Targets=[{"Id": "a", "Arn": plain_sm}, {"Id": "b", "Arn": const_sm, "Input": '{"const": 1}'}])
+
+    status, body = emu.post("/flowline-test/fire-rule", {"name": rule})
+    assert status == 200, body
+    assert body["ruleArn"] == rule_arn and len(body["executionArns"]) == 2
+    plain = json.loads(sfn.describe_execution(executionArn=wait_for(lambda: executions(sfn, plain_sm))[0]["executionArn"])["input"])
+    assert plain["detail-type"] == "Scheduled Event"
+    assert plain["source"] == "aws.events"
+    assert plain["resources"] == [rule_arn]
+    assert plain["detail"] == {}
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", plain["time"])
+    const = json.loads(sfn.describe_execution(executionArn=executions(sfn, const_sm)[0]["executionArn"])["input"])
+    assert const == {"const": 1}
+
+    events.disable_rule(Name=rule)
+    status, _ = emu.post("/flowline-test/fire-rule", {"name": rule})
+    assert status == 409
+    assert len(executions(sfn, plain_sm)) == 1
+    assert emu.post("/flowline-test/fire-rule", {"name": uid("missing")})[0] == 404
+
+
+# --------------------------------------------------------------------------------------------
+# Patch 5 and history paging
+# --------------------------------------------------------------------------------------------
+
+
+def test_unnamed_start_execution_gets_uuid_name(emu):
+    sfn = emu.client("stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=state_machine(emu, PASS_MACHINE))["executionArn"]
+    name = arn.rsplit(":", 1)[-1]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", name), arn
+    assert sfn.describe_execution(executionArn=arn)["name"] == name
+
+
+def test_execution_history_pages(emu):
+    sfn = emu.client("stepfunctions")
+    chain = {"StartAt": "S0", "States": {f"S{i}": {"Type": "Pass", **({"Next": f"S{i + 1}"} if i < 3 else {"End": True})} for i in range(4)}}
+    arn = sfn.start_execution(stateMachineArn=state_machine(emu, chain))["executionArn"]
+    assert wait_execution(sfn, arn)["status"] == "SUCCEEDED"
+    full = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    assert len(full) >= 8
+    paged, token = [], None
+    while True:
+        kwargs = {"nextToken": token} if token else {}
+        page = sfn.get_execution_history(executionArn=arn, maxResults=3, **kwargs)
+        assert len(page["events"]) <= 3
+        paged += page["events"]
+        token = page.get("nextToken")
+        if not token:
+            break
+    assert [e["id"] for e in paged] == [e["id"] for e in full]
+    newest = sfn.get_execution_history(executionArn=arn, maxResults=1, reverseOrder=True)["events"]
+    assert newest[0]["type"] == "ExecutionSucceeded"
+
+
+# --------------------------------------------------------------------------------------------
+# Patch 2: concurrency
+# --------------------------------------------------------------------------------------------
+
+
+def test_concurrent_describe_jobs_never_fails(emu):
+    setup = batch_env(emu)
+    batch, sfn = setup["batch"], emu.client("stepfunctions")
+    job_def = container_def(batch)
+    machine = {"StartAt": "Run", "States": {"Run": {**batch_task(setup["queue"], job_def), "End": True}}}
+    sm = state_machine(emu, machine)
+    errors: list[BaseException] = []
+    job_ids: list[str] = []
+    stop = threading.Event()
+
+    def submitter():
+        client = emu.client("batch")
+        while not stop.is_set():
+            try:
+                job_ids.append(client.submit_job(jobName="c", jobQueue=setup["queue"], jobDefinition=job_def)["jobId"])
+            except Exception as err:  # noqa: BLE001
+                errors.append(err)
+
+    def describer():
+        client = emu.client("batch")
+        while not stop.is_set():
+            try:
+                ids = job_ids[-5:] or ["none"]
+                client.describe_jobs(jobs=ids)
+            except Exception as err:  # noqa: BLE001
+                errors.append(err)
+
+    threads = [threading.Thread(target=submitter) for _ in range(2)] + [threading.Thread(target=describer) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    arns = [sfn.start_execution(stateMachineArn=sm)["executionArn"] for _ in range(6)]
+    time.sleep(2.5)
+    stop.set()
+    for thread in threads:
+        thread.join(20)
+    assert not errors, errors[:3]
+    assert len(job_ids) > 20
+    for arn in arns:
+        assert wait_execution(sfn, arn)["status"] == "SUCCEEDED"
+
+
+# --------------------------------------------------------------------------------------------
+# Patch 8: --exec-jobs
+# --------------------------------------------------------------------------------------------
+
+
+def test_exec_job_exit_code_fails_job(exec_emu):
+    setup = batch_env(exec_emu)
+    batch = setup["batch"]
+    job_def = container_def(batch, command=[sys.executable, "-c", "import sys; print('bye'); sys.exit(3)"])
+    job_id = batch.submit_job(jobName="exit3", jobQueue=setup["queue"], jobDefinition=job_def)["jobId"]
+    job = wait_job(batch, job_id)
+    assert job["status"] == "FAILED"
+    assert job["statusReason"] == "Essential container in task exited"
+    assert job["container"]["exitCode"] == 3
+
+
+def test_exec_job_runs_command_with_environment_and_logs(exec_emu, tmp_path):
+    setup = batch_env(exec_emu)
+    batch = setup["batch"]
+    marker = tmp_path / "marker.txt"
+    script = (
+        "import os; "
+        "open(os.environ['MARKER'], 'w').write(os.environ['AWS_BATCH_JOB_ID'] + ' ' + os.environ['AWS_BATCH_JOB_ATTEMPT'] + ' ' + os.environ['STEP']); "
+        "print('hello from the job')"
+    )
+    job_def = container_def(batch, env={"STEP": "from-def"}, command=[sys.executable, "-c", script])
+    job_id = batch.submit_job(
+        jobName="marker",
+        jobQueue=setup["queue"],
+        jobDefinition=job_def,
+        containerOverrides={"environment": [{"name": "MARKER", "value": str(marker)}, {"name": "STEP", "value": "train"}]},
+    )["jobId"]
+    job = wait_job(batch, job_id)
+    assert job["status"] == "SUCCEEDED", job
+    assert job["container"]["exitCode"] == 0
+    assert marker.read_text() == f"{job_id} 1 train"
+    stream = job["container"]["logStreamName"]
+    assert "hello from the job" in (exec_emu.log_dir / f"{stream}.log").read_text()
+    logs = exec_emu.client("logs").get_log_events(logGroupName="/aws/batch/job", logStreamName=stream)
+    assert any("hello from the job" in e["message"] for e in logs["events"])
+
+
+def test_exec_multinode_job_runs_every_node(exec_emu, tmp_path):
+    setup = batch_env(exec_emu)
+    batch = setup["batch"]
+    script = (
+        "import os; e = os.environ; "
+        "open(os.path.join(e['OUT'], 'node-' + e['AWS_BATCH_JOB_NODE_INDEX']), 'w')"
+        ".write(e['AWS_BATCH_JOB_NUM_NODES'] + ' ' + e['AWS_BATCH_JOB_MAIN_NODE_INDEX'] + ' ' + e['ROLE'])"
+    )
+    container = {
+        "image": "flowline/step",
+        "command": [sys.executable, "-c", script],
+        "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "512"}],
+        "environment": [{"name": "OUT", "value": str(tmp_path)}],
+    }
+    job_def = batch.register_job_definition(
+        jobDefinitionName=uid("mnp"),
+        type="multinode",
+        nodeProperties={
+            "numNodes": 2,
+            "mainNode": 0,
+            "nodeRangeProperties": [
+                {"targetNodes": "0", "container": {**container, "environment": container["environment"] + [{"name": "ROLE", "value": "main"}]}},
+                {"targetNodes": "1:", "container": {**container, "environment": container["environment"] + [{"name": "ROLE", "value": "worker"}]}},
+            ],
+        },
+    )["jobDefinitionArn"]
+    job_id = batch.submit_job(
+        jobName="mnp",
+        jobQueue=setup["queue"],
+        jobDefinition=job_def,
+        nodeOverrides={"numNodes": 3},
+    )["jobId"]
+    job = wait_job(batch, job_id)
+    assert job["status"] == "SUCCEEDED", job
+    assert job["nodeProperties"]["numNodes"] == 3
+    assert (tmp_path / "node-0").read_text() == "3 0 main"
+    assert (tmp_path / "node-1").read_text() == "3 0 worker"
+    assert (tmp_path / "node-2").read_text() == "3 0 worker"
+
+
+def test_exec_job_retries_per_retry_strategy(exec_emu, tmp_path):
+    setup = batch_env(exec_emu)
+    batch = setup["batch"]
+    out = tmp_path / "attempts"
+    script = "import os, sys; open(os.environ['OUT'], 'a').write(os.environ['AWS_BATCH_JOB_ATTEMPT'] + '\\n'); sys.exit(4)"
+    job_def = container_def(batch, env={"OUT": str(out)}, command=[sys.executable, "-c", script])
+    job_id = batch.submit_job(jobName="retry", jobQueue=setup["queue"], jobDefinition=job_def, retryStrategy={"attempts": 2})["jobId"]
+    job = wait_job(batch, job_id)
+    assert job["status"] == "FAILED"
+    assert out.read_text().split() == ["1", "2"]
+    assert len(job["attempts"]) == 2
+    assert all(a["container"]["exitCode"] == 4 for a in job["attempts"])

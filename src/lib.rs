@@ -1,0 +1,9 @@
+//! Flowline: a Kubernetes controller that runs Metaflow-style flows on AWS.
+//!
+//! The crate is laid out as a pure core inside a thin I/O shell (see README.md):
+//! [`api`] holds the custom resource types, [`compile`] turns them into AWS resources without
+//! any I/O, [`aws`] adapts each AWS service, [`reconcilers`] run one pipeline per kind and
+//! [`controller`] wires them to the Kubernetes watch machinery.
+
+pub mod api;
+pub mod compile;

@@ -1,0 +1,119 @@
+//! Controller-wide defaults: what a Flow leaves out is filled from here. Each setting is a
+//! flag and an environment variable (the Helm chart sets the variables), one for one with the
+//! configuration a Metaflow-on-AWS deployment needs.
+
+use clap::Args;
+
+/// Defaults and AWS identities shared by every Flow the controller manages.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct Settings {
+    /// S3 prefix under which runs store artifacts (`s3://bucket/prefix`), used when a Flow
+    /// sets no `spec.datastore.s3Root`.
+    #[arg(long, env = "FLOWLINE_S3_ROOT", default_value = "s3://flowline/data")]
+    pub s3_root: String,
+
+    /// Default AWS Batch job queue (name or ARN).
+    #[arg(long, env = "FLOWLINE_JOB_QUEUE", default_value = "flowline")]
+    pub job_queue: String,
+
+    /// Default IAM role the Batch jobs run as (needs S3 access to the datastore).
+    #[arg(long, env = "FLOWLINE_JOB_ROLE")]
+    pub job_role: Option<String>,
+
+    /// Default execution role for Fargate jobs (pulls images, writes logs, reads secrets).
+    #[arg(long, env = "FLOWLINE_EXECUTION_ROLE")]
+    pub execution_role: Option<String>,
+
+    /// IAM role Step Functions assumes to submit and track Batch jobs.
+    #[arg(
+        long,
+        env = "FLOWLINE_STATES_ROLE",
+        default_value = "arn:aws:iam::123456789012:role/flowline-states"
+    )]
+    pub states_role: String,
+
+    /// IAM role EventBridge assumes to start executions for Schedules.
+    #[arg(
+        long,
+        env = "FLOWLINE_EVENTS_ROLE",
+        default_value = "arn:aws:iam::123456789012:role/flowline-events"
+    )]
+    pub events_role: String,
+
+    /// Prefix of every AWS resource name Flowline creates.
+    #[arg(long, env = "FLOWLINE_NAME_PREFIX", default_value = "flowline-")]
+    pub name_prefix: String,
+
+    /// Registry prepended to step images that name no registry (e.g. an ECR registry host).
+    #[arg(long, env = "FLOWLINE_CONTAINER_REGISTRY")]
+    pub container_registry: Option<String>,
+
+    /// Image used by steps that set none.
+    #[arg(
+        long,
+        env = "FLOWLINE_DEFAULT_IMAGE",
+        default_value = "python:3.12-slim"
+    )]
+    pub default_image: String,
+
+    /// S3 endpoint the tasks use (MinIO or another S3-compatible store); unset means AWS.
+    #[arg(long, env = "FLOWLINE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Server-side encryption of artifacts when a Flow sets none: `AES256` or `aws:kms`.
+    #[arg(long, env = "FLOWLINE_S3_SSE")]
+    pub s3_server_side_encryption: Option<String>,
+
+    /// KMS key for `aws:kms` server-side encryption.
+    #[arg(long, env = "FLOWLINE_S3_KMS_KEY_ID")]
+    pub s3_kms_key_id: Option<String>,
+
+    /// Retries of S3 operations inside tasks.
+    #[arg(long, env = "FLOWLINE_S3_RETRY_COUNT", default_value_t = 7)]
+    pub s3_retry_count: u32,
+
+    /// Parallel S3 transfers inside tasks.
+    #[arg(long, env = "FLOWLINE_S3_WORKER_COUNT", default_value_t = 64)]
+    pub s3_worker_count: u32,
+
+    /// Region of secrets that name none.
+    #[arg(long, env = "FLOWLINE_SECRETS_REGION")]
+    pub secrets_region: Option<String>,
+
+    /// Role assumed to read secrets that name none.
+    #[arg(long, env = "FLOWLINE_SECRETS_ROLE")]
+    pub secrets_role: Option<String>,
+
+    /// AWS region of the resources Flowline manages.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub region: String,
+
+    /// AWS account that owns them (used to build ARNs offline).
+    #[arg(long, env = "FLOWLINE_AWS_ACCOUNT", default_value = "123456789012")]
+    pub account: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            s3_root: "s3://flowline/data".into(),
+            job_queue: "flowline".into(),
+            job_role: None,
+            execution_role: None,
+            states_role: "arn:aws:iam::123456789012:role/flowline-states".into(),
+            events_role: "arn:aws:iam::123456789012:role/flowline-events".into(),
+            name_prefix: "flowline-".into(),
+            container_registry: None,
+            default_image: "python:3.12-slim".into(),
+            s3_endpoint: None,
+            s3_server_side_encryption: None,
+            s3_kms_key_id: None,
+            s3_retry_count: 7,
+            s3_worker_count: 64,
+            secrets_region: None,
+            secrets_role: None,
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
+        }
+    }
+}

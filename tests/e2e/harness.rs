@@ -1,0 +1,252 @@
+//! Shared plumbing of the end-to-end tests: the environment started by `hack/env-up.sh`
+//! (a real kube-apiserver and the AWS emulator), kubectl, per-test namespaces, waiting on
+//! conditions, and a dump of what a failed test touched.
+#![allow(dead_code)] // Not every test module uses every helper.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where the environment lives, read from the variables `env.sh` exports.
+pub struct Env {
+    pub env_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub unprivileged_kubeconfig: PathBuf,
+    pub bin_dir: PathBuf,
+    pub aws_endpoint: String,
+}
+
+/// The environment; panics with how to start it when it is missing, so a test never passes
+/// without having run against the real components.
+pub fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!(
+                    "{name} is not set: the e2e tests need the local environment. \
+                     Run `make test`, or `eval \"$(hack/env-up.sh)\"` before `cargo test --features e2e`."
+                )
+            })
+        };
+        Env {
+            env_dir: PathBuf::from(var("FLOWLINE_ENV_DIR")),
+            kubeconfig: PathBuf::from(var("KUBECONFIG")),
+            unprivileged_kubeconfig: PathBuf::from(var("FLOWLINE_UNPRIVILEGED_KUBECONFIG")),
+            bin_dir: PathBuf::from(var("FLOWLINE_BIN_DIR")),
+            aws_endpoint: var("FLOWLINE_AWS_ENDPOINT"),
+        }
+    })
+}
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What one kubectl invocation printed.
+#[derive(Debug)]
+pub struct Kubectl {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Kubectl {
+    /// stdout, or a panic that shows the failed command's stderr.
+    pub fn ok(self) -> String {
+        assert!(self.success, "kubectl failed: {}", self.stderr);
+        self.stdout
+    }
+}
+
+/// Runs kubectl as the cluster admin.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Kubectl {
+    kubectl_with(&env().kubeconfig, args, stdin)
+}
+
+/// Runs kubectl with the given kubeconfig (e.g. the unprivileged user's).
+pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Kubectl {
+    let mut child = Command::new(env().bin_dir.join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl starts");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        pipe.write_all(input.as_bytes())
+            .expect("kubectl reads stdin");
+    }
+    let output = child.wait_with_output().expect("kubectl finishes");
+    Kubectl {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A unique, DNS-safe name: `<prefix>-<pid>-<counter><time>`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}{:x}", std::process::id(), nanos % 0xfff)
+}
+
+/// A namespace of one test's own. Dropped: deleted (not awaited); dropped while the test
+/// panics: its objects and events, and the tail of the environment's logs, are printed first.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub fn create(prefix: &str) -> TestNamespace {
+        let name = unique_name(prefix);
+        kubectl(&["create", "namespace", &name], None).ok();
+        TestNamespace { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            dump_namespace(&self.name);
+        }
+        let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"], None);
+    }
+}
+
+/// Prints what a failed test left in its namespace, and the last lines of every log.
+pub fn dump_namespace(namespace: &str) {
+    let kinds = if crds_present() {
+        "all,configmaps,events,flows,runs,schedules"
+    } else {
+        "all,configmaps,events"
+    };
+    let objects = kubectl(&["get", kinds, "-n", namespace, "-o", "yaml"], None);
+    eprintln!(
+        "==== objects in namespace {namespace}\n{}{}",
+        objects.stdout, objects.stderr
+    );
+    dump_logs();
+}
+
+/// Prints the last 30 lines of each log in the environment's `logs/` folder, each cut to 400
+/// characters (the control plane logs whole objects on one line).
+pub fn dump_logs() {
+    let Ok(entries) = std::fs::read_dir(env().env_dir.join("logs")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(30)..];
+        eprintln!(
+            "==== {} (last {} lines)",
+            entry.path().display(),
+            tail.len()
+        );
+        for line in tail {
+            let cut: String = line.chars().take(400).collect();
+            eprintln!("{cut}");
+        }
+    }
+}
+
+fn crds_present() -> bool {
+    kubectl(&["get", "crd", "flows.flowline.io"], None).success
+}
+
+/// Applies `crds/` to the cluster once per test process and waits until they are Established.
+pub fn install_crds() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let dir = repo_root().join("crds");
+        let dir = dir.to_str().expect("utf-8 path");
+        kubectl(
+            &["apply", "--server-side", "--force-conflicts", "-f", dir],
+            None,
+        )
+        .ok();
+        kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "-f",
+                dir,
+            ],
+            None,
+        )
+        .ok();
+    });
+}
+
+/// Polls `check` until it returns `Some`, with a short growing interval; panics naming
+/// `what` after `timeout`. Tests wait on conditions this way instead of sleeping.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    let mut interval = Duration::from_millis(50);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(interval);
+        interval = (interval * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// The async form of [`wait_for`].
+pub async fn wait_for_async<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    let mut interval = Duration::from_millis(50);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// AWS SDK configuration pointing at the emulator, with its test credentials.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&env().aws_endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sfn::config::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "flowline-e2e",
+        ))
+        .load()
+        .await
+}
