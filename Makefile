@@ -22,7 +22,7 @@ env-status:
 
 ## Regenerate crds/ from the Rust types.
 crds:
-	cargo run --quiet -- crds > crds/flowline.io.yaml
+	cargo run --quiet -- crds > crds/flowline.io_crds.yaml
 
 fmt:
 	cargo fmt --all

@@ -39,5 +39,6 @@ The local environment is running:
   source $env_file        # KUBECONFIG, AWS endpoint and test credentials
   kubectl get flowline -A
   kubectl explain flow.spec.steps.batch
+  $flowline render -f examples/manifests/basic-batch.yaml   # what the Flow becomes in AWS
   make env-down            # stop everything
 EOF2

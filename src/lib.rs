@@ -6,4 +6,6 @@
 //! [`controller`] wires them to the Kubernetes watch machinery.
 
 pub mod api;
+pub mod aws;
 pub mod compile;
+pub mod settings;

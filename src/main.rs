@@ -1,8 +1,13 @@
 //! The `flowline` command line: one subcommand per capability.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use flowline::compile::{self, secrets::Lookups};
+use flowline::settings::Settings;
 
 #[derive(Parser)]
 #[command(
@@ -16,15 +21,41 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once per process; boxing buys nothing.
 enum Command {
     /// Print the CustomResourceDefinitions of Flow, Run and Schedule as YAML.
     Crds,
+    /// Print the AWS resources a Flow becomes (job definitions, state machine), offline: no
+    /// cluster and no AWS account are needed.
+    Render {
+        /// The Flow manifest (YAML or JSON; `-` for stdin). Other kinds in the file are skipped.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Yaml)]
+        output: Format,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Yaml,
+    Json,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crds => flowline::api::crds_yaml().map(|yaml| print!("{yaml}")),
+        Command::Crds => flowline::api::crds_yaml()
+            .map(|yaml| print!("{yaml}"))
+            .map_err(anyhow::Error::from),
+        Command::Render {
+            file,
+            output,
+            settings,
+        } => render(&file, output, &settings),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -33,4 +64,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn render(file: &PathBuf, output: Format, settings: &Settings) -> anyhow::Result<()> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the manifest from stdin")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let flows =
+        compile::flows_in_manifest(&text).with_context(|| format!("parsing {}", file.display()))?;
+    anyhow::ensure!(!flows.is_empty(), "{} holds no Flow", file.display());
+    for flow in flows {
+        let name = flow.metadata.name.clone().unwrap_or_default();
+        let rendered = compile::render(&flow, settings, Lookups::Offline)
+            .with_context(|| format!("Flow {name}"))?;
+        match output {
+            Format::Yaml => print!("---\n{}", serde_norway::to_string(&rendered)?),
+            Format::Json => println!("{}", serde_json::to_string_pretty(&rendered)?),
+        }
+    }
+    Ok(())
 }

@@ -22,9 +22,16 @@ if [[ -f "$marker" && -x "$venv/bin/python" ]]; then
 fi
 
 command -v python3 >/dev/null || die "python3 is required to install the AWS emulator"
+mkdir -p "$FLOWLINE_CACHE"
+# Two test runs starting at once must not build the same venv over each other.
+exec 9>"$venv.lock"
+flock 9
+if [[ -f "$marker" && -x "$venv/bin/python" ]]; then
+  echo "$venv/bin/python"
+  exit 0
+fi
 log "installing the AWS emulator (moto) into $venv"
 rm -rf "$venv"
-mkdir -p "$FLOWLINE_CACHE"
 python3 -m venv "$venv" >&2
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
   -r "$req" >&2

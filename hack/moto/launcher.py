@@ -29,7 +29,11 @@ Without them a job is SUCCEEDED before SubmitJob returns, as in plain moto.
 With ``--exec-jobs`` (or ``FLOWLINE_EMULATOR_EXEC_JOBS=1``) each job's command runs as a local
 process instead (the image is ignored): exit code 0 makes it SUCCEEDED, anything else FAILED.
 Its output goes to ``<job-log-dir>/<logStreamName>.log`` and to CloudWatch Logs (group
-``/aws/batch/job``, stream ``container.logStreamName``).
+``/aws/batch/job``, stream ``container.logStreamName``). The process gets the launcher's
+environment, the job's variables over it, and AWS_BATCH_JOB_ID, AWS_BATCH_JOB_ATTEMPT (plus
+AWS_BATCH_JOB_NODE_INDEX, AWS_BATCH_JOB_NUM_NODES, AWS_BATCH_JOB_MAIN_NODE_INDEX per node of a
+multi-node job). FLOWLINE_EMULATOR_FAIL still fails the job without running anything, and
+FLOWLINE_EMULATOR_RUN_SECONDS becomes a minimum time in RUNNING.
 
 Test-only endpoint: ``POST /flowline-test/fire-rule`` with ``{"name": RULE, "eventBusName":
 optional, "region": optional, "accountId": optional}`` delivers a scheduled rule's targets as
@@ -95,6 +99,8 @@ SETTINGS = Settings()
 # StopExecution can terminate the jobs it leaves behind.
 _EXECUTION_JOBS: dict[str, set[str]] = defaultdict(set)
 _EXECUTION_JOBS_LOCK = threading.Lock()
+# Executions already stopped: a job whose submission completes after the stop is ended at once.
+_STOPPED_EXECUTIONS: set[str] = set()
 
 # Every job process started in --exec-jobs mode, so shutdown and reset can kill them.
 _PROCESSES: set[subprocess.Popen] = set()
@@ -295,9 +301,15 @@ def patch_sfn_batch_integration() -> None:
             execution_arn = env.states.context_object.context_object_data["Execution"]["Id"]
         except Exception:  # noqa: BLE001 - bookkeeping only; never fail the task for it
             return
-        if job_id and execution_arn:
-            with _EXECUTION_JOBS_LOCK:
+        if not (job_id and execution_arn):
+            return
+        with _EXECUTION_JOBS_LOCK:
+            stopped = execution_arn in _STOPPED_EXECUTIONS
+            if not stopped:
                 _EXECUTION_JOBS[execution_arn].add(job_id)
+        if stopped:
+            # StopExecution arrived while SubmitJob was in flight and could not see this job.
+            stop_execution_jobs(execution_arn, {job_id})
 
     cls._normalise_parameters = _normalise_parameters
     cls._normalise_response = _normalise_response
@@ -458,7 +470,10 @@ def patch_batch_describe_jobs() -> None:
         timeout = self.timeout or jd.timeout
         if timeout:
             result["timeout"] = timeout
-        for key, target in (("shareIdentifier", "shareIdentifier"), ("schedulingPriorityOverride", "schedulingPriority")):
+        for key, target in (
+            ("shareIdentifier", "shareIdentifier"),
+            ("schedulingPriorityOverride", "schedulingPriority"),
+        ):
             if extra.get(key) is not None:
                 result[target] = extra[key]
         if jd.type == "multinode":
@@ -653,7 +668,9 @@ def _start_attempt(job: Any, ctl: JobControl) -> None:
         job.status = "RUNNING"
 
 
-def _end_attempt(job: Any, ctl: JobControl, exit_code: int | None, status_reason: str, container_reason: str | None) -> None:
+def _end_attempt(
+    job: Any, ctl: JobControl, exit_code: int | None, status_reason: str, container_reason: str | None
+) -> None:
     with ctl.lock:
         attempt = job.latest_attempt
         if attempt is None:
@@ -667,7 +684,9 @@ def _end_attempt(job: Any, ctl: JobControl, exit_code: int | None, status_reason
         attempt["stoppedAt"] = _now_ms()
 
 
-def finish_job(job: Any, success: bool, reason: str | None, exit_code: int | None, container_reason: str | None = None) -> bool:
+def finish_job(
+    job: Any, success: bool, reason: str | None, exit_code: int | None, container_reason: str | None = None
+) -> bool:
     """Moves a job to SUCCEEDED or FAILED once; later calls are no-ops."""
     ctl: JobControl = job.flowline_ctl
     with ctl.lock:
@@ -724,7 +743,9 @@ def _settle_array_parent(job: Any) -> None:
     statuses = [child.status for child in job._child_jobs]
     if all(s in TERMINAL for s in statuses):
         failed = sum(1 for s in statuses if s == "FAILED")
-        finish_job(job, failed == 0, None if failed == 0 else f"{failed} of {len(statuses)} child jobs failed", None)
+        finish_job(
+            job, failed == 0, None if failed == 0 else f"{failed} of {len(statuses)} child jobs failed", None
+        )
     elif any(s in ("RUNNING",) + TERMINAL for s in statuses):
         with ctl.lock:
             ctl.started = True
@@ -775,7 +796,9 @@ def _node_command(job: Any, container: dict) -> list[str]:
     return job._add_parameters_to_command(list(command))
 
 
-def _process_env(job: Any, ctl: JobControl, container: dict, node: tuple[int, int, int] | None) -> dict[str, str]:
+def _process_env(
+    job: Any, ctl: JobControl, container: dict, node: tuple[int, int, int] | None
+) -> dict[str, str]:
     env = dict(os.environ)
     for entry in container.get("environment") or []:
         if entry.get("name"):
@@ -837,7 +860,15 @@ def _run_attempt_exec(job: Any, ctl: JobControl, env: dict) -> tuple[int | None,
         container = job_container(job, index)
         command = _node_command(job, container)
         if not command:
-            return None if ctl.stop.is_set() else (None, "CannotStartContainerError: the job has no command (the emulator runs commands, not images)", None)
+            return (
+                None
+                if ctl.stop.is_set()
+                else (
+                    None,
+                    "CannotStartContainerError: the job has no command (the emulator runs commands, not images)",
+                    None,
+                )
+            )
         stream = base_stream if not multinode else f"{base_stream}-node-{index}"
         if ctl.attempt > 1:
             stream = f"{stream}-attempt-{ctl.attempt}"
@@ -972,7 +1003,9 @@ def _needs_thread(job: Any) -> bool:
 def start_lifecycle(job: Any) -> None:
     job.flowline_ctl = JobControl()
     if _needs_thread(job):
-        thread = threading.Thread(target=run_lifecycle, args=(job,), name=f"flowline-job-{job.job_id}", daemon=True)
+        thread = threading.Thread(
+            target=run_lifecycle, args=(job,), name=f"flowline-job-{job.job_id}", daemon=True
+        )
         thread.start()
     else:
         # Nothing to wait for: settle before SubmitJob returns, as plain moto does.
@@ -1085,7 +1118,9 @@ def patch_batch_jobs() -> None:
         backend = self.batch_backend
         if isinstance(backend, BatchSimpleBackend):
             kwargs["flowline_extra"] = extra
-        name, job_id, job_arn = backend.submit_job(get("jobName"), get("jobDefinition"), get("jobQueue"), **kwargs)
+        name, job_id, job_arn = backend.submit_job(
+            get("jobName"), get("jobDefinition"), get("jobQueue"), **kwargs
+        )
         return json.dumps({"jobId": job_id, "jobName": name, "jobArn": job_arn})
 
     def terminate_job(self, job_id, reason):
@@ -1180,7 +1215,7 @@ def render_input_template(template: str, values: dict[str, Any]) -> str:
     replaced by the text of its value (escaped); outside strings by its JSON (a string value
     gets quotes). ``<aws.events.event>`` / ``<aws.events.event.json>`` insert the event's JSON
     unescaped. A template that is not JSON (plain text) gets raw values. Unknown <...> stay."""
-    json_mode = template.lstrip()[:1] in ('{', '[', '"')
+    json_mode = template.lstrip()[:1] in ("{", "[", '"')
     out: list[str] = []
     in_string = False
     escaped = False
@@ -1380,7 +1415,13 @@ class FlowlineTestRoutes:
                 except ValueError as err:
                     status, payload = 400, {"message": f"bad JSON body: {err}"}
         data = json.dumps(payload).encode()
-        reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict"}
+        reasons = {
+            200: "OK",
+            400: "Bad Request",
+            404: "Not Found",
+            405: "Method Not Allowed",
+            409: "Conflict",
+        }
         start_response(
             f"{status} {reasons.get(status, 'Error')}",
             [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
@@ -1393,32 +1434,42 @@ class FlowlineTestRoutes:
 # ---------------------------------------------------------------------------------------------
 
 
+def stop_execution_jobs(execution_arn: str, job_ids: set[str]) -> None:
+    from moto.batch.models import batch_backends
+
+    if not job_ids:
+        return
+    parts = execution_arn.split(":")
+    backend = batch_backends[parts[4]][parts[3]]
+    for job_id in job_ids:
+        job = backend.get_job_by_id(job_id)
+        if job is not None and job.status not in TERMINAL:
+            for child in job._child_jobs or []:
+                stop_job(child, EXECUTION_STOPPED)
+            stop_job(job, EXECUTION_STOPPED)
+
+
 def patch_sfn_executions() -> None:
     """StartExecution without a name yields an ARN ending in ``:None`` in the executing backend;
     AWS generates a UUID name. StopExecution leaves the Batch jobs the execution submitted
     running; AWS terminates them, so they end FAILED ("Execution stopped")."""
-    from moto.batch.models import batch_backends
     from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
     original_start = StepFunctionsParserBackend.start_execution
 
     def start_execution(self, state_machine_arn, name=None, execution_input=None, trace_header=None):
-        return original_start(self, state_machine_arn, name or str(uuid.uuid4()), execution_input, trace_header)
+        return original_start(
+            self, state_machine_arn, name or str(uuid.uuid4()), execution_input, trace_header
+        )
 
     original_stop = StepFunctionsParserBackend.stop_execution
 
     def stop_execution(self, execution_arn):
         execution = original_stop(self, execution_arn)
         with _EXECUTION_JOBS_LOCK:
+            _STOPPED_EXECUTIONS.add(execution_arn)
             job_ids = set(_EXECUTION_JOBS.pop(execution_arn, set()))
-        if job_ids:
-            backend = batch_backends[self.account_id][self.region_name]
-            for job_id in job_ids:
-                job = backend.get_job_by_id(job_id)
-                if job is not None and job.status not in TERMINAL:
-                    for child in job._child_jobs or []:
-                        stop_job(child, EXECUTION_STOPPED)
-                    stop_job(job, EXECUTION_STOPPED)
+        stop_execution_jobs(execution_arn, job_ids)
         return execution
 
     StepFunctionsParserBackend.start_execution = start_execution
@@ -1453,7 +1504,9 @@ def patch_sfn_history_paging() -> None:
         page = events[start : start + max_results]
         result: dict[str, Any] = {"events": page}
         if start + max_results < len(events):
-            result["nextToken"] = base64.urlsafe_b64encode(f"{execution_arn}:{start + max_results}".encode()).decode()
+            result["nextToken"] = base64.urlsafe_b64encode(
+                f"{execution_arn}:{start + max_results}".encode()
+            ).decode()
         return ActionResult(result)
 
     StepFunctionResponse.get_execution_history = get_execution_history
@@ -1478,6 +1531,7 @@ def patch_reset() -> None:
         apply_emulator_config()
         with _EXECUTION_JOBS_LOCK:
             _EXECUTION_JOBS.clear()
+            _STOPPED_EXECUTIONS.clear()
 
     MotoAPIBackend.reset = reset
 
@@ -1511,23 +1565,36 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get(ENV_EXEC_JOBS, "") not in ("", "0", "false", "False"),
         help=f"run Batch job commands as local processes (also {ENV_EXEC_JOBS}=1)",
     )
-    parser.add_argument("--job-log-dir", default="", help="where --exec-jobs writes job output (default: a new temp dir)")
+    parser.add_argument(
+        "--job-log-dir", default="", help="where --exec-jobs writes job output (default: a new temp dir)"
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+    )
     logging.getLogger("werkzeug").setLevel(logging.INFO if args.verbose else logging.WARNING)
 
     from werkzeug.serving import make_server
 
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
 
     SETTINGS.exec_jobs = bool(args.exec_jobs)
-    SETTINGS.job_log_dir = os.path.abspath(args.job_log_dir) if args.job_log_dir else tempfile.mkdtemp(prefix="flowline-emulator-jobs-")
     if SETTINGS.exec_jobs:
-        os.makedirs(SETTINGS.job_log_dir, exist_ok=True)
+        if args.job_log_dir:
+            SETTINGS.job_log_dir = os.path.abspath(args.job_log_dir)
+            os.makedirs(SETTINGS.job_log_dir, exist_ok=True)
+        else:
+            SETTINGS.job_log_dir = tempfile.mkdtemp(prefix="flowline-emulator-jobs-")
         LOG.info("--exec-jobs: job output goes to %s", SETTINGS.job_log_dir)
-    SETTINGS.connect_host = "127.0.0.1" if args.host in ("", "0.0.0.0") else ("::1" if args.host == "::" else args.host)
+    SETTINGS.connect_host = (
+        "127.0.0.1" if args.host in ("", "0.0.0.0") else ("::1" if args.host == "::" else args.host)
+    )
 
     apply_emulator_config()
     apply_patches()

@@ -47,7 +47,9 @@ class Emulator:
 
     def post(self, path: str, body: dict | None = None) -> tuple[int, dict]:
         data = json.dumps(body or {}).encode()
-        req = urllib.request.Request(self.endpoint + path, data=data, method="POST", headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.endpoint + path, data=data, method="POST", headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return resp.status, json.loads(resp.read() or b"{}")
@@ -67,7 +69,9 @@ def _start(tmp_path_factory, *extra: str) -> Emulator:
         args += ["--job-log-dir", str(log_dir)]
     env = {k: v for k, v in os.environ.items() if k != "FLOWLINE_EMULATOR_EXEC_JOBS"}
     stderr = open(logs / "launcher.log", "wb")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, start_new_session=True
+    )
     stderr.close()
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
@@ -131,7 +135,10 @@ def batch_env(emulator: Emulator) -> dict:
         computeEnvironmentName=uid("ce"), type="UNMANAGED", state="ENABLED", serviceRole=role
     )["computeEnvironmentArn"]
     queue = batch.create_job_queue(
-        jobQueueName=uid("queue"), state="ENABLED", priority=1, computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}]
+        jobQueueName=uid("queue"),
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}],
     )["jobQueueArn"]
     return {"batch": batch, "queue": queue, "role": role}
 
@@ -198,6 +205,11 @@ PASS_MACHINE = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
 
 def test_config_is_set_and_survives_reset(emu):
     assert emu.get("/moto-api/config")["batch"] == {"use_docker": False}
+    # A client may switch moto's configuration; a reset returns to the launcher's baseline.
+    emu.post(
+        "/moto-api/config", {"batch": {"use_docker": True}, "stepfunctions": {"execute_state_machine": False}}
+    )
+    assert emu.get("/moto-api/config")["batch"] == {"use_docker": True}
     status, _ = emu.post("/moto-api/reset")
     assert status == 200
     assert emu.get("/moto-api/config")["batch"] == {"use_docker": False}
@@ -205,13 +217,33 @@ def test_config_is_set_and_survives_reset(emu):
     # After the reset, state machines still execute (the non-executing backend would leave the
     # execution RUNNING forever) and Batch jobs still settle without Docker.
     sfn = emu.client("stepfunctions")
-    arn = sfn.start_execution(stateMachineArn=state_machine(emu, PASS_MACHINE), input='{"a": 1}')["executionArn"]
+    arn = sfn.start_execution(stateMachineArn=state_machine(emu, PASS_MACHINE), input='{"a": 1}')[
+        "executionArn"
+    ]
     done = wait_execution(sfn, arn)
     assert done["status"] == "SUCCEEDED"
     assert json.loads(done["output"]) == {"a": 1}
     setup = batch_env(emu)
-    job = setup["batch"].submit_job(jobName="after-reset", jobQueue=setup["queue"], jobDefinition=container_def(setup["batch"]))
+    job = setup["batch"].submit_job(
+        jobName="after-reset", jobQueue=setup["queue"], jobDefinition=container_def(setup["batch"])
+    )
     assert wait_job(setup["batch"], job["jobId"])["status"] == "SUCCEEDED"
+
+
+def test_other_services_answer(emu):
+    assert emu.client("sts").get_caller_identity()["Account"] == ACCOUNT
+    s3 = emu.client("s3")
+    bucket = uid("bucket")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="a/b.json", Body=b"{}")
+    assert s3.get_object(Bucket=bucket, Key="a/b.json")["Body"].read() == b"{}"
+    secrets = emu.client("secretsmanager")
+    secrets.create_secret(Name=uid("token"), SecretString="s3cr3t")
+    assert secrets.list_secrets()["SecretList"]
+    logs = emu.client("logs")
+    group = uid("/flowline/test")
+    logs.create_log_group(logGroupName=group)
+    assert logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +258,11 @@ def test_submit_job_sync_task_succeeds_with_pascal_case_output(emu):
     machine = {
         "StartAt": "Submit",
         "States": {
-            "Submit": {**batch_task(setup["queue"], job_def, sync=False), "ResultPath": "$.submitted", "Next": "Run"},
+            "Submit": {
+                **batch_task(setup["queue"], job_def, sync=False),
+                "ResultPath": "$.submitted",
+                "Next": "Run",
+            },
             "Run": {
                 **batch_task(
                     setup["queue"],
@@ -247,7 +283,8 @@ def test_submit_job_sync_task_succeeds_with_pascal_case_output(emu):
         },
     }
     arn = sfn.start_execution(
-        stateMachineArn=state_machine(emu, machine), input=json.dumps({"env": [{"Name": "STEP", "Value": "train"}]})
+        stateMachineArn=state_machine(emu, machine),
+        input=json.dumps({"env": [{"Name": "STEP", "Value": "train"}]}),
     )["executionArn"]
     done = wait_execution(sfn, arn)
     assert done["status"] == "SUCCEEDED", done
@@ -279,7 +316,18 @@ def test_submit_job_sync_task_fails_with_task_failed(emu):
     job_def = container_def(setup["batch"])
     machine = {
         "StartAt": "Run",
-        "States": {"Run": {**batch_task(setup["queue"], job_def, ContainerOverrides={"Environment": [{"Name": "FLOWLINE_EMULATOR_FAIL", "Value": "disk full"}]}), "End": True}},
+        "States": {
+            "Run": {
+                **batch_task(
+                    setup["queue"],
+                    job_def,
+                    ContainerOverrides={
+                        "Environment": [{"Name": "FLOWLINE_EMULATOR_FAIL", "Value": "disk full"}]
+                    },
+                ),
+                "End": True,
+            }
+        },
     }
     arn = sfn.start_execution(stateMachineArn=state_machine(emu, machine))["executionArn"]
     done = wait_execution(sfn, arn)
@@ -292,7 +340,8 @@ def test_submit_job_sync_task_fails_with_task_failed(emu):
     assert cause["Status"] == "FAILED"
     assert cause["StatusReason"] == "disk full"
     assert cause["Container"]["ExitCode"] == 1
-    assert done.get("error", "States.TaskFailed") == "States.TaskFailed"
+    assert done["error"] == "States.TaskFailed"
+    assert json.loads(done["cause"])["StatusReason"] == "disk full"
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,7 +353,9 @@ def test_job_held_runnable_then_running_then_succeeded(emu):
     setup = batch_env(emu)
     batch = setup["batch"]
     # The definition asks for 30 s; the submission's override (3 s) must win.
-    job_def = container_def(batch, env={"FLOWLINE_EMULATOR_RUN_SECONDS": "30", "FLOWLINE_EMULATOR_RUNNABLE_SECONDS": "1"})
+    job_def = container_def(
+        batch, env={"FLOWLINE_EMULATOR_RUN_SECONDS": "30", "FLOWLINE_EMULATOR_RUNNABLE_SECONDS": "1"}
+    )
     start = time.monotonic()
     job_id = batch.submit_job(
         jobName="held",
@@ -344,7 +395,10 @@ def test_stop_execution_terminates_its_batch_job(emu):
     job_def = container_def(batch, env={"FLOWLINE_EMULATOR_RUN_SECONDS": "60"})
     machine = {"StartAt": "Run", "States": {"Run": {**batch_task(setup["queue"], job_def), "End": True}}}
     arn = sfn.start_execution(stateMachineArn=state_machine(emu, machine))["executionArn"]
-    listed = wait_for(lambda: batch.list_jobs(jobQueue=setup["queue"], jobStatus="RUNNING")["jobSummaryList"], what="running job")
+    listed = wait_for(
+        lambda: batch.list_jobs(jobQueue=setup["queue"], jobStatus="RUNNING")["jobSummaryList"],
+        what="running job",
+    )
     job_id = listed[0]["jobId"]
     sfn.stop_execution(executionArn=arn)
     job = wait_job(batch, job_id, timeout=5)
@@ -364,8 +418,28 @@ def test_multinode_job_definition_round_trips(emu):
         "numNodes": 3,
         "mainNode": 0,
         "nodeRangeProperties": [
-            {"targetNodes": "0", "container": {"image": "flowline/main", "command": ["main"], "resourceRequirements": [{"type": "VCPU", "value": "2"}, {"type": "MEMORY", "value": "1024"}]}},
-            {"targetNodes": "1:", "container": {"image": "flowline/worker", "command": ["worker"], "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "512"}]}},
+            {
+                "targetNodes": "0",
+                "container": {
+                    "image": "flowline/main",
+                    "command": ["main"],
+                    "resourceRequirements": [
+                        {"type": "VCPU", "value": "2"},
+                        {"type": "MEMORY", "value": "1024"},
+                    ],
+                },
+            },
+            {
+                "targetNodes": "1:",
+                "container": {
+                    "image": "flowline/worker",
+                    "command": ["worker"],
+                    "resourceRequirements": [
+                        {"type": "VCPU", "value": "1"},
+                        {"type": "MEMORY", "value": "512"},
+                    ],
+                },
+            },
         ],
     }
     name = uid("mnp")
@@ -400,13 +474,17 @@ def test_container_job_definition_round_trips_and_revisions_are_independent(emu)
         "command": ["run"],
         "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "512"}],
         "environment": [{"name": "A", "value": "1"}],
-        "secrets": [{"name": "TOKEN", "valueFrom": "arn:aws:secretsmanager:us-east-1:123456789012:secret:tok"}],
+        "secrets": [
+            {"name": "TOKEN", "valueFrom": "arn:aws:secretsmanager:us-east-1:123456789012:secret:tok"}
+        ],
         "linuxParameters": {
             "sharedMemorySize": 256,
             "maxSwap": 1024,
             "swappiness": 10,
             "tmpfs": [{"containerPath": "/scratch", "size": 64, "mountOptions": ["rw"]}],
-            "devices": [{"hostPath": "/dev/fuse", "containerPath": "/dev/fuse", "permissions": ["READ", "WRITE"]}],
+            "devices": [
+                {"hostPath": "/dev/fuse", "containerPath": "/dev/fuse", "permissions": ["READ", "WRITE"]}
+            ],
         },
     }
     batch.register_job_definition(
@@ -426,7 +504,9 @@ def test_container_job_definition_round_trips_and_revisions_are_independent(emu)
         propagateTags=False,
         platformCapabilities=["FARGATE"],
     )
-    defs = {d["revision"]: d for d in batch.describe_job_definitions(jobDefinitionName=name)["jobDefinitions"]}
+    defs = {
+        d["revision"]: d for d in batch.describe_job_definitions(jobDefinitionName=name)["jobDefinitions"]
+    }
     first, second = defs[1], defs[2]
     for key in ("secrets", "linuxParameters", "environment", "command", "image"):
         assert first["containerProperties"][key] == container[key], key
@@ -463,7 +543,12 @@ def test_put_events_delivers_transformed_input_to_state_machine(emu):
                 "Arn": target_sm,
                 "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/events",
                 "InputTransformer": {
-                    "InputPathsMap": {"flow": "$.detail.flow", "n": "$.detail.count", "src": "$.source", "kind": "$.detail-type"},
+                    "InputPathsMap": {
+                        "flow": "$.detail.flow",
+                        "n": "$.detail.count",
+                        "src": "$.source",
+                        "kind": "$.detail-type",
+                    },
                     "InputTemplate": '{"flow": <flow>, "count": <n>, "msg": "run <flow> from <src>", "kind": <kind>, "rule": "<aws.events.rule-name>"}',
                 },
             }
@@ -478,8 +563,16 @@ def test_put_events_delivers_transformed_input_to_state_machine(emu):
 
     answer = events.put_events(
         Entries=[
-            {"Source": "flowline.test", "DetailType": "Run", "Detail": json.dumps({"flow": "f1", "count": 2})},
-            {"Source": "flowline.other", "DetailType": "Run", "Detail": json.dumps({"flow": "nope", "count": 0})},
+            {
+                "Source": "flowline.test",
+                "DetailType": "Run",
+                "Detail": json.dumps({"flow": "f1", "count": 2}),
+            },
+            {
+                "Source": "flowline.other",
+                "DetailType": "Run",
+                "Detail": json.dumps({"flow": "nope", "count": 0}),
+            },
         ]
     )
     assert answer["FailedEntryCount"] == 0
@@ -492,24 +585,69 @@ def test_put_events_delivers_transformed_input_to_state_machine(emu):
     assert executions(sfn, disabled_sm) == [], "a disabled rule received an event"
 
 
+def test_input_transformer_rendering_and_paths():
+    sys.path.insert(0, str(HERE))
+    import launcher
+
+    event = {
+        "source": "s",
+        "detail-type": "Run",
+        "detail": {"q": 'say "hi"', "n": 1, "items": [{"id": "a"}, {"id": "b"}]},
+    }
+    assert launcher.eval_event_path("$.detail-type", event) == (True, "Run")
+    assert launcher.eval_event_path("$.detail.items[1].id", event) == (True, "b")
+    assert launcher.eval_event_path("$.detail.items[*].id", event) == (True, ["a", "b"])
+    assert launcher.eval_event_path("$.detail.missing", event) == (False, None)
+    values = {"q": 'say "hi"', "n": 1, "obj": {"k": [1]}, "none": None, "aws.events.event.json": event}
+    rendered = launcher.render_input_template(
+        '{"q": <q>, "text": "<q> x<n>", "obj": <obj>, "none": <none>, "e": <aws.events.event.json>, "keep": "<other>"}',
+        values,
+    )
+    assert json.loads(rendered) == {
+        "q": 'say "hi"',
+        "text": 'say "hi" x1',
+        "obj": {"k": [1]},
+        "none": None,
+        "e": event,
+        "keep": "<other>",
+    }
+    assert launcher.render_input_template("<q> is <n>", values) == 'say "hi" is 1'
+    rule = type("Rule", (), {"arn": "arn:aws:events:us-east-1:123456789012:rule/r", "name": "r"})()
+    assert (
+        json.loads(launcher.target_input(rule, {"InputPath": "$.detail.items"}, event))
+        == event["detail"]["items"]
+    )
+    assert launcher.target_input(rule, {"Input": '{"c": 1}'}, event) == '{"c": 1}'
+    assert json.loads(launcher.target_input(rule, {}, event)) == event
+
+
 def test_fire_rule_delivers_scheduled_event(emu):
     events, sfn = emu.client("events"), emu.client("stepfunctions")
     plain_sm = state_machine(emu, PASS_MACHINE)
     const_sm = state_machine(emu, PASS_MACHINE)
     rule = uid("cron")
     rule_arn = events.put_rule(Name=rule, ScheduleExpression="cron(0 3 * * ? *)")["RuleArn"]
-    events.put_targets(Rule=rule, Targets=[{"Id": "a", "Arn": plain_sm}, {"Id": "b", "Arn": const_sm, "Input": '{"const": 1}'}])
+    events.put_targets(
+        Rule=rule,
+        Targets=[{"Id": "a", "Arn": plain_sm}, {"Id": "b", "Arn": const_sm, "Input": '{"const": 1}'}],
+    )
 
     status, body = emu.post("/flowline-test/fire-rule", {"name": rule})
     assert status == 200, body
     assert body["ruleArn"] == rule_arn and len(body["executionArns"]) == 2
-    plain = json.loads(sfn.describe_execution(executionArn=wait_for(lambda: executions(sfn, plain_sm))[0]["executionArn"])["input"])
+    plain = json.loads(
+        sfn.describe_execution(executionArn=wait_for(lambda: executions(sfn, plain_sm))[0]["executionArn"])[
+            "input"
+        ]
+    )
     assert plain["detail-type"] == "Scheduled Event"
     assert plain["source"] == "aws.events"
     assert plain["resources"] == [rule_arn]
     assert plain["detail"] == {}
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", plain["time"])
-    const = json.loads(sfn.describe_execution(executionArn=executions(sfn, const_sm)[0]["executionArn"])["input"])
+    const = json.loads(
+        sfn.describe_execution(executionArn=executions(sfn, const_sm)[0]["executionArn"])["input"]
+    )
     assert const == {"const": 1}
 
     events.disable_rule(Name=rule)
@@ -534,7 +672,12 @@ def test_unnamed_start_execution_gets_uuid_name(emu):
 
 def test_execution_history_pages(emu):
     sfn = emu.client("stepfunctions")
-    chain = {"StartAt": "S0", "States": {f"S{i}": {"Type": "Pass", **({"Next": f"S{i + 1}"} if i < 3 else {"End": True})} for i in range(4)}}
+    chain = {
+        "StartAt": "S0",
+        "States": {
+            f"S{i}": {"Type": "Pass", **({"Next": f"S{i + 1}"} if i < 3 else {"End": True})} for i in range(4)
+        },
+    }
     arn = sfn.start_execution(stateMachineArn=state_machine(emu, chain))["executionArn"]
     assert wait_execution(sfn, arn)["status"] == "SUCCEEDED"
     full = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
@@ -565,14 +708,25 @@ def test_concurrent_describe_jobs_never_fails(emu):
     machine = {"StartAt": "Run", "States": {"Run": {**batch_task(setup["queue"], job_def), "End": True}}}
     sm = state_machine(emu, machine)
     errors: list[BaseException] = []
-    job_ids: list[str] = []
+    # A big job table widens the window in which a lookup walks it while a submission grows it.
+    first = batch.submit_job(
+        jobName="c", jobQueue=setup["queue"], jobDefinition=job_def, arrayProperties={"size": 3000}
+    )
+    job_ids: list[str] = [first["jobId"]]
     stop = threading.Event()
 
     def submitter():
         client = emu.client("batch")
         while not stop.is_set():
             try:
-                job_ids.append(client.submit_job(jobName="c", jobQueue=setup["queue"], jobDefinition=job_def)["jobId"])
+                job_ids.append(
+                    client.submit_job(
+                        jobName="c",
+                        jobQueue=setup["queue"],
+                        jobDefinition=job_def,
+                        arrayProperties={"size": 50},
+                    )["jobId"]
+                )
             except Exception as err:  # noqa: BLE001
                 errors.append(err)
 
@@ -585,7 +739,9 @@ def test_concurrent_describe_jobs_never_fails(emu):
             except Exception as err:  # noqa: BLE001
                 errors.append(err)
 
-    threads = [threading.Thread(target=submitter) for _ in range(2)] + [threading.Thread(target=describer) for _ in range(20)]
+    threads = [threading.Thread(target=submitter) for _ in range(4)] + [
+        threading.Thread(target=describer) for _ in range(16)
+    ]
     for thread in threads:
         thread.start()
     arns = [sfn.start_execution(stateMachineArn=sm)["executionArn"] for _ in range(6)]
@@ -629,7 +785,9 @@ def test_exec_job_runs_command_with_environment_and_logs(exec_emu, tmp_path):
         jobName="marker",
         jobQueue=setup["queue"],
         jobDefinition=job_def,
-        containerOverrides={"environment": [{"name": "MARKER", "value": str(marker)}, {"name": "STEP", "value": "train"}]},
+        containerOverrides={
+            "environment": [{"name": "MARKER", "value": str(marker)}, {"name": "STEP", "value": "train"}]
+        },
     )["jobId"]
     job = wait_job(batch, job_id)
     assert job["status"] == "SUCCEEDED", job
@@ -662,8 +820,20 @@ def test_exec_multinode_job_runs_every_node(exec_emu, tmp_path):
             "numNodes": 2,
             "mainNode": 0,
             "nodeRangeProperties": [
-                {"targetNodes": "0", "container": {**container, "environment": container["environment"] + [{"name": "ROLE", "value": "main"}]}},
-                {"targetNodes": "1:", "container": {**container, "environment": container["environment"] + [{"name": "ROLE", "value": "worker"}]}},
+                {
+                    "targetNodes": "0",
+                    "container": {
+                        **container,
+                        "environment": container["environment"] + [{"name": "ROLE", "value": "main"}],
+                    },
+                },
+                {
+                    "targetNodes": "1:",
+                    "container": {
+                        **container,
+                        "environment": container["environment"] + [{"name": "ROLE", "value": "worker"}],
+                    },
+                },
             ],
         },
     )["jobDefinitionArn"]
@@ -687,7 +857,9 @@ def test_exec_job_retries_per_retry_strategy(exec_emu, tmp_path):
     out = tmp_path / "attempts"
     script = "import os, sys; open(os.environ['OUT'], 'a').write(os.environ['AWS_BATCH_JOB_ATTEMPT'] + '\\n'); sys.exit(4)"
     job_def = container_def(batch, env={"OUT": str(out)}, command=[sys.executable, "-c", script])
-    job_id = batch.submit_job(jobName="retry", jobQueue=setup["queue"], jobDefinition=job_def, retryStrategy={"attempts": 2})["jobId"]
+    job_id = batch.submit_job(
+        jobName="retry", jobQueue=setup["queue"], jobDefinition=job_def, retryStrategy={"attempts": 2}
+    )["jobId"]
     job = wait_job(batch, job_id)
     assert job["status"] == "FAILED"
     assert out.read_text().split() == ["1", "2"]

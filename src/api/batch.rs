@@ -10,8 +10,8 @@ use super::common::{Tags, optional_enum, tags_schema};
 ///
 /// The same type sets the Flow-wide defaults (`spec.batch`) and a step's own settings
 /// (`spec.steps[].batch`). A step's value wins field by field: every field it sets replaces
-/// the Flow's, `tmpfs` is merged field by field and `tags` key by key, and every field left
-/// out is inherited. What neither sets comes from the controller's configuration (job queue,
+/// the Flow's (`tmpfs` as a whole), `tags` are merged key by key, and every field left out is
+/// inherited. What neither sets comes from the controller's configuration (job queue,
 /// job role, default image). Rules that combine both levels (for example a step on Fargate
 /// asking for a GPU that the Flow sets) are checked by the controller, which then reports the
 /// Flow as Stalled; rules within one level are checked when the Flow is applied.
@@ -50,10 +50,10 @@ use super::common::{Tags, optional_enum, tags_schema};
         .message("batch.swappiness is not supported on platform FARGATE")
         .field_path(".swappiness")
         .reason(Reason::FieldValueForbidden),
-    validation = Rule::new("!(has(self.platform) && self.platform == 'FARGATE' && has(self.cpu)) || self.cpu in [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]")
+    validation = Rule::new("!(has(self.platform) && self.platform == 'FARGATE' && has(self.cpu)) || double(self.cpu) in [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]")
         .message("batch.cpu on platform FARGATE must be one of 0.25, 0.5, 1, 2, 4, 8 or 16")
         .field_path(".cpu"),
-    validation = Rule::new("!(has(self.platform) && self.platform == 'EC2' && has(self.cpu)) || self.cpu == double(int(self.cpu))")
+    validation = Rule::new("!(has(self.platform) && self.platform == 'EC2' && has(self.cpu)) || double(self.cpu) == double(int(self.cpu))")
         .message("batch.cpu on platform EC2 must be a whole number of vCPUs")
         .field_path(".cpu"),
     validation = Rule::new("!has(self.executionRole) || !has(self.platform) || self.platform == 'FARGATE'")
@@ -180,7 +180,8 @@ pub struct Tmpfs {
     #[schemars(range(min = 1, max = 245760))]
     pub size: Option<i32>,
 
-    /// Absolute path of the mount in the container. Defaults to `/flowline_temp`.
+    /// Absolute path of the mount in the container. Defaults to `/metaflow_temp`, as in
+    /// Metaflow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 4096), pattern(r"^/"))]
     pub path: Option<String>,

@@ -79,7 +79,10 @@ pub(crate) fn parameter_values_schema(_: &mut SchemaGenerator) -> Schema {
 pub(crate) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     schema.insert("x-kubernetes-list-type".into(), "map".into());
-    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
     schema
 }
 
@@ -97,7 +100,10 @@ pub fn is_condition_true(conditions: &[Condition], type_: &str) -> bool {
 /// `anyOf` of the enum and null, which the CRD derive flattens by copying the enum's schema over
 /// the field's, description included; without the enum's description the field's own stays.
 pub(crate) fn optional_enum(schema: &mut Schema) {
-    if let Some(any_of) = schema.get_mut("anyOf").and_then(serde_json::Value::as_array_mut) {
+    if let Some(any_of) = schema
+        .get_mut("anyOf")
+        .and_then(serde_json::Value::as_array_mut)
+    {
         for variant in any_of {
             if let Some(variant) = variant.as_object_mut() {
                 variant.remove("description");

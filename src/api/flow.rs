@@ -82,8 +82,8 @@ pub struct FlowSpec {
     pub steps: Vec<Step>,
 
     /// AWS Batch defaults for every step (Metaflow's `@batch` options). A step's own `batch`
-    /// overrides them field by field: each field it sets replaces the Flow's, `tmpfs` is merged
-    /// field by field and `tags` key by key. What neither sets comes from the controller's
+    /// overrides them field by field: each field it sets replaces the Flow's (`tmpfs` as a
+    /// whole), and `tags` are merged key by key. What neither sets comes from the controller's
     /// configuration (job queue, job role, default image). Rules that combine both levels (a
     /// step on Fargate asking for a GPU that the Flow sets) are checked by the controller,
     /// which reports the Flow as Stalled.
@@ -174,7 +174,9 @@ pub struct Step {
     pub name: String,
 
     /// Container image of the step. Defaults to `batch.image` of the step, then of the Flow,
-    /// then to the controller's default image.
+    /// then to the controller's default image. An image that names no registry (such as
+    /// `python:3.12-slim`) is pulled from the controller's container registry when one is
+    /// configured, and from Docker Hub otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
     pub image: Option<String>,
@@ -191,8 +193,9 @@ pub struct Step {
     #[schemars(length(max = 256), inner(length(max = 65536)))]
     pub args: Vec<String>,
 
-    /// Environment variables of the container, in addition to the ones the controller sets
-    /// (`FLOWLINE_*`, see the task contract) and the bound secrets.
+    /// Environment variables of the container, in addition to the bound secrets and to the
+    /// ones the controller sets (`FLOWLINE_*`: flow, run, step and task ids, artifact URIs,
+    /// parameters).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 128))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
@@ -202,7 +205,10 @@ pub struct Step {
     /// branch, where the named steps run in parallel and must meet again at a step with
     /// `join: true`. Required for every step except `end`, which must not have it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16), inner(length(min = 1, max = 63), pattern(r"^[a-z][a-z0-9_]{0,62}$")))]
+    #[schemars(
+        length(max = 16),
+        inner(length(min = 1, max = 63), pattern(r"^[a-z][a-z0-9_]{0,62}$"))
+    )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub next: Vec<String>,
 
@@ -230,8 +236,8 @@ pub struct Step {
     pub parallel: Option<Parallel>,
 
     /// AWS Batch settings of this step (Metaflow's `@batch`): each field set here overrides the
-    /// same field of `spec.batch` (`tmpfs` field by field, `tags` key by key), and every field
-    /// left out is inherited from it.
+    /// same field of `spec.batch` (`tmpfs` as a whole, `tags` merged key by key), and every
+    /// field left out is inherited from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchSpec>,
 
@@ -382,7 +388,8 @@ pub struct Catch {
 /// A parameter of a Flow. Runs and Schedules pass values as strings; the controller checks
 /// them against `type` before it starts an execution. Every task receives the values of all
 /// parameters in `FLOWLINE_PARAMETERS`, a JSON object from name to value converted to its type
-/// (a number for Int and Float, true or false for Bool, the parsed document for JSON).
+/// (a number for Int and Float, true or false for Bool, the parsed document for JSON), and each
+/// one in `FLOWLINE_PARAM_<NAME>` (the name upper-cased).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -456,7 +463,10 @@ pub struct Datastore {
     /// S3 prefix under which runs write their artifacts, e.g. `s3://my-bucket/flowline`.
     /// Defaults to the controller's S3 root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024), pattern(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"))]
+    #[schemars(
+        length(max = 1024),
+        pattern(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+    )]
     pub s3_root: Option<String>,
 
     /// Server-side encryption of the artifacts: `AES256` (S3-managed keys) or `aws:kms`.

@@ -22,7 +22,7 @@ pub use common::{
     FlowRef, MAX_TAGS, ParameterValues, Tags, condition, find_condition, is_condition_true,
 };
 pub use flow::{
-    Catch, DeletionPolicy, Datastore, EnvVar, FLOW_NAME_MAX_LEN, Flow, FlowSpec, FlowStatus,
+    Catch, Datastore, DeletionPolicy, EnvVar, FLOW_NAME_MAX_LEN, Flow, FlowSpec, FlowStatus,
     Foreach, JobDefinitionRef, MAX_STEPS, Parallel, Parameter, ParameterType, ResolvedSecret,
     Retry, RetryAction, RetryRule, ServerSideEncryption, Step,
 };

@@ -148,7 +148,8 @@ pub struct RunStatus {
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
 
-    /// Where the Run is in its life.
+    /// Where the Run is in its life: Pending, Running, then Succeeded, Failed, Aborted or
+    /// TimedOut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = optional_enum)]
     pub phase: Option<RunPhase>,

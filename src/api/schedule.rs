@@ -136,7 +136,10 @@ pub struct EventTrigger {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct S3Trigger {
     /// Name of the bucket.
-    #[schemars(length(min = 3, max = 63), pattern(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    #[schemars(
+        length(min = 3, max = 63),
+        pattern(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    )]
     pub bucket: String,
 
     /// Only keys that start with this prefix, e.g. `incoming/`.

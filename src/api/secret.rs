@@ -6,10 +6,13 @@ use serde::{Deserialize, Serialize};
 
 /// A Secrets Manager secret exposed to a step's container as environment variables.
 ///
-/// The controller binds the secret to the Batch job definition by ARN, so Batch injects the
-/// value when the container starts: values never appear in the Flow's status, in events, in
-/// the state machine or in the execution input. The job's execution role must be allowed to
-/// read the secret (`secretsmanager:GetSecretValue`, and `kms:Decrypt` for a customer key).
+/// The controller binds `json` and `plaintext` secrets to the Batch job definition by ARN, and
+/// Batch injects the values when the container starts; the job's execution role needs
+/// `secretsmanager:GetSecretValue` on the secret (and `kms:Decrypt` for a customer managed
+/// key). Batch injects only string secrets, so a `binary` secret is passed to the task by ARN
+/// and fetched when it starts, with the job role (`batch.iamRole`), which then needs the same
+/// permissions. Either way, values never appear in the Flow, its status, events, the state
+/// machine or the execution input.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(

@@ -15,6 +15,19 @@ pub struct GraphStep {
     pub next: Vec<String>,
     pub join: bool,
     pub foreach: bool,
+    /// A multi-node step: its nodes may be closed by a `join` step like a fan-out's tasks.
+    pub parallel: bool,
+    /// The step that handles this step's failure (`catch.next`), if any.
+    pub catch: Option<String>,
+}
+
+/// A validated graph: the main structure, and the failure handlers outside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidGraph {
+    pub chain: Chain,
+    /// Steps reached only through a `catch` (handler → the step whose failure it handles).
+    /// Each runs in the same part of the flow as that step and continues along its `next`.
+    pub handlers: BTreeMap<String, String>,
 }
 
 /// A validated graph as nested segments, in execution order.
@@ -59,22 +72,48 @@ pub enum GraphError {
     ForeachNext(String),
     #[error("step `start` must not be marked `join: true`")]
     StartIsJoin,
+    #[error("step `{step}` names catch step `{target}`, which does not exist")]
+    UnknownCatch { step: String, target: String },
+    #[error(
+        "steps {steps:?} both catch with `{handler}`; a step that is only a failure handler serves one step"
+    )]
+    SharedHandler { handler: String, steps: Vec<String> },
+    #[error(
+        "failure handler `{0}` must have exactly one `next` step and no join, foreach or parallel"
+    )]
+    HandlerShape(String),
 }
 
 /// Validates `steps` and returns the flow's structure, starting at `start`.
-pub fn validate(steps: &[GraphStep]) -> Result<Chain, GraphError> {
-    let graph = Graph::new(steps)?;
+pub fn validate(steps: &[GraphStep]) -> Result<ValidGraph, GraphError> {
+    let mut graph = Graph::new(steps)?;
     graph.check_edges()?;
     graph.check_reachable_and_acyclic()?;
+    graph.handlers = graph.handlers();
     graph.check_joins_marked()?;
-    match graph.walk("start", false)? {
-        (chain, None) => Ok(chain),
-        (_, Some(join)) => Err(GraphError::StrayJoin(join)),
+    let chain = match graph.walk("start", false)? {
+        (chain, None) => chain,
+        (_, Some(join)) => return Err(GraphError::StrayJoin(join)),
+    };
+    let mut handlers = BTreeMap::new();
+    for step in graph.steps.values() {
+        if let Some(target) = &step.catch
+            && graph.handlers.contains(target.as_str())
+            && let Some(previous) = handlers.insert(target.clone(), step.name.clone())
+        {
+            return Err(GraphError::SharedHandler {
+                handler: target.clone(),
+                steps: vec![previous, step.name.clone()],
+            });
+        }
     }
+    Ok(ValidGraph { chain, handlers })
 }
 
 struct Graph<'a> {
     steps: BTreeMap<&'a str, &'a GraphStep>,
+    /// Steps reached only through `catch` edges.
+    handlers: BTreeSet<&'a str>,
 }
 
 impl<'a> Graph<'a> {
@@ -90,7 +129,10 @@ impl<'a> Graph<'a> {
                 return Err(GraphError::MissingTerminal(terminal));
             }
         }
-        Ok(Graph { steps: map })
+        Ok(Graph {
+            steps: map,
+            handlers: BTreeSet::new(),
+        })
     }
 
     fn step(&self, name: &str) -> &'a GraphStep {
@@ -107,6 +149,14 @@ impl<'a> Graph<'a> {
                         next: next.clone(),
                     });
                 }
+            }
+            if let Some(target) = &step.catch
+                && !self.steps.contains_key(target.as_str())
+            {
+                return Err(GraphError::UnknownCatch {
+                    step: step.name.clone(),
+                    target: target.clone(),
+                });
             }
             if step.name == "end" && !step.next.is_empty() {
                 return Err(GraphError::EndHasNext);
@@ -136,7 +186,8 @@ impl<'a> Graph<'a> {
         let mut path: Vec<(&str, usize)> = vec![("start", 0)];
         marks.insert("start", Mark::Grey);
         while let Some((name, child)) = path.last().copied() {
-            let next = &self.step(name).next;
+            let step = self.step(name);
+            let next: Vec<&String> = step.next.iter().chain(step.catch.iter()).collect();
             if child == next.len() {
                 marks.insert(name, Mark::Black);
                 path.pop();
@@ -172,9 +223,39 @@ impl<'a> Graph<'a> {
         }
     }
 
+    /// Steps not reachable from `start` along `next` alone: reached only through `catch`.
+    fn handlers(&self) -> BTreeSet<&'a str> {
+        let mut reached = BTreeSet::from(["start"]);
+        let mut queue = vec!["start"];
+        while let Some(name) = queue.pop() {
+            for next in &self.step(name).next {
+                if reached.insert(next.as_str()) {
+                    queue.push(next.as_str());
+                }
+            }
+        }
+        self.steps
+            .keys()
+            .copied()
+            .filter(|name| !reached.contains(name))
+            .collect()
+    }
+
+    /// A step reached from several steps must be a join; a handler's `next` does not count,
+    /// as it only runs instead of the step it handles.
     fn check_joins_marked(&self) -> Result<(), GraphError> {
+        for handler in &self.handlers {
+            let step = self.step(handler);
+            if step.next.len() != 1 || step.join || step.foreach || step.parallel {
+                return Err(GraphError::HandlerShape(handler.to_string()));
+            }
+        }
         let mut seen = BTreeSet::new();
-        for step in self.steps.values() {
+        for step in self
+            .steps
+            .values()
+            .filter(|s| !self.handlers.contains(s.name.as_str()))
+        {
             for next in &step.next {
                 if !seen.insert(next.as_str()) && !self.step(next).join {
                     return Err(GraphError::JoinNotMarked(next.clone()));
@@ -206,6 +287,10 @@ impl<'a> Graph<'a> {
                     let join = join.ok_or_else(|| GraphError::SplitNotJoined(step.name.clone()))?;
                     chain.push(Segment::Foreach(body));
                     current = self.step(&join).name.as_str();
+                    continuing = true;
+                }
+                [only] if step.parallel && self.step(only).join => {
+                    current = only;
                     continuing = true;
                 }
                 [only] => current = only,
@@ -245,6 +330,8 @@ mod tests {
             next: next.iter().map(|s| s.to_string()).collect(),
             join: false,
             foreach: false,
+            parallel: false,
+            catch: None,
         }
     }
     fn join(name: &str, next: &[&str]) -> GraphStep {
@@ -262,16 +349,19 @@ mod tests {
     fn s(name: &str) -> Segment {
         Segment::Step(name.into())
     }
+    fn chain(steps: &[GraphStep]) -> Result<Chain, GraphError> {
+        validate(steps).map(|graph| graph.chain)
+    }
 
     #[test]
     fn linear_flow() {
-        let chain = validate(&[step("start", &["a"]), step("a", &["end"]), step("end", &[])]);
+        let chain = chain(&[step("start", &["a"]), step("a", &["end"]), step("end", &[])]);
         assert_eq!(chain, Ok(vec![s("start"), s("a"), s("end")]));
     }
 
     #[test]
     fn branch_and_join() {
-        let chain = validate(&[
+        let chain = chain(&[
             step("start", &["a", "b"]),
             step("a", &["j"]),
             step("b", &["b2"]),
@@ -289,8 +379,26 @@ mod tests {
     }
 
     #[test]
+    fn parallel_step_may_be_closed_by_a_join() {
+        let gang = GraphStep {
+            parallel: true,
+            ..step("train", &["gather"])
+        };
+        let chain = chain(&[
+            step("start", &["train"]),
+            gang,
+            join("gather", &["end"]),
+            step("end", &[]),
+        ]);
+        assert_eq!(
+            chain,
+            Ok(vec![s("start"), s("train"), s("gather"), s("end")])
+        );
+    }
+
+    #[test]
     fn foreach_with_nested_branch() {
-        let chain = validate(&[
+        let chain = chain(&[
             foreach("start", &["split"]),
             step("split", &["x", "y"]),
             step("x", &["inner"]),
@@ -417,8 +525,28 @@ mod tests {
             ),
         ];
         for (steps, expected) in cases {
-            assert_eq!(validate(&steps), Err(expected.clone()), "{expected}");
+            assert_eq!(chain(&steps), Err(expected.clone()), "{expected}");
         }
+    }
+
+    #[test]
+    fn catch_handlers_sit_outside_the_main_chain() {
+        let flaky = GraphStep {
+            catch: Some("notify".into()),
+            ..step("flaky", &["end"])
+        };
+        let graph = validate(&[
+            step("start", &["flaky"]),
+            flaky,
+            step("notify", &["end"]),
+            step("end", &[]),
+        ])
+        .expect("valid");
+        assert_eq!(graph.chain, vec![s("start"), s("flaky"), s("end")]);
+        assert_eq!(
+            graph.handlers,
+            BTreeMap::from([("notify".to_string(), "flaky".to_string())])
+        );
     }
 
     #[test]
@@ -433,6 +561,6 @@ mod tests {
             steps.push(step(&format!("s{i}"), &[&next]));
         }
         steps.push(step("end", &[]));
-        assert_eq!(validate(&steps).map(|c| c.len()), Ok(1002));
+        assert_eq!(chain(&steps).map(|c| c.len()), Ok(1002));
     }
 }

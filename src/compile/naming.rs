@@ -22,10 +22,33 @@ const HASH_LEN: usize = 8;
 
 /// Lowercase hex of the SHA-256 of `input`, first `len` characters (`len` ≤ 64).
 pub fn short_hash(input: &str, len: usize) -> String {
-    let digest = Sha256::digest(input.as_bytes());
+    hex_prefix(&Sha256::digest(input.as_bytes()), len)
+}
+
+/// Short hash of a value's JSON form, streamed into the hasher (no intermediate string).
+pub fn json_hash<T: serde::Serialize + ?Sized>(value: &T, len: usize) -> String {
+    struct HashWriter(Sha256);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut writer = HashWriter(Sha256::new());
+    // Serializing plain data into a writer that cannot fail does not fail.
+    let _ = serde_json::to_writer(&mut writer, value);
+    hex_prefix(&writer.0.finalize(), len)
+}
+
+fn hex_prefix(digest: &[u8], len: usize) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(64);
     for byte in digest.iter() {
-        hex.push_str(&format!("{byte:02x}"));
+        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(byte & 0xf)]));
     }
     hex.truncate(len);
     hex

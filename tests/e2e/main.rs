@@ -1,7 +1,10 @@
 //! End-to-end tests: one binary, run by `make test` against the local environment of
 //! `hack/env-up.sh` (a real kube-apiserver + kube-controller-manager, and the AWS emulator).
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // Test code: failing loudly is the point.
 
 mod harness;
 
+mod api;
 mod emulator;
 mod foundation;
+mod render;

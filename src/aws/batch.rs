@@ -1,0 +1,196 @@
+//! AWS Batch adapter: turns compiled job definitions into SDK requests. Writes only; each is
+//! idempotent by name (a job definition's name carries its content hash).
+
+use aws_sdk_batch::Client;
+use aws_sdk_batch::types as sdk;
+
+use crate::compile::job_definition::{
+    ContainerProperties, JobDefinition, LinuxParameters, RetryStrategy,
+};
+
+use super::error::{AwsError, classify};
+
+/// Registers a job definition and returns the ARN of the new revision.
+pub async fn register_job_definition(
+    client: &Client,
+    definition: &JobDefinition,
+) -> Result<String, AwsError> {
+    let kind = if definition.kind == "multinode" {
+        sdk::JobDefinitionType::Multinode
+    } else {
+        sdk::JobDefinitionType::Container
+    };
+    let mut request = client
+        .register_job_definition()
+        .job_definition_name(&definition.job_definition_name)
+        .r#type(kind)
+        .propagate_tags(definition.propagate_tags)
+        .set_tags(Some(definition.tags.clone().into_iter().collect()))
+        .set_platform_capabilities(Some(
+            definition
+                .platform_capabilities
+                .iter()
+                .map(|p| sdk::PlatformCapability::from(p.as_str()))
+                .collect(),
+        ))
+        .set_container_properties(
+            definition
+                .container_properties
+                .as_ref()
+                .map(container)
+                .transpose()?,
+        )
+        .set_retry_strategy(definition.retry_strategy.as_ref().map(retry).transpose()?);
+    if let Some(timeout) = &definition.timeout {
+        request = request.timeout(
+            sdk::JobTimeout::builder()
+                .attempt_duration_seconds(timeout.attempt_duration_seconds as i32)
+                .build(),
+        );
+    }
+    if let Some(nodes) = &definition.node_properties {
+        let ranges = nodes
+            .node_range_properties
+            .iter()
+            .map(|range| {
+                let range = sdk::NodeRangeProperty::builder()
+                    .target_nodes(&range.target_nodes)
+                    .container(container(&range.container)?)
+                    .build();
+                Ok(range)
+            })
+            .collect::<Result<Vec<_>, AwsError>>()?;
+        request = request.node_properties(
+            sdk::NodeProperties::builder()
+                .num_nodes(nodes.num_nodes)
+                .main_node(nodes.main_node)
+                .set_node_range_properties(Some(ranges))
+                .build(),
+        );
+    }
+    let output = request.send().await.map_err(classify)?;
+    Ok(output.job_definition_arn().unwrap_or_default().to_owned())
+}
+
+fn container(properties: &ContainerProperties) -> Result<sdk::ContainerProperties, AwsError> {
+    Ok(sdk::ContainerProperties::builder()
+        .image(&properties.image)
+        .set_command((!properties.command.is_empty()).then(|| properties.command.clone()))
+        .set_job_role_arn(properties.job_role_arn.clone())
+        .set_execution_role_arn(properties.execution_role_arn.clone())
+        .set_resource_requirements(Some(
+            properties
+                .resource_requirements
+                .iter()
+                .map(|r| {
+                    sdk::ResourceRequirement::builder()
+                        .r#type(sdk::ResourceType::from(r.kind.as_str()))
+                        .value(&r.value)
+                        .build()
+                })
+                .collect(),
+        ))
+        .set_environment(Some(
+            properties
+                .environment
+                .iter()
+                .map(|kv| {
+                    sdk::KeyValuePair::builder()
+                        .name(&kv.name)
+                        .value(&kv.value)
+                        .build()
+                })
+                .collect(),
+        ))
+        .set_secrets(Some(
+            properties
+                .secrets
+                .iter()
+                .map(|s| {
+                    sdk::Secret::builder()
+                        .name(&s.name)
+                        .value_from(&s.value_from)
+                        .build()
+                })
+                .collect(),
+        ))
+        .set_linux_parameters(
+            properties
+                .linux_parameters
+                .as_ref()
+                .map(linux)
+                .transpose()?,
+        )
+        .set_fargate_platform_configuration(properties.fargate_platform_configuration.as_ref().map(
+            |f| {
+                sdk::FargatePlatformConfiguration::builder()
+                    .platform_version(&f.platform_version)
+                    .build()
+            },
+        ))
+        .set_network_configuration(properties.network_configuration.as_ref().map(|n| {
+            sdk::NetworkConfiguration::builder()
+                .assign_public_ip(sdk::AssignPublicIp::from(n.assign_public_ip.as_str()))
+                .build()
+        }))
+        .build())
+}
+
+fn linux(parameters: &LinuxParameters) -> Result<sdk::LinuxParameters, AwsError> {
+    Ok(sdk::LinuxParameters::builder()
+        .set_shared_memory_size(parameters.shared_memory_size)
+        .set_max_swap(parameters.max_swap)
+        .set_swappiness(parameters.swappiness)
+        .set_tmpfs(Some(
+            parameters
+                .tmpfs
+                .iter()
+                .map(|t| {
+                    sdk::Tmpfs::builder()
+                        .container_path(&t.container_path)
+                        .size(t.size)
+                        .set_mount_options(Some(t.mount_options.clone()))
+                        .build()
+                })
+                .collect(),
+        ))
+        .set_devices(Some(
+            parameters
+                .devices
+                .iter()
+                .map(|d| {
+                    sdk::Device::builder()
+                        .host_path(&d.host_path)
+                        .container_path(&d.container_path)
+                        .set_permissions(Some(
+                            d.permissions
+                                .iter()
+                                .map(|p| sdk::DeviceCgroupPermission::from(p.as_str()))
+                                .collect(),
+                        ))
+                        .build()
+                })
+                .collect(),
+        ))
+        .build())
+}
+
+fn retry(strategy: &RetryStrategy) -> Result<sdk::RetryStrategy, AwsError> {
+    Ok(sdk::RetryStrategy::builder()
+        .attempts(strategy.attempts)
+        .set_evaluate_on_exit(Some(
+            strategy
+                .evaluate_on_exit
+                .iter()
+                .map(|rule| {
+                    sdk::EvaluateOnExit::builder()
+                        .set_on_exit_code(rule.on_exit_code.clone())
+                        .set_on_reason(rule.on_reason.clone())
+                        .set_on_status_reason(rule.on_status_reason.clone())
+                        .action(sdk::RetryAction::from(rule.action.as_str()))
+                        .build()
+                })
+                .collect(),
+        ))
+        .build())
+}

@@ -1,0 +1,5 @@
+//! One thin adapter per AWS service, and the classification of their errors.
+
+pub mod batch;
+pub mod error;
+pub mod sfn;
