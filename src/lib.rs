@@ -8,4 +8,6 @@
 pub mod api;
 pub mod aws;
 pub mod compile;
+pub mod controller;
+pub mod reconcilers;
 pub mod settings;

@@ -25,6 +25,14 @@ struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions of Flow, Run and Schedule as YAML.
     Crds,
+    /// Run the controller: reconcile Flows into AWS Batch job definitions and Step Functions
+    /// state machines.
+    Controller {
+        #[command(flatten)]
+        options: flowline::controller::Options,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Print the AWS resources a Flow becomes (job definitions, state machine), offline: no
     /// cluster and no AWS account are needed.
     Render {
@@ -56,6 +64,7 @@ fn main() -> ExitCode {
             output,
             settings,
         } => render(&file, output, &settings),
+        Command::Controller { options, settings } => run_controller(settings, options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,6 +73,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_controller(
+    settings: Settings,
+    options: flowline::controller::Options,
+) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .json()
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(flowline::controller::run(settings, options))
 }
 
 fn render(file: &PathBuf, output: Format, settings: &Settings) -> anyhow::Result<()> {

@@ -35,11 +35,26 @@ AWS_BATCH_JOB_NODE_INDEX, AWS_BATCH_JOB_NUM_NODES, AWS_BATCH_JOB_MAIN_NODE_INDEX
 multi-node job). FLOWLINE_EMULATOR_FAIL still fails the job without running anything, and
 FLOWLINE_EMULATOR_RUN_SECONDS becomes a minimum time in RUNNING.
 
-Test-only endpoint: ``POST /flowline-test/fire-rule`` with ``{"name": RULE, "eventBusName":
-optional, "region": optional, "accountId": optional}`` delivers a scheduled rule's targets as
-if its schedule had fired. It answers 200 with ``{"ruleArn", "eventId", "executionArns"}``,
-404 for an unknown rule, 400 for a rule without a ScheduleExpression, and 409 (no delivery)
-for a DISABLED rule.
+Test-only endpoints (JSON answers; none of them is counted as an AWS request):
+
+``POST /flowline-test/fire-rule`` with ``{"name": RULE, "eventBusName": optional, "region":
+optional, "accountId": optional}``
+    delivers a scheduled rule's targets as if its schedule had fired. It answers 200 with
+    ``{"ruleArn", "eventId", "executionArns"}``, 404 for an unknown rule, 400 for a rule without
+    a ScheduleExpression, and 409 (no delivery) for a DISABLED rule.
+``GET /flowline-test/requests``
+    the AWS API requests handled since start or the last reset, as ``{"total": N,
+    "operations": {"states:CreateStateMachine": 3, ...}, "byAccessKey": {"AKID": {...}}}``:
+    counted per ``service:Operation`` and per access key id (from the SigV4 credential;
+    ``anonymous`` for unsigned requests), so a test can count only its own client's calls,
+    e.g. to prove that a reconcile that changes nothing makes no writes. Requests that moto's
+    Step Functions interpreter makes itself carry the access key ``ak``
+    (INTERPRETER_ACCESS_KEY). Operation names come
+    from X-Amz-Target (JSON services), ``Action=`` (query services such as IAM and STS), the
+    botocore model's request URIs (Batch and other REST services), and method, path and
+    sub-resource for S3 (approximate for unusual requests). /moto-api/* is not counted.
+``POST /flowline-test/requests/reset``
+    clears the counters (``/moto-api/reset`` leaves them alone) and answers the empty counts.
 """
 
 from __future__ import annotations
@@ -82,6 +97,9 @@ ESSENTIAL_EXITED = "Essential container in task exited"
 EXECUTION_STOPPED = "Execution stopped"
 
 TERMINAL = ("SUCCEEDED", "FAILED")
+# Access key of the clients moto's Step Functions interpreter calls other services with; the
+# request counter reports their requests under it.
+INTERPRETER_ACCESS_KEY = "ak"
 
 
 class Settings:
@@ -165,7 +183,7 @@ def patch_interpreter_clients() -> None:
                 client = session.client(
                     service_name=service,
                     region_name=region,
-                    aws_access_key_id="ak",
+                    aws_access_key_id=INTERPRETER_ACCESS_KEY,
                     aws_secret_access_key="sk",
                     endpoint_url=f"http://{host}:{SETTINGS.port}",
                     config=Config(
@@ -1393,8 +1411,284 @@ def fire_rule(body: dict) -> tuple[int, dict]:
     return 200, {"ruleArn": rule.arn, "eventId": event["id"], "executionArns": started}
 
 
+# ---------------------------------------------------------------------------------------------
+# Request counter: which AWS operations the server handled, and for which access key
+# ---------------------------------------------------------------------------------------------
+
+# JSON-protocol services name the operation in X-Amz-Target as "<prefix>.<Operation>"; the
+# prefix names the service where the request carries no SigV4 credential scope.
+_TARGET_SERVICES = {
+    "AWSStepFunctions": "states",
+    "secretsmanager": "secretsmanager",
+    "AWSEvents": "events",
+    "Logs_20140328": "logs",
+    "TrentService": "kms",
+    "AmazonSSM": "ssm",
+    "DynamoDB_20120810": "dynamodb",
+    "AmazonEC2ContainerRegistry_V20150921": "ecr",
+}
+# SigV4 signing names whose botocore model has another name.
+_MODEL_NAMES = {"states": "stepfunctions"}
+# Query-protocol actions that are sent unsigned (so without a credential scope) belong to STS.
+_UNSIGNED_STS_ACTIONS = {"AssumeRoleWithWebIdentity", "AssumeRoleWithSAML"}
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/([^,\s]*)")
+_UNCOUNTED_PREFIXES = ("/moto-api/", "/flowline-test/")
+ANONYMOUS = "anonymous"
+
+# S3 sub-resources ("?tagging") and the operation-name stem of each, for buckets and objects.
+_S3_BUCKET_SUBRESOURCES = {
+    "accelerate": "BucketAccelerateConfiguration",
+    "acl": "BucketAcl",
+    "cors": "BucketCors",
+    "encryption": "BucketEncryption",
+    "lifecycle": "BucketLifecycleConfiguration",
+    "logging": "BucketLogging",
+    "notification": "BucketNotificationConfiguration",
+    "object-lock": "ObjectLockConfiguration",
+    "ownershipControls": "BucketOwnershipControls",
+    "policy": "BucketPolicy",
+    "publicAccessBlock": "PublicAccessBlock",
+    "replication": "BucketReplication",
+    "requestPayment": "BucketRequestPayment",
+    "tagging": "BucketTagging",
+    "versioning": "BucketVersioning",
+    "website": "BucketWebsite",
+}
+_S3_OBJECT_SUBRESOURCES = {
+    "acl": "ObjectAcl",
+    "legal-hold": "ObjectLegalHold",
+    "retention": "ObjectRetention",
+    "tagging": "ObjectTagging",
+}
+_S3_VERBS = {"GET": "Get", "PUT": "Put", "DELETE": "Delete"}
+
+
+class RequestCounter:
+    """Counts the AWS API requests the server handles, per operation and per access key id,
+    so a test can prove that a reconcile which changes nothing makes no AWS writes. The
+    server handles each request on its own thread, hence the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = 0
+        self._operations: dict[str, int] = defaultdict(int)
+        self._by_key: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def record(self, operation: str, access_key: str) -> None:
+        with self._lock:
+            self._total += 1
+            self._operations[operation] += 1
+            self._by_key[access_key][operation] += 1
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {
+                "total": self._total,
+                "operations": dict(sorted(self._operations.items())),
+                "byAccessKey": {key: dict(sorted(ops.items())) for key, ops in sorted(self._by_key.items())},
+            }
+
+    def reset(self) -> None:
+        with self._lock:
+            self._total = 0
+            self._operations.clear()
+            self._by_key.clear()
+
+
+REQUESTS = RequestCounter()
+
+_REST_ROUTES: dict[str, list[tuple[str, re.Pattern, tuple[str, ...], int, str]] | None] = {}
+_REST_ROUTES_LOCK = threading.Lock()
+
+
+def _rest_routes(service: str) -> list[tuple[str, re.Pattern, tuple[str, ...], int, str]] | None:
+    """(method, path pattern, required query keys, specificity, operation) for every operation
+    of a REST service, read from the botocore model's ``http.requestUri``; None for a service
+    botocore does not know or that is not REST."""
+    with _REST_ROUTES_LOCK:
+        if service in _REST_ROUTES:
+            return _REST_ROUTES[service]
+        routes = None
+        try:
+            import botocore.session
+
+            model = botocore.session.get_session().get_service_model(_MODEL_NAMES.get(service, service))
+            if model.protocol.startswith("rest"):
+                routes = []
+                for name in model.operation_names:
+                    http = model.operation_model(name).http
+                    uri, _, query = http.get("requestUri", "/").partition("?")
+                    pieces = re.split(r"(\{[^}]+\})", uri)
+                    pattern = "".join(
+                        re.escape(piece)
+                        if not piece.startswith("{")
+                        else (".+" if piece.endswith("+}") else "[^/]+")
+                        for piece in pieces
+                    )
+                    keys = tuple(part.split("=", 1)[0] for part in query.split("&") if part)
+                    literal = sum(len(piece) for piece in pieces if not piece.startswith("{"))
+                    method = http.get("method", "POST")
+                    routes.append((method, re.compile(pattern + "/?$"), keys, literal, name))
+        except Exception:  # noqa: BLE001 - unknown to botocore: the operation stays unnamed
+            routes = None
+        _REST_ROUTES[service] = routes
+        return routes
+
+
+def _rest_operation(service: str, method: str, path: str, query: dict[str, list[str]]) -> str | None:
+    best = None
+    for route_method, pattern, keys, literal, name in _rest_routes(service) or ():
+        if route_method != method or not pattern.match(path) or any(k not in query for k in keys):
+            continue
+        rank = (len(keys), literal)
+        if best is None or rank > best[0]:
+            best = (rank, name)
+    return best[1] if best else None
+
+
+def _s3_operation(
+    method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], host: str
+) -> str:
+    """S3's operation from method, path and sub-resource: approximate (an unusual request may
+    get a neighbouring name), but exact for the everyday bucket and object calls."""
+    parts = [p for p in path.split("/") if p] if path.strip("/") else []
+    hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if ".s3." in f".{hostname}" and not hostname.startswith("s3."):
+        parts = [hostname.split(".s3.", 1)[0]] + parts  # virtual-hosted-style bucket
+    elif hostname.endswith(".localhost"):
+        parts = [hostname[: -len(".localhost")]] + parts
+    verb = _S3_VERBS.get(method, method.title())
+    if not parts:
+        return "ListBuckets" if method == "GET" else f"{verb}Service"
+    if len(parts) == 1:
+        for key, stem in _S3_BUCKET_SUBRESOURCES.items():
+            if key in query and method in _S3_VERBS:
+                return verb + stem
+        if method == "GET":
+            if "location" in query:
+                return "GetBucketLocation"
+            if "versions" in query:
+                return "ListObjectVersions"
+            if "uploads" in query:
+                return "ListMultipartUploads"
+            return "ListObjectsV2" if query.get("list-type") == ["2"] else "ListObjects"
+        if method == "POST" and "delete" in query:
+            return "DeleteObjects"
+        plain = {"PUT": "CreateBucket", "DELETE": "DeleteBucket", "HEAD": "HeadBucket"}
+        return plain.get(method, f"{verb}Bucket")
+    for key, stem in _S3_OBJECT_SUBRESOURCES.items():
+        if key in query and method in _S3_VERBS:
+            return verb + stem
+    copy_source = "x-amz-copy-source" in headers
+    if method == "PUT":
+        if "uploadId" in query:
+            return "UploadPartCopy" if copy_source else "UploadPart"
+        return "CopyObject" if copy_source else "PutObject"
+    if method == "GET":
+        if "uploadId" in query:
+            return "ListParts"
+        return "GetObjectAttributes" if "attributes" in query else "GetObject"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
+    if method == "POST":
+        if "uploads" in query:
+            return "CreateMultipartUpload"
+        if "uploadId" in query:
+            return "CompleteMultipartUpload"
+        if "restore" in query:
+            return "RestoreObject"
+        return "PostObject"
+    return {"HEAD": "HeadObject"}.get(method, f"{verb}Object")
+
+
+def _form_body(environ: dict) -> dict[str, list[str]]:
+    """The form fields of a query-protocol POST. The body is read once and put back, so moto
+    reads the same bytes."""
+    import io
+    from urllib.parse import parse_qs
+
+    content_type = environ.get("CONTENT_TYPE", "")
+    if "application/x-www-form-urlencoded" not in content_type:
+        return {}
+    length = environ.get("CONTENT_LENGTH")
+    stream = environ["wsgi.input"]
+    if length:
+        body = stream.read(int(length))
+    elif environ.get("wsgi.input_terminated"):
+        body = stream.read()
+    else:
+        return {}
+    environ["wsgi.input"] = io.BytesIO(body)
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+def classify_request(environ: dict) -> tuple[str, str] | None:
+    """("service:Operation", access key id) of an AWS API request; None for the emulator's
+    own endpoints (/moto-api, /flowline-test), which are not AWS calls."""
+    from urllib.parse import parse_qs
+
+    path = environ.get("PATH_INFO", "") or "/"
+    if path.startswith(_UNCOUNTED_PREFIXES) or path == "/moto-api":
+        return None
+    method = environ.get("REQUEST_METHOD", "GET").upper()
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+
+    credential = _CREDENTIAL.search(headers.get("authorization", ""))
+    access_key, scope = (credential.group(1), credential.group(2)) if credential else (None, "")
+    if credential is None and query.get("X-Amz-Credential"):  # presigned URL
+        access_key, _, scope = query["X-Amz-Credential"][0].partition("/")
+    if access_key is None and headers.get("authorization", "").startswith("AWS "):  # SigV2
+        access_key = headers["authorization"][4:].split(":", 1)[0]
+    scope_parts = scope.split("/")
+    service = scope_parts[2] if len(scope_parts) >= 4 else ""
+
+    target = headers.get("x-amz-target", "")
+    if target:
+        prefix, _, operation = target.rpartition(".")
+        service = _TARGET_SERVICES.get(prefix) or service or prefix.split("_", 1)[0].lower()
+        return f"{service}:{operation}", access_key or ANONYMOUS
+
+    action = query.get("Action")
+    if action is None and method == "POST":
+        action = _form_body(environ).get("Action")
+    if action:
+        if not service:
+            service = "sts" if action[0] in _UNSIGNED_STS_ACTIONS else "unknown"
+        return f"{service}:{action[0]}", access_key or ANONYMOUS
+
+    if not service:
+        service = "batch" if path.startswith("/v1/") else "s3"
+    if service == "s3":
+        operation = _s3_operation(method, path, query, headers, headers.get("host", ""))
+    else:
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or path
+        operation = _rest_operation(service, method, raw.split("?", 1)[0], query) or f"{method} {path}"
+    return f"{service}:{operation}", access_key or ANONYMOUS
+
+
+def count_request(environ: dict) -> None:
+    try:
+        classified = classify_request(environ)
+    except Exception:  # noqa: BLE001 - counting must never fail the request itself
+        LOG.exception(
+            "could not classify request %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+        )
+        classified = ("unknown:unknown", ANONYMOUS)
+    if classified is not None:
+        REQUESTS.record(*classified)
+
+
+# ---------------------------------------------------------------------------------------------
+# Test endpoints (/flowline-test/...)
+# ---------------------------------------------------------------------------------------------
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict"}
+
+
 class FlowlineTestRoutes:
-    """WSGI middleware serving the /flowline-test/ endpoints in front of moto's dispatcher."""
+    """WSGI middleware in front of moto's dispatcher: counts every AWS request (see
+    RequestCounter) and serves the /flowline-test/ endpoints."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -1402,10 +1696,13 @@ class FlowlineTestRoutes:
     def __call__(self, environ: dict, start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
         if not path.startswith("/flowline-test/"):
+            count_request(environ)
             return self.app(environ, start_response)
+        method = environ.get("REQUEST_METHOD")
+        route = path.rstrip("/")
         status, payload = 404, {"message": f"unknown endpoint {path}"}
-        if path.rstrip("/") == "/flowline-test/fire-rule":
-            if environ.get("REQUEST_METHOD") != "POST":
+        if route == "/flowline-test/fire-rule":
+            if method != "POST":
                 status, payload = 405, {"message": "POST a JSON body"}
             else:
                 try:
@@ -1414,16 +1711,20 @@ class FlowlineTestRoutes:
                     status, payload = fire_rule(body)
                 except ValueError as err:
                     status, payload = 400, {"message": f"bad JSON body: {err}"}
+        elif route == "/flowline-test/requests":
+            if method != "GET":
+                status, payload = 405, {"message": "GET it"}
+            else:
+                status, payload = 200, REQUESTS.snapshot()
+        elif route == "/flowline-test/requests/reset":
+            if method != "POST":
+                status, payload = 405, {"message": "POST it"}
+            else:
+                REQUESTS.reset()
+                status, payload = 200, REQUESTS.snapshot()
         data = json.dumps(payload).encode()
-        reasons = {
-            200: "OK",
-            400: "Bad Request",
-            404: "Not Found",
-            405: "Method Not Allowed",
-            409: "Conflict",
-        }
         start_response(
-            f"{status} {reasons.get(status, 'Error')}",
+            f"{status} {_REASONS.get(status, 'Error')}",
             [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
         )
         return [data]
@@ -1513,6 +1814,254 @@ def patch_sfn_history_paging() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Patch 9: Step Functions state machine versions and CreateStateMachine idempotency
+# ---------------------------------------------------------------------------------------------
+
+# What an identical CreateStateMachine must repeat, with the value AWS assumes when omitted.
+_SFN_CREATE_DEFAULTS = {
+    "type": "STANDARD",
+    "loggingConfiguration": {"level": "OFF"},
+    "tracingConfiguration": {"enabled": False},
+    "encryptionConfiguration": {"type": "AWS_OWNED_KEY"},
+}
+
+
+def patch_sfn_versions() -> None:
+    """Versions as AWS keeps them, where moto falls short:
+
+    * ListStateMachineVersions is not implemented (HTTP 500); it now lists newest first, paged.
+    * StartExecution with a version ARN answers 500 (a version cannot start executions). It now
+      runs the version's definition and role as frozen at publish time; the execution belongs
+      to the state machine (its ARN, DescribeExecution's stateMachineArn, ListExecutions,
+      StopExecution) and DescribeExecution / ListExecutions report ``stateMachineVersionArn``.
+      ListExecutions given a version ARN lists that version's executions only.
+    * CreateStateMachine with the name of an existing machine returns that machine whatever
+      the request says. AWS treats it as idempotent only when definition, type, logging,
+      tracing and encryption configuration, publish and versionDescription all match (a
+      different roleArn or tags are ignored, and not applied); otherwise it answers
+      StateMachineAlreadyExists. Its stateMachineVersionArn is only returned with publish=true.
+    * There are no revisions: UpdateStateMachine returns no ``revisionId`` and DescribeStateMachine
+      none either. A machine now gets a new revision id when an update changes it (or when it
+      is created with publish=true), and a version keeps the revision it was published from.
+      As with PublishStateMachineVersion, publishing a revision that already has a version
+      returns that version instead of adding another one.
+    * DeleteStateMachine leaves the machine's tags behind, so a machine created again under the
+      same name starts with the old tags; they now go with it (its versions already did)."""
+    from moto.core.exceptions import AWSError
+    from moto.core.responses import ActionResult
+    from moto.stepfunctions.exceptions import InvalidToken, StateMachineDoesNotExist
+    from moto.stepfunctions.models import StateMachine, StateMachineVersion, StepFunctionBackend
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+    from moto.stepfunctions.responses import StepFunctionResponse
+    from moto.utilities.utils import get_partition
+
+    class StateMachineAlreadyExists(AWSError):
+        TYPE = "StateMachineAlreadyExists"
+        STATUS = 400
+
+    # A version starts executions through the machine it belongs to: name uniqueness is checked
+    # against, and the execution recorded in, the machine's own execution list.
+    StateMachineVersion._handle_name_input_idempotency = StateMachine._handle_name_input_idempotency
+    StateMachineVersion._validate_execution_input = StateMachine._validate_execution_input
+    StateMachineVersion.start_execution = StateMachine.start_execution
+
+    original_publish = StateMachine.publish
+
+    def publish(self, description):
+        if getattr(self, "flowline_revision", None) is None:
+            self.flowline_revision = str(uuid.uuid4())
+        latest = self.latest_version
+        if latest is not None and getattr(latest, "flowline_revision", None) == self.flowline_revision:
+            return
+        original_publish(self, description)
+        version = self.latest_version
+        version.flowline_revision = self.flowline_revision
+        version.executions = self.executions
+        version.backend = self.backend
+
+    original_update = StateMachine.update
+
+    def update(self, **kwargs):
+        changed = any(
+            value is not None and getattr(self, key, None) != value for key, value in kwargs.items()
+        )
+        original_update(self, **kwargs)
+        if changed:
+            self.flowline_revision = str(uuid.uuid4())
+
+    original_create = StepFunctionBackend.create_state_machine
+
+    def create_state_machine(
+        self,
+        name,
+        definition,
+        roleArn,
+        tags=None,
+        publish=None,
+        loggingConfiguration=None,
+        tracingConfiguration=None,
+        encryptionConfiguration=None,
+        version_description=None,
+        sm_type=None,
+    ):
+        wanted = {
+            "definition": definition,
+            "type": sm_type,
+            "loggingConfiguration": loggingConfiguration,
+            "tracingConfiguration": tracingConfiguration,
+            "encryptionConfiguration": encryptionConfiguration,
+        }
+        requested = {"publish": bool(publish), "versionDescription": version_description}
+        partition = get_partition(self.region_name)
+        arn = f"arn:{partition}:states:{self.region_name}:{self.account_id}:stateMachine:{name}"
+        existing = next((m for m in self.state_machines if m.arn == arn), None)
+        if existing is not None:
+            self._validate_name(name)
+            self._validate_role_arn(roleArn)
+            same = getattr(existing, "flowline_created", requested) == requested and all(
+                (value or _SFN_CREATE_DEFAULTS.get(key)) == getattr(existing, key)
+                for key, value in wanted.items()
+            )
+            if not same:
+                raise StateMachineAlreadyExists(f"State Machine Already Exists: '{arn}'")
+            return existing
+        machine = original_create(
+            self,
+            name,
+            definition,
+            roleArn,
+            tags=tags,
+            publish=publish,
+            loggingConfiguration=loggingConfiguration,
+            tracingConfiguration=tracingConfiguration,
+            encryptionConfiguration=encryptionConfiguration,
+            version_description=version_description,
+            sm_type=sm_type,
+        )
+        machine.flowline_created = requested
+        return machine
+
+    original_delete = StepFunctionBackend.delete_state_machine
+
+    def delete_state_machine(self, arn):
+        existed = any(m.arn == arn for m in self.state_machines)
+        original_delete(self, arn)
+        if existed:
+            self.tagger.delete_all_tags_for_resource(arn)
+
+    original_start = StepFunctionsParserBackend.start_execution
+
+    def start_execution(self, state_machine_arn, name=None, execution_input=None, trace_header=None):
+        execution = original_start(self, state_machine_arn, name, execution_input, trace_header)
+        version = getattr(execution, "state_machine", None)
+        if isinstance(version, StateMachineVersion):
+            execution.flowline_version_arn = version.arn
+            execution.state_machine_arn = version.source_arn
+        return execution
+
+    def _version_arn(backend, execution_arn):
+        try:
+            return getattr(backend.describe_execution(execution_arn), "flowline_version_arn", None)
+        except Exception:  # noqa: BLE001 - the answer being built already says what exists
+            return None
+
+    original_create_response = StepFunctionResponse.create_state_machine
+
+    def create_state_machine_response(self):
+        answer = original_create_response(self)
+        if not self._get_param("publish"):
+            answer.result.pop("stateMachineVersionArn", None)
+        return answer
+
+    original_update_response = StepFunctionResponse.update_state_machine
+
+    def update_state_machine_response(self):
+        answer = original_update_response(self)
+        machine = self.stepfunction_backend.describe_state_machine(self._get_param("stateMachineArn"))
+        revision = getattr(machine, "flowline_revision", None)
+        if revision:
+            answer.result["revisionId"] = revision
+        return answer
+
+    original_describe = StepFunctionResponse._describe_state_machine
+
+    def _describe_state_machine(self, state_machine_arn):
+        answer = original_describe(self, state_machine_arn)
+        machine = self.stepfunction_backend.describe_state_machine(state_machine_arn)
+        revision = getattr(machine, "flowline_revision", None)
+        if revision:
+            answer.result["revisionId"] = revision
+        return answer
+
+    original_describe_execution = StepFunctionResponse.describe_execution
+
+    def describe_execution(self):
+        answer = original_describe_execution(self)
+        version_arn = _version_arn(self.stepfunction_backend, self._get_param("executionArn"))
+        if version_arn:
+            answer.result["stateMachineVersionArn"] = version_arn
+        return answer
+
+    original_list_executions = StepFunctionResponse.list_executions
+
+    def list_executions(self):
+        answer = original_list_executions(self)
+        backend = self.stepfunction_backend
+        requested = backend.describe_state_machine(self._get_param("stateMachineArn"))
+        items = []
+        for item in answer.result.get("executions") or []:
+            version_arn = _version_arn(backend, item["executionArn"])
+            if isinstance(requested, StateMachineVersion):
+                if version_arn != requested.arn:
+                    continue
+                item["stateMachineArn"] = requested.source_arn
+            if version_arn:
+                item["stateMachineVersionArn"] = version_arn
+            items.append(item)
+        answer.result["executions"] = items
+        return answer
+
+    def list_state_machine_versions(self):
+        arn = self._get_param("stateMachineArn")
+        machine = self.stepfunction_backend.describe_state_machine(arn)
+        if not isinstance(machine, StateMachine):
+            raise StateMachineDoesNotExist(f"State Machine Does Not Exist: '{arn}'")
+        max_results = self._get_int_param("maxResults") or 100
+        token = self._get_param("nextToken")
+        versions = sorted(machine.versions.values(), key=lambda v: v.version, reverse=True)
+        start = 0
+        if token:
+            try:
+                owner, offset = base64.urlsafe_b64decode(token.encode()).decode().rsplit(":", 1)
+                start = int(offset)
+            except Exception:  # noqa: BLE001
+                raise InvalidToken("nextToken is not valid")
+            if owner != arn:
+                raise InvalidToken("nextToken belongs to another state machine")
+        page = versions[start : start + max_results]
+        result: dict[str, Any] = {
+            "stateMachineVersions": [
+                {"stateMachineVersionArn": v.arn, "creationDate": v.creation_date} for v in page
+            ]
+        }
+        if start + max_results < len(versions):
+            result["nextToken"] = base64.urlsafe_b64encode(f"{arn}:{start + max_results}".encode()).decode()
+        return ActionResult(result)
+
+    StateMachine.publish = publish
+    StateMachine.update = update
+    StepFunctionBackend.create_state_machine = create_state_machine
+    StepFunctionBackend.delete_state_machine = delete_state_machine
+    StepFunctionsParserBackend.start_execution = start_execution
+    StepFunctionResponse.create_state_machine = create_state_machine_response
+    StepFunctionResponse.update_state_machine = update_state_machine_response
+    StepFunctionResponse._describe_state_machine = _describe_state_machine
+    StepFunctionResponse.describe_execution = describe_execution
+    StepFunctionResponse.list_executions = list_executions
+    StepFunctionResponse.list_state_machine_versions = list_state_machine_versions
+
+
+# ---------------------------------------------------------------------------------------------
 # Configuration that survives /moto-api/reset
 # ---------------------------------------------------------------------------------------------
 
@@ -1545,6 +2094,7 @@ def apply_patches() -> None:
     patch_events()
     patch_sfn_executions()
     patch_sfn_history_paging()
+    patch_sfn_versions()
     patch_reset()
 
 

@@ -5,6 +5,7 @@ Run with the emulator's venv:  $(hack/moto/install.sh) -m pytest hack/moto -q
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -34,12 +36,12 @@ class Emulator:
         self.proc = proc
         self.log_dir = log_dir
 
-    def client(self, service: str):
+    def client(self, service: str, access_key: str = "testing"):
         return boto3.client(
             service,
             endpoint_url=self.endpoint,
             region_name=REGION,
-            aws_access_key_id="testing",
+            aws_access_key_id=access_key,
             aws_secret_access_key="testing",
             # No retries: a 500 from the emulator must surface, not be retried away.
             config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}),
@@ -753,6 +755,395 @@ def test_concurrent_describe_jobs_never_fails(emu):
     assert len(job_ids) > 20
     for arn in arns:
         assert wait_execution(sfn, arn)["status"] == "SUCCEEDED"
+
+
+# --------------------------------------------------------------------------------------------
+# Request counter
+# --------------------------------------------------------------------------------------------
+
+
+def test_classify_request_names_operations():
+    sys.path.insert(0, str(HERE))
+    import launcher
+
+    def classify(method, path, query="", body=b"", **headers):
+        environ = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": urllib.parse.unquote(path),
+            "RAW_URI": path + (f"?{query}" if query else ""),
+            "QUERY_STRING": query,
+            "wsgi.input": io.BytesIO(body),
+            "CONTENT_LENGTH": str(len(body)) if body else "",
+        }
+        for name, value in headers.items():
+            key = name.upper()
+            environ[key if key == "CONTENT_TYPE" else "HTTP_" + key] = value
+        return launcher.classify_request(environ), environ
+
+    def signed(service):
+        scope = f"AKID1/20250101/us-east-1/{service}/aws4_request"
+        return {"authorization": f"AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=host, Signature=00"}
+
+    arn = "arn%3Aaws%3Abatch%3Aus-east-1%3A123456789012%3Ajob-definition%2Fjd%3A1"
+    form = "application/x-www-form-urlencoded; charset=utf-8"
+    presigned = "X-Amz-Credential=AKID2%2F20250101%2Fus-east-1%2Fs3%2Faws4_request"
+    sfn, batch, s3 = signed("states"), signed("batch"), signed("s3")
+    # (method, path, query, body, headers) -> (operation, access key)
+    cases = [
+        ("POST", "/", "", b"{}", {"x_amz_target": "AWSStepFunctions.CreateStateMachine", **sfn}),
+        ("POST", "/", "", b"{}", {"x_amz_target": "secretsmanager.DescribeSecret"}),
+        ("POST", "/", "", b"{}", {"x_amz_target": "AWSEvents.PutRule"}),
+        ("POST", "/v1/registerjobdefinition", "", b"{}", batch),
+        ("POST", "/v1/describejobqueues", "", b"{}", {}),
+        ("GET", f"/v1/tags/{arn}", "", b"", batch),
+        ("POST", f"/v1/tags/{arn}", "", b"{}", batch),
+        ("DELETE", f"/v1/tags/{arn}", "tagKeys=a", b"", batch),
+        ("PUT", "/bucket", "", b"", s3),
+        ("PUT", "/bucket/a/b.json", "", b"{}", s3),
+        ("PUT", "/bucket/a/c.json", "", b"", {"x_amz_copy_source": "/bucket/a/b.json", **s3}),
+        ("GET", "/bucket/a/b.json", "", b"", s3),
+        ("HEAD", "/bucket/a/b.json", "", b"", s3),
+        ("DELETE", "/bucket/a/b.json", "", b"", s3),
+        ("GET", "/bucket", "list-type=2&prefix=a", b"", s3),
+        ("PUT", "/bucket", "tagging=", b"<x/>", s3),
+        ("GET", "/bucket/k", presigned, b"", {}),
+        ("GET", "/", "", b"", {"host": "bucket.s3.amazonaws.com", **s3}),
+        ("POST", "/", "", b"Action=CreateRole&Version=2010-05-08", {"content_type": form, **signed("iam")}),
+        ("POST", "/", "", b"Action=AssumeRoleWithWebIdentity&Version=2011-06-15", {"content_type": form}),
+        ("GET", "/", "Action=GetCallerIdentity", b"", signed("sts")),
+    ]
+    expected = [
+        ("states:CreateStateMachine", "AKID1"),
+        ("secretsmanager:DescribeSecret", "anonymous"),
+        ("events:PutRule", "anonymous"),
+        ("batch:RegisterJobDefinition", "AKID1"),
+        ("batch:DescribeJobQueues", "anonymous"),
+        ("batch:ListTagsForResource", "AKID1"),
+        ("batch:TagResource", "AKID1"),
+        ("batch:UntagResource", "AKID1"),
+        ("s3:CreateBucket", "AKID1"),
+        ("s3:PutObject", "AKID1"),
+        ("s3:CopyObject", "AKID1"),
+        ("s3:GetObject", "AKID1"),
+        ("s3:HeadObject", "AKID1"),
+        ("s3:DeleteObject", "AKID1"),
+        ("s3:ListObjectsV2", "AKID1"),
+        ("s3:PutBucketTagging", "AKID1"),
+        ("s3:GetObject", "AKID2"),
+        ("s3:ListObjects", "AKID1"),
+        ("iam:CreateRole", "AKID1"),
+        ("sts:AssumeRoleWithWebIdentity", "anonymous"),
+        ("sts:GetCallerIdentity", "AKID1"),
+    ]
+    for (method, path, query, body, headers), want in zip(cases, expected, strict=True):
+        got, environ = classify(method, path, query, body, **headers)
+        assert got == want, (method, path, query, headers)
+        # The body stays readable for moto after the form was parsed.
+        assert environ["wsgi.input"].read() == body
+    for path in ("/moto-api/reset", "/moto-api/", "/flowline-test/requests"):
+        assert classify("POST", path)[0] is None
+
+
+def requests_of(emu: Emulator, key: str) -> dict:
+    return emu.get("/flowline-test/requests")["byAccessKey"].get(key, {})
+
+
+def test_request_counter_counts_operations_per_access_key(emu):
+    key = uid("AKIDCOUNT")
+    sfn, batch, s3 = emu.client("stepfunctions", key), emu.client("batch", key), emu.client("s3", key)
+    iam, sts, secrets = emu.client("iam", key), emu.client("sts", key), emu.client("secretsmanager", key)
+    status, _ = emu.post("/flowline-test/requests/reset")
+    assert status == 200
+
+    arn = sfn.create_state_machine(
+        name=uid("sm"), definition=json.dumps(PASS_MACHINE), roleArn=f"arn:aws:iam::{ACCOUNT}:role/sfn"
+    )["stateMachineArn"]
+    sfn.describe_state_machine(stateMachineArn=arn)
+    sfn.describe_state_machine(stateMachineArn=arn)
+    job_def = container_def(batch)
+    batch.describe_job_definitions(jobDefinitions=[job_def])
+    batch.tag_resource(resourceArn=job_def, tags={"a": "b"})
+    batch.list_tags_for_resource(resourceArn=job_def)
+    batch.untag_resource(resourceArn=job_def, tagKeys=["a"])
+    bucket = uid("bucket")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="a/b.json", Body=b"{}")
+    s3.head_object(Bucket=bucket, Key="a/b.json")
+    s3.get_object(Bucket=bucket, Key="a/b.json")["Body"].read()
+    s3.list_objects_v2(Bucket=bucket, Prefix="a/")
+    s3.delete_object(Bucket=bucket, Key="a/b.json")
+    iam.create_role(RoleName=uid("role"), AssumeRolePolicyDocument="{}")
+    sts.get_caller_identity()
+    secrets.create_secret(Name=uid("counted"), SecretString="x")
+    with pytest.raises(secrets.exceptions.ResourceNotFoundException):
+        secrets.describe_secret(SecretId=uid("missing"))
+    # The emulator's own endpoints are not AWS calls.
+    emu.get("/moto-api/config")
+    emu.get("/flowline-test/requests")
+
+    snapshot = emu.get("/flowline-test/requests")
+    assert snapshot["byAccessKey"][key] == {
+        "batch:DescribeJobDefinitions": 1,
+        "batch:ListTagsForResource": 1,
+        "batch:RegisterJobDefinition": 1,
+        "batch:TagResource": 1,
+        "batch:UntagResource": 1,
+        "iam:CreateRole": 1,
+        "s3:CreateBucket": 1,
+        "s3:DeleteObject": 1,
+        "s3:GetObject": 1,
+        "s3:HeadObject": 1,
+        "s3:ListObjectsV2": 1,
+        "s3:PutObject": 1,
+        "secretsmanager:CreateSecret": 1,
+        "secretsmanager:DescribeSecret": 1,
+        "states:CreateStateMachine": 1,
+        "states:DescribeStateMachine": 2,
+        "sts:GetCallerIdentity": 1,
+    }
+    for operation, count in snapshot["byAccessKey"][key].items():
+        assert snapshot["operations"][operation] >= count
+    assert snapshot["total"] == sum(snapshot["operations"].values())
+    assert snapshot["total"] == sum(sum(ops.values()) for ops in snapshot["byAccessKey"].values())
+
+    # A pass that only reads shows up as reads only: no write operation was counted.
+    emu.post("/flowline-test/requests/reset")
+    sfn.describe_state_machine(stateMachineArn=arn)
+    sfn.list_tags_for_resource(resourceArn=arn)
+    batch.describe_job_definitions(jobDefinitionName=job_def.rsplit("/", 1)[1].split(":")[0], status="ACTIVE")
+    assert requests_of(emu, key) == {
+        "batch:DescribeJobDefinitions": 1,
+        "states:DescribeStateMachine": 1,
+        "states:ListTagsForResource": 1,
+    }
+
+    status, cleared = emu.post("/flowline-test/requests/reset")
+    assert status == 200 and key not in cleared["byAccessKey"]
+    assert requests_of(emu, key) == {}
+
+
+def test_request_counter_is_exact_under_concurrency(emu):
+    key = uid("AKIDCONC")
+    emu.post("/flowline-test/requests/reset")
+    errors: list[BaseException] = []
+
+    def worker():
+        try:
+            client = emu.client("stepfunctions", key)
+            for _ in range(25):
+                client.list_state_machines(maxResults=1)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert requests_of(emu, key) == {"states:ListStateMachines": 200}
+
+
+def test_request_counter_sees_the_interpreters_own_calls(emu):
+    setup = batch_env(emu)
+    sfn = emu.client("stepfunctions")
+    machine = {
+        "StartAt": "Run",
+        "States": {"Run": {**batch_task(setup["queue"], container_def(setup["batch"])), "End": True}},
+    }
+    arn = sfn.start_execution(stateMachineArn=state_machine(emu, machine))["executionArn"]
+    assert wait_execution(sfn, arn)["status"] == "SUCCEEDED"
+    # Step Functions calls Batch over HTTP with its own credentials, and those calls count too.
+    assert requests_of(emu, "ak").get("batch:SubmitJob", 0) >= 1
+
+
+# --------------------------------------------------------------------------------------------
+# Patch 9: state machine versions, CreateStateMachine idempotency
+# --------------------------------------------------------------------------------------------
+
+
+def pass_result(value) -> str:
+    state = {"Type": "Pass", "Result": {"v": value}, "End": True}
+    return json.dumps({"StartAt": "P", "States": {"P": state}})
+
+
+def test_state_machine_versions_are_frozen_listed_and_runnable(emu):
+    sfn = emu.client("stepfunctions")
+    role, other_role = f"arn:aws:iam::{ACCOUNT}:role/sfn", f"arn:aws:iam::{ACCOUNT}:role/other"
+    created = sfn.create_state_machine(name=uid("sm"), definition=pass_result(1), roleArn=role, publish=True)
+    arn = created["stateMachineArn"]
+    assert created["stateMachineVersionArn"] == f"{arn}:1"
+
+    updated = sfn.update_state_machine(stateMachineArn=arn, definition=pass_result(2), publish=True)
+    assert updated["stateMachineVersionArn"] == f"{arn}:2"
+    assert updated["revisionId"]
+    role_only = sfn.update_state_machine(stateMachineArn=arn, roleArn=other_role, publish=True)
+    assert role_only["stateMachineVersionArn"] == f"{arn}:3"
+    assert role_only["revisionId"] != updated["revisionId"]
+    # Publishing a revision that already has a version adds no version.
+    again = sfn.update_state_machine(
+        stateMachineArn=arn, definition=pass_result(2), roleArn=other_role, publish=True
+    )
+    assert again["stateMachineVersionArn"] == f"{arn}:3"
+    assert again["revisionId"] == role_only["revisionId"]
+
+    latest = sfn.describe_state_machine(stateMachineArn=arn)
+    assert latest["stateMachineArn"] == arn
+    assert json.loads(latest["definition"]) == json.loads(pass_result(2))
+    assert latest["roleArn"] == other_role
+    assert latest["revisionId"] == role_only["revisionId"]
+    first = sfn.describe_state_machine(stateMachineArn=f"{arn}:1")
+    assert first["stateMachineArn"] == f"{arn}:1"
+    assert json.loads(first["definition"]) == json.loads(pass_result(1))
+    assert first["roleArn"] == role
+    second = sfn.describe_state_machine(stateMachineArn=f"{arn}:2")
+    assert json.loads(second["definition"]) == json.loads(pass_result(2)) and second["roleArn"] == role
+    assert second["revisionId"] == updated["revisionId"]
+
+    versions = sfn.list_state_machine_versions(stateMachineArn=arn)["stateMachineVersions"]
+    assert [v["stateMachineVersionArn"] for v in versions] == [f"{arn}:3", f"{arn}:2", f"{arn}:1"]
+    paged, token = [], None
+    while True:
+        kwargs = {"nextToken": token} if token else {}
+        page = sfn.list_state_machine_versions(stateMachineArn=arn, maxResults=2, **kwargs)
+        paged += [v["stateMachineVersionArn"] for v in page["stateMachineVersions"]]
+        token = page.get("nextToken")
+        if not token:
+            break
+    assert paged == [f"{arn}:3", f"{arn}:2", f"{arn}:1"]
+
+    on_v1 = sfn.start_execution(stateMachineArn=f"{arn}:1", input="{}")["executionArn"]
+    on_latest = sfn.start_execution(stateMachineArn=arn, input="{}")["executionArn"]
+    execution_prefix = arn.replace(":stateMachine:", ":execution:")
+    assert on_v1.rsplit(":", 1)[0] == on_latest.rsplit(":", 1)[0] == execution_prefix
+    v1_run, latest_run = wait_execution(sfn, on_v1), wait_execution(sfn, on_latest)
+    assert json.loads(v1_run["output"]) == {"v": 1}
+    assert v1_run["stateMachineArn"] == arn
+    assert v1_run["stateMachineVersionArn"] == f"{arn}:1"
+    assert json.loads(latest_run["output"]) == {"v": 2}
+    assert "stateMachineVersionArn" not in latest_run
+
+    listed = {e["executionArn"]: e for e in sfn.list_executions(stateMachineArn=arn)["executions"]}
+    assert set(listed) == {on_v1, on_latest}
+    assert listed[on_v1]["stateMachineVersionArn"] == f"{arn}:1"
+    only_v1 = sfn.list_executions(stateMachineArn=f"{arn}:1")["executions"]
+    assert [e["executionArn"] for e in only_v1] == [on_v1]
+    assert only_v1[0]["stateMachineArn"] == arn
+
+
+def test_create_state_machine_is_idempotent_only_for_the_same_machine(emu):
+    sfn = emu.client("stepfunctions")
+    name, role = uid("sm"), f"arn:aws:iam::{ACCOUNT}:role/sfn"
+    first = sfn.create_state_machine(name=name, definition=pass_result(1), roleArn=role, publish=True)
+    same = sfn.create_state_machine(name=name, definition=pass_result(1), roleArn=role, publish=True)
+    assert same["stateMachineArn"] == first["stateMachineArn"]
+    assert same["stateMachineVersionArn"] == first["stateMachineVersionArn"]
+    # A different role alone is ignored, and not applied.
+    other_role = sfn.create_state_machine(
+        name=name, definition=pass_result(1), roleArn=f"arn:aws:iam::{ACCOUNT}:role/other", publish=True
+    )
+    assert other_role["stateMachineArn"] == first["stateMachineArn"]
+    assert sfn.describe_state_machine(stateMachineArn=first["stateMachineArn"])["roleArn"] == role
+    for kwargs in ({"definition": pass_result(2), "publish": True}, {"definition": pass_result(1)}):
+        with pytest.raises(sfn.exceptions.StateMachineAlreadyExists):
+            sfn.create_state_machine(name=name, roleArn=role, **kwargs)
+    versions = sfn.list_state_machine_versions(stateMachineArn=first["stateMachineArn"])
+    versions = versions["stateMachineVersions"]
+    assert [v["stateMachineVersionArn"] for v in versions] == [first["stateMachineVersionArn"]]
+    # Without publish, the answer names no version, even once the machine has one.
+    plain = uid("sm")
+    unpublished = sfn.create_state_machine(name=plain, definition=pass_result(1), roleArn=role)
+    assert "stateMachineVersionArn" not in unpublished
+    sfn.update_state_machine(
+        stateMachineArn=unpublished["stateMachineArn"],
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/other",
+        publish=True,
+    )
+    repeated = sfn.create_state_machine(name=plain, definition=pass_result(1), roleArn=role)
+    assert repeated["stateMachineArn"] == unpublished["stateMachineArn"]
+    assert "stateMachineVersionArn" not in repeated
+
+
+def test_state_machine_tags_and_delete_take_versions_and_tags_along(emu):
+    sfn = emu.client("stepfunctions")
+    name, role = uid("sm"), f"arn:aws:iam::{ACCOUNT}:role/sfn"
+    arn = sfn.create_state_machine(
+        name=name,
+        definition=pass_result(1),
+        roleArn=role,
+        publish=True,
+        tags=[{"key": "owner", "value": "a"}],
+    )["stateMachineArn"]
+    sfn.tag_resource(resourceArn=arn, tags=[{"key": "flow", "value": "f"}, {"key": "owner", "value": "b"}])
+    sfn.untag_resource(resourceArn=arn, tagKeys=["flow"])
+    assert sfn.list_tags_for_resource(resourceArn=arn)["tags"] == [{"key": "owner", "value": "b"}]
+
+    sfn.delete_state_machine(stateMachineArn=arn)
+    for target in (arn, f"{arn}:1"):
+        with pytest.raises(sfn.exceptions.StateMachineDoesNotExist):
+            sfn.describe_state_machine(stateMachineArn=target)
+    with pytest.raises(sfn.exceptions.StateMachineDoesNotExist):
+        sfn.list_state_machine_versions(stateMachineArn=arn)
+
+    again = sfn.create_state_machine(name=name, definition=pass_result(2), roleArn=role, publish=True)
+    assert again["stateMachineVersionArn"] == f"{arn}:1"
+    assert sfn.list_tags_for_resource(resourceArn=arn)["tags"] == []
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets Manager and Batch lookups as Flowline makes them (plain moto)
+# --------------------------------------------------------------------------------------------
+
+
+def test_secrets_are_found_by_name_with_their_full_arn(emu):
+    secrets = emu.client("secretsmanager")
+    name = uid("flowline/db")
+    created = secrets.create_secret(Name=name, SecretString='{"host": "h", "port": 5432}')
+    described = secrets.describe_secret(SecretId=name)
+    # The ARN ends in the random 6-character suffix Secrets Manager appends to the name.
+    expected = rf"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{re.escape(name)}-[A-Za-z0-9]{{6}}"
+    assert re.fullmatch(expected, described["ARN"]), described["ARN"]
+    assert described["ARN"] == created["ARN"] and described["Name"] == name
+    assert secrets.describe_secret(SecretId=described["ARN"])["Name"] == name
+    for secret_id in (name, described["ARN"]):
+        value = secrets.get_secret_value(SecretId=secret_id)["SecretString"]
+        assert json.loads(value) == {"host": "h", "port": 5432}
+    missing = uid("flowline/missing")
+    with pytest.raises(secrets.exceptions.ResourceNotFoundException):
+        secrets.describe_secret(SecretId=missing)
+    with pytest.raises(secrets.exceptions.ResourceNotFoundException):
+        secrets.get_secret_value(SecretId=missing)
+
+
+def test_job_definition_and_queue_lookups(emu):
+    setup = batch_env(emu)
+    batch = setup["batch"]
+    first = container_def(batch)
+    name = first.rsplit("/", 1)[1].split(":")[0]
+    second = batch.register_job_definition(
+        jobDefinitionName=name,
+        type="container",
+        containerProperties={"image": "i", "command": ["true"], "vcpus": 1, "memory": 256},
+    )["jobDefinitionArn"]
+    assert second == first[: -len(":1")] + ":2"
+    other = container_def(batch)
+
+    batch.deregister_job_definition(jobDefinition=first)
+    active = batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")["jobDefinitions"]
+    assert [(d["jobDefinitionArn"], d["status"]) for d in active] == [(second, "ACTIVE")]
+    every = batch.describe_job_definitions(jobDefinitionName=name)["jobDefinitions"]
+    every = sorted((d["jobDefinitionArn"], d["status"]) for d in every)
+    assert every == [(first, "INACTIVE"), (second, "ACTIVE")]
+    # A revision that never existed is left out, not an error.
+    wanted = [first, other, f"{other[:-2]}:9"]
+    by_arn = batch.describe_job_definitions(jobDefinitions=wanted)["jobDefinitions"]
+    by_arn = sorted((d["jobDefinitionArn"], d["status"]) for d in by_arn)
+    assert by_arn == sorted([(first, "INACTIVE"), (other, "ACTIVE")])
+
+    missing = [uid("queue"), f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/{uid('queue')}"]
+    assert batch.describe_job_queues(jobQueues=missing)["jobQueues"] == []
+    found = batch.describe_job_queues(jobQueues=[setup["queue"], *missing])["jobQueues"]
+    assert [q["jobQueueArn"] for q in found] == [setup["queue"]]
 
 
 # --------------------------------------------------------------------------------------------

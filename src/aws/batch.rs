@@ -194,3 +194,106 @@ fn retry(strategy: &RetryStrategy) -> Result<sdk::RetryStrategy, AwsError> {
         ))
         .build())
 }
+
+/// An ACTIVE job definition revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveRevision {
+    pub name: String,
+    pub arn: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// The ACTIVE revisions among the given job definition ARNs (up to 100 per call).
+pub async fn active_revisions_by_arn(
+    client: &Client,
+    arns: &[String],
+) -> Result<Vec<ActiveRevision>, AwsError> {
+    let mut found = Vec::new();
+    for chunk in arns.chunks(100) {
+        let output = client
+            .describe_job_definitions()
+            .set_job_definitions(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(classify)?;
+        found.extend(active(output.job_definitions()));
+    }
+    Ok(found)
+}
+
+/// The ACTIVE revisions of one job definition name.
+pub async fn active_revisions_by_name(
+    client: &Client,
+    name: &str,
+) -> Result<Vec<ActiveRevision>, AwsError> {
+    let output = client
+        .describe_job_definitions()
+        .job_definition_name(name)
+        .status("ACTIVE")
+        .send()
+        .await
+        .map_err(classify)?;
+    Ok(active(output.job_definitions()))
+}
+
+fn active(definitions: &[sdk::JobDefinition]) -> Vec<ActiveRevision> {
+    definitions
+        .iter()
+        .filter(|d| d.status() == Some("ACTIVE"))
+        .filter_map(|d| {
+            Some(ActiveRevision {
+                name: d.job_definition_name()?.to_owned(),
+                arn: d.job_definition_arn()?.to_owned(),
+                tags: d.tags().cloned().unwrap_or_default().into_iter().collect(),
+            })
+        })
+        .collect()
+}
+
+/// Deregisters a revision; one already gone counts as deregistered.
+pub async fn deregister(client: &Client, arn: &str) -> Result<(), AwsError> {
+    match client
+        .deregister_job_definition()
+        .job_definition(arn)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let error = classify(error);
+            if error.message.contains("does not exist") || error.message.contains("not found") {
+                Ok(())
+            } else {
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Which of the named job queues (names or ARNs) do not exist.
+pub async fn missing_queues(client: &Client, queues: &[String]) -> Result<Vec<String>, AwsError> {
+    if queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    let output = client
+        .describe_job_queues()
+        .set_job_queues(Some(queues.to_vec()))
+        .send()
+        .await
+        .map_err(classify)?;
+    let found: Vec<(Option<&str>, Option<&str>)> = output
+        .job_queues()
+        .iter()
+        .map(|q| (q.job_queue_name(), q.job_queue_arn()))
+        .collect();
+    Ok(queues
+        .iter()
+        .filter(|queue| {
+            let queue = Some(queue.as_str());
+            !found
+                .iter()
+                .any(|(name, arn)| *name == queue || *arn == queue)
+        })
+        .cloned()
+        .collect())
+}

@@ -2,4 +2,5 @@
 
 pub mod batch;
 pub mod error;
+pub mod secrets;
 pub mod sfn;

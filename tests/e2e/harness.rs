@@ -250,3 +250,165 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         .load()
         .await
 }
+
+/// A `flowline controller` process watching one namespace, with an AWS access key of its own
+/// so the emulator's request counts can be read for it alone. Killed when dropped; its log is
+/// in the environment's `logs/` folder, which failure dumps print.
+pub struct ControllerProcess {
+    child: std::process::Child,
+    pub access_key: String,
+    pub log: PathBuf,
+    namespace: String,
+    extra_env: Vec<(String, String)>,
+}
+
+impl ControllerProcess {
+    pub fn start(namespace: &str) -> ControllerProcess {
+        Self::start_with(namespace, &[])
+    }
+
+    /// Starts a controller with extra environment (e.g. a short drift interval).
+    pub fn start_with(namespace: &str, extra_env: &[(&str, &str)]) -> ControllerProcess {
+        let access_key = format!("CTL{}", namespace.replace('-', "").to_uppercase());
+        let log = env()
+            .env_dir
+            .join("logs")
+            .join(format!("controller-{namespace}.log"));
+        let extra_env: Vec<(String, String)> = extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn_controller(namespace, &access_key, &log, &extra_env);
+        ControllerProcess {
+            child,
+            access_key,
+            log,
+            namespace: namespace.to_owned(),
+            extra_env,
+        }
+    }
+
+    /// Kills the process at once (SIGKILL: no graceful shutdown) and starts it again.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_controller(
+            &self.namespace,
+            &self.access_key,
+            &self.log,
+            &self.extra_env,
+        );
+    }
+
+    /// Requests this controller made to the emulator, by `service:Operation`.
+    pub fn aws_requests(&self) -> std::collections::BTreeMap<String, u64> {
+        emulator_requests(&self.access_key)
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_controller(
+    namespace: &str,
+    access_key: &str,
+    log: &Path,
+    extra_env: &[(String, String)],
+) -> std::process::Child {
+    let output = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("controller log opens");
+    let errors = output.try_clone().expect("log handle clones");
+    Command::new(env!("CARGO_BIN_EXE_flowline"))
+        .arg("controller")
+        .env("KUBECONFIG", &env().kubeconfig)
+        .env("FLOWLINE_WATCH_NAMESPACE", namespace)
+        .env("AWS_ENDPOINT_URL", &env().aws_endpoint)
+        .env("AWS_ACCESS_KEY_ID", access_key)
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("RUST_LOG", "info,flowline=debug")
+        .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(output)
+        .stderr(errors)
+        .spawn()
+        .expect("the flowline controller starts")
+}
+
+/// The emulator's request counts for one access key, by `service:Operation`.
+pub fn emulator_requests(access_key: &str) -> std::collections::BTreeMap<String, u64> {
+    let url = format!("{}/flowline-test/requests", env().aws_endpoint);
+    let output = Command::new("curl")
+        .args(["-sf", &url])
+        .output()
+        .expect("curl runs");
+    assert!(output.status.success(), "the emulator answers {url}");
+    let counts: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("counts are JSON");
+    counts["byAccessKey"][access_key]
+        .as_object()
+        .map(|ops| {
+            ops.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// AWS operations that change something (everything but Describe/List/Get reads).
+pub fn writes(
+    counts: &std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    counts
+        .iter()
+        .filter(|(operation, _)| {
+            let op = operation.rsplit(':').next().unwrap_or(operation);
+            !(op.starts_with("Describe")
+                || op.starts_with("List")
+                || op.starts_with("Get")
+                || op.starts_with("Head"))
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+/// A JSON path of an object, read with kubectl (`""` when absent).
+pub fn jsonpath(namespace: &str, resource: &str, path: &str) -> String {
+    let result = kubectl(
+        &[
+            "get",
+            resource,
+            "-n",
+            namespace,
+            "-o",
+            &format!("jsonpath={path}"),
+        ],
+        None,
+    );
+    if result.success {
+        result.stdout
+    } else {
+        String::new()
+    }
+}
+
+/// The status, reason and message of a condition of an object.
+pub fn condition(namespace: &str, resource: &str, type_: &str) -> (String, String, String) {
+    let path = format!(
+        "{{.status.conditions[?(@.type==\"{type_}\")].status}}|{{.status.conditions[?(@.type==\"{type_}\")].reason}}|{{.status.conditions[?(@.type==\"{type_}\")].message}}"
+    );
+    let text = jsonpath(namespace, resource, &path);
+    let mut parts = text.splitn(3, '|').map(str::to_owned);
+    (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    )
+}

@@ -6,5 +6,6 @@ mod harness;
 
 mod api;
 mod emulator;
+mod flow_controller;
 mod foundation;
 mod render;

@@ -1,0 +1,250 @@
+//! Wiring only: the watches, the shared context, error handling and shutdown.
+
+pub mod flow;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::finalizer;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use tracing::{info, warn};
+
+use crate::api::Flow;
+use crate::aws::error::{AwsError, ErrorClass};
+use crate::settings::Settings;
+
+/// How the controller runs (beyond the Flow defaults in [`Settings`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "FLOWLINE_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// How often a Ready Flow is compared with AWS again, repairing drift (seconds).
+    #[arg(long, env = "FLOWLINE_DRIFT_INTERVAL_SECONDS", default_value_t = 300)]
+    pub drift_interval_seconds: u64,
+
+    /// How often a Flow stalled by something outside it (a missing secret or job queue) is
+    /// checked again (seconds).
+    #[arg(long, env = "FLOWLINE_RECHECK_INTERVAL_SECONDS", default_value_t = 60)]
+    pub recheck_interval_seconds: u64,
+
+    /// Flows reconciled at the same time.
+    #[arg(long, env = "FLOWLINE_WORKERS", default_value_t = 8)]
+    pub workers: u16,
+}
+
+/// An optional role to assume and an optional region.
+type RoleAndRegion = (Option<String>, Option<String>);
+
+/// What every reconcile shares.
+pub struct Context {
+    pub kube: Client,
+    pub sfn: aws_sdk_sfn::Client,
+    pub batch: aws_sdk_batch::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+    /// The base AWS configuration, for clients assuming other roles or regions.
+    pub aws: aws_config::SdkConfig,
+    /// Secrets Manager clients by (role, region), so assumed credentials are reused.
+    secrets_clients: Mutex<HashMap<RoleAndRegion, aws_sdk_secretsmanager::Client>>,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub drift_interval: Duration,
+    pub recheck_interval: Duration,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// The Secrets Manager client for a secret read through `role` in `region` (the
+    /// controller's own identity and region when both are unset).
+    pub async fn secrets_client(
+        &self,
+        role: Option<&str>,
+        region: Option<&str>,
+    ) -> aws_sdk_secretsmanager::Client {
+        if role.is_none() && region.is_none() {
+            return self.secrets.clone();
+        }
+        let key = (role.map(str::to_owned), region.map(str::to_owned));
+        if let Some(client) = self
+            .secrets_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return client.clone();
+        }
+        let mut config = aws_sdk_secretsmanager::config::Builder::from(&self.aws);
+        if let Some(region) = region {
+            config = config.region(aws_config::Region::new(region.to_owned()));
+        }
+        if let Some(role) = role {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name("flowline-secrets")
+                .configure(&self.aws)
+                .build()
+                .await;
+            config = config.credentials_provider(provider);
+        }
+        let client = aws_sdk_secretsmanager::Client::from_conf(config.build());
+        self.secrets_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, client.clone());
+        client
+    }
+}
+
+/// Why a reconcile failed; terminal problems never get here (they become Stalled).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("AWS: {0}")]
+    Aws(AwsError),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("{0}")]
+    Finalizer(#[source] Box<finalizer::Error<ReconcileError>>),
+}
+
+impl ReconcileError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ReconcileError::Aws(error) => error.class,
+            ReconcileError::Kube(kube::Error::Api(status)) if status.code == 409 => {
+                ErrorClass::Conflict
+            }
+            ReconcileError::Kube(_) => ErrorClass::Retryable,
+            ReconcileError::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => {
+                    error.class()
+                }
+                finalizer::Error::AddFinalizer(kube::Error::Api(status))
+                | finalizer::Error::RemoveFinalizer(kube::Error::Api(status))
+                    if status.code == 409 =>
+                {
+                    ErrorClass::Conflict
+                }
+                _ => ErrorClass::Retryable,
+            },
+        }
+    }
+}
+
+/// Conflicts are retried at once; everything else backs off exponentially (1 s doubling to
+/// 5 min) with jitter, so many failing objects do not retry in lockstep.
+fn error_policy(flow: Arc<Flow>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "{}/{}",
+        flow.namespace().unwrap_or_default(),
+        flow.name_any()
+    );
+    let class = error.class();
+    warn!(flow = %key, ?class, %error, "reconcile failed");
+    if class == ErrorClass::Conflict {
+        return Action::requeue(Duration::from_millis(500));
+    }
+    let attempt = {
+        let mut failures = ctx
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = failures.entry(key).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    Action::requeue(backoff(attempt, jitter_fraction()))
+}
+
+/// `min(2^(attempt-1) s, 300 s)`, scaled by a jitter fraction in [0.5, 1.0].
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let base = 2f64
+        .powi(attempt.saturating_sub(1).min(16) as i32)
+        .min(300.0);
+    Duration::from_secs_f64(base * (0.5 + 0.5 * jitter.clamp(0.0, 1.0)))
+}
+
+/// A jitter fraction in [0, 1) from the clock's nanoseconds: good enough to spread retries.
+fn jitter_fraction() -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C.
+pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
+    let kube = Client::try_default().await?;
+    // The SDK honours AWS_ENDPOINT_URL (an emulator) and the usual credential chain (IRSA,
+    // EKS Pod Identity, instance roles).
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(settings.region.clone()))
+        .load()
+        .await;
+    let reporter = Reporter {
+        controller: "flowline".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(kube.clone(), reporter),
+        sfn: aws_sdk_sfn::Client::new(&aws),
+        batch: aws_sdk_batch::Client::new(&aws),
+        secrets: aws_sdk_secretsmanager::Client::new(&aws),
+        secrets_clients: Mutex::new(HashMap::new()),
+        aws,
+        settings,
+        drift_interval: Duration::from_secs(options.drift_interval_seconds.max(1)),
+        recheck_interval: Duration::from_secs(options.recheck_interval_seconds.max(1)),
+        failures: Mutex::new(HashMap::new()),
+        kube: kube.clone(),
+    });
+    let flows: Api<Flow> = match &options.namespace {
+        Some(namespace) => Api::namespaced(kube.clone(), namespace),
+        None => Api::all(kube.clone()),
+    };
+    info!(namespace = ?options.namespace, workers = options.workers, "flowline controller starting");
+    Controller::new(flows, watcher::Config::default())
+        .with_config(ControllerConfig::default().concurrency(options.workers))
+        .shutdown_on_signal()
+        .run(reconcile_flow, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+    info!("flowline controller stopped");
+    Ok(())
+}
+
+async fn reconcile_flow(flow: Arc<Flow>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let key = format!(
+        "{}/{}",
+        flow.namespace().unwrap_or_default(),
+        flow.name_any()
+    );
+    let result = flow::reconcile(flow, ctx.clone()).await;
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&key);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(4, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff(30, 1.0), Duration::from_secs(300));
+        assert_eq!(backoff(4, 0.0), Duration::from_secs(4));
+    }
+}

@@ -1,0 +1,5 @@
+//! One pipeline per kind. The pure parts live here: planning changes and computing status
+//! from what was observed, so they are tested without a cluster or AWS.
+
+pub mod conditions;
+pub mod flow;
