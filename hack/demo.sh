@@ -11,11 +11,12 @@ cd "$here/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$FLOWLINE_CACHE/cargo-target}"
 start=$SECONDS
 
-"$here/build-tools.sh" >"${TMPDIR:-/tmp}/flowline-build-tools.log" 2>&1 &
+tools_log="$(mktemp "${TMPDIR:-/tmp}/flowline-build-tools.XXXXXX")"
+"$here/build-tools.sh" >"$tools_log" 2>&1 &
 tools_pid=$!
 log "building flowline"
 cargo build --locked --bins
-wait "$tools_pid" || { cat "${TMPDIR:-/tmp}/flowline-build-tools.log" >&2; die "building the control plane failed"; }
+wait "$tools_pid" || { cat "$tools_log" >&2; die "building the control plane failed"; }
 
 env_file="$("$here/env-up.sh" | tail -n1 | cut -d" " -f2)"
 # shellcheck disable=SC1090

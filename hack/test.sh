@@ -14,7 +14,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$FLOWLINE_CACHE/cargo-target}"
 start=$SECONDS
 
 # The control plane's cold build is long: start it now, in parallel with the Rust build.
-"$here/build-tools.sh" >"${TMPDIR:-/tmp}/flowline-build-tools.log" 2>&1 &
+tools_log="$(mktemp "${TMPDIR:-/tmp}/flowline-build-tools.XXXXXX")"
+"$here/build-tools.sh" >"$tools_log" 2>&1 &
 tools_pid=$!
 
 log "cargo fmt --check"
@@ -27,7 +28,7 @@ cargo build --locked --features e2e --tests --bins
 
 log "waiting for the control plane binaries"
 if ! wait "$tools_pid"; then
-  cat "${TMPDIR:-/tmp}/flowline-build-tools.log" >&2
+  cat "$tools_log" >&2
   die "building the control plane failed"
 fi
 
