@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: brings up the local environment (kube-apiserver + AWS emulator), builds Flowline,
-# installs its CRDs and applies an example Flow and Run. The environment keeps running
-# afterwards so you can explore it; `make env-down` stops it.
+# installs its CRDs, starts the controller and applies example Flows, which become Ready with
+# their job definitions and state machines in the emulator. The environment keeps running
+# afterwards so you can explore it; `make env-down` stops it (the controller too).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,11 +28,28 @@ log "installing the CRDs"
 "$flowline" crds | kubectl apply --server-side --force-conflicts -f - >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/flows.flowline.io crd/runs.flowline.io crd/schedules.flowline.io >/dev/null
 
-log "applying the example flow"
+# The controller runs beside the environment; env-down stops it with the rest.
+if ! kill -0 "$(cat "$FLOWLINE_ENV_DIR/pids/flowline-controller.pid" 2>/dev/null)" 2>/dev/null; then
+  log "starting the flowline controller (log: $FLOWLINE_ENV_DIR/logs/flowline-controller.log)"
+  setsid "$flowline" controller >"$FLOWLINE_ENV_DIR/logs/flowline-controller.log" 2>&1 </dev/null &
+  echo $! >"$FLOWLINE_ENV_DIR/pids/flowline-controller.pid"
+else
+  log "restarting the flowline controller with the build just made"
+  kill -TERM -- "-$(cat "$FLOWLINE_ENV_DIR/pids/flowline-controller.pid")" 2>/dev/null || true
+  sleep 1
+  setsid "$flowline" controller >>"$FLOWLINE_ENV_DIR/logs/flowline-controller.log" 2>&1 </dev/null &
+  echo $! >"$FLOWLINE_ENV_DIR/pids/flowline-controller.pid"
+fi
+
+log "applying the example flows"
 kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl apply -n demo -f examples/manifests/basic-batch.yaml
+kubectl apply -n demo -f examples/manifests/basic-batch.yaml -f examples/manifests/branch-join.yaml -f examples/manifests/foreach.yaml
+kubectl wait -n demo --for=condition=Ready --timeout=120s flow/hello-batch flow/branch-join flow/foreach-sweep >/dev/null
 echo
-kubectl get flowline -n demo
+kubectl get flows -n demo -o wide
+echo
+log "what the controller created in AWS for flow/hello-batch:"
+kubectl get flow hello-batch -n demo -o jsonpath='{range .status.jobDefinitions[*]}  {.step}: {.arn}{"\n"}{end}  state machine: {.status.stateMachineVersionArn}{"\n"}'
 echo
 log "demo ready in $((SECONDS - start))s"
 cat <<EOF2

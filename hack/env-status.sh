@@ -3,9 +3,9 @@
 set -euo pipefail
 env_dir="${FLOWLINE_ENV_DIR:-${TMPDIR:-/tmp}/flowline-env}"
 [[ -f "$env_dir/env.sh" ]] || { echo "not running: no $env_dir/env.sh"; exit 1; }
-for pid_file in "$env_dir"/pids/*.pid; do
-  pid="$(cat "$pid_file")"
-  kill -0 "$pid" 2>/dev/null || { echo "not running: $(basename "$pid_file" .pid) has exited"; exit 1; }
+for name in etcd kube-apiserver kube-controller-manager moto; do
+  pid="$(cat "$env_dir/pids/$name.pid" 2>/dev/null)" || { echo "not running: no $name"; exit 1; }
+  kill -0 "$pid" 2>/dev/null || { echo "not running: $name has exited"; exit 1; }
 done
 # shellcheck disable=SC1091
 source "$env_dir/env.sh"
