@@ -12,7 +12,7 @@ use aws_sdk_eventbridge::types::{InputTransformer, Target};
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use serde_json::json;
 
-use crate::harness::{aws_config, unique_name, wait_for_async};
+use crate::harness::{aws_config, finished_execution, unique_name, wait_for_async};
 
 const SFN_ROLE: &str = "arn:aws:iam::123456789012:role/flowline-states";
 const EVENTS_ROLE: &str = "arn:aws:iam::123456789012:role/flowline-events";
@@ -104,27 +104,6 @@ async fn create_state_machine(
         .expect("state machine is created")
         .state_machine_arn()
         .to_owned()
-}
-
-/// Waits until the execution leaves RUNNING and returns its final description.
-async fn finished_execution(
-    sfn: &aws_sdk_sfn::Client,
-    execution_arn: &str,
-) -> aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput {
-    wait_for_async(
-        "the execution to finish",
-        Duration::from_secs(60),
-        || async {
-            let description = sfn
-                .describe_execution()
-                .execution_arn(execution_arn)
-                .send()
-                .await
-                .expect("execution is described");
-            (description.status() != &ExecutionStatus::Running).then_some(description)
-        },
-    )
-    .await
 }
 
 #[tokio::test]

@@ -412,3 +412,26 @@ pub fn condition(namespace: &str, resource: &str, type_: &str) -> (String, Strin
         parts.next().unwrap_or_default(),
     )
 }
+
+/// Waits (up to two minutes) until a Step Functions execution leaves RUNNING and returns its
+/// final description.
+pub async fn finished_execution(
+    sfn: &aws_sdk_sfn::Client,
+    execution_arn: &str,
+) -> aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput {
+    wait_for_async(
+        "the execution to finish",
+        Duration::from_secs(120),
+        || async {
+            let description = sfn
+                .describe_execution()
+                .execution_arn(execution_arn)
+                .send()
+                .await
+                .expect("execution is described");
+            (description.status() != &aws_sdk_sfn::types::ExecutionStatus::Running)
+                .then_some(description)
+        },
+    )
+    .await
+}

@@ -4,7 +4,6 @@
 //! step fails the execution.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use flowline::api::{EnvVar, Flow};
@@ -12,7 +11,7 @@ use flowline::compile::secrets::{Lookups, SecretLookups};
 use flowline::compile::{self, Rendered, state_machine::split_s3};
 use flowline::settings::Settings;
 
-use crate::harness::{aws_config, repo_root, unique_name, wait_for_async};
+use crate::harness::{aws_config, finished_execution, repo_root, unique_name};
 
 /// The Flows of one example manifest, renamed so repeated runs never collide.
 fn example_flows(file: &str) -> Vec<Flow> {
@@ -116,21 +115,7 @@ async fn run(
         .send()
         .await
         .expect("execution starts");
-    let arn = started.execution_arn().to_owned();
-    wait_for_async(
-        "the execution to finish",
-        Duration::from_secs(120),
-        || async {
-            let description = sfn
-                .describe_execution()
-                .execution_arn(&arn)
-                .send()
-                .await
-                .expect("execution is described");
-            (description.status() != &ExecutionStatus::Running).then_some(description)
-        },
-    )
-    .await
+    finished_execution(&sfn, started.execution_arn()).await
 }
 
 /// The Batch jobs (any status) whose names start with the flow's name, counted per step.
