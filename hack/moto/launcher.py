@@ -24,6 +24,8 @@ node ranges, overridden by the submission's ``containerOverrides`` / ``nodeOverr
 ``FLOWLINE_EMULATOR_RUNNABLE_SECONDS=<n>``
     the job waits n seconds in RUNNABLE before it starts.
 
+Each is also read without the ``FLOWLINE_`` prefix, which a Flow's step ``env`` may not use.
+
 Without them a job is SUCCEEDED before SubmitJob returns, as in plain moto.
 
 With ``--exec-jobs`` (or ``FLOWLINE_EMULATOR_EXEC_JOBS=1``) each job's command runs as a local
@@ -413,6 +415,12 @@ def job_environment(job: Any, index: int | None = None) -> dict[str, str]:
     for entry in job_container(job, index).get("environment") or []:
         if entry.get("name"):
             env[entry["name"]] = "" if entry.get("value") is None else str(entry["value"])
+    # A Flow's step environment may not use FLOWLINE_ names (the API reserves them), so the
+    # job controls are also read without that prefix: EMULATOR_FAIL, EMULATOR_RUN_SECONDS…
+    for name in (ENV_FAIL, ENV_RUN_SECONDS, ENV_RUNNABLE_SECONDS):
+        alias = name.removeprefix("FLOWLINE_")
+        if name not in env and alias in env:
+            env[name] = env[alias]
     return env
 
 

@@ -297,3 +297,15 @@ pub async fn missing_queues(client: &Client, queues: &[String]) -> Result<Vec<St
         .cloned()
         .collect())
 }
+
+/// Terminates a job (running or not yet started); a finished one is left as it is.
+pub async fn terminate_job(client: &Client, job_id: &str, reason: &str) -> Result<(), AwsError> {
+    client
+        .terminate_job()
+        .job_id(job_id)
+        .reason(reason)
+        .send()
+        .await
+        .map_err(classify)?;
+    Ok(())
+}

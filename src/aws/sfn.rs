@@ -164,3 +164,139 @@ fn is_not_found(error: &AwsError) -> bool {
         "StateMachineDoesNotExist" | "ResourceNotFound" | "ResourceNotFoundException"
     )
 }
+
+/// Starts an execution under a fixed name. A name already taken (a retry after a crash)
+/// returns the existing execution's ARN instead of starting a second one.
+pub async fn start_execution(
+    client: &Client,
+    state_machine: &str,
+    machine_arn: &str,
+    name: &str,
+    input: &str,
+) -> Result<String, AwsError> {
+    match client
+        .start_execution()
+        .state_machine_arn(state_machine)
+        .name(name)
+        .input(input)
+        .send()
+        .await
+    {
+        Ok(output) => Ok(output.execution_arn().to_owned()),
+        Err(error) => {
+            let error = classify(error);
+            if error.code == "ExecutionAlreadyExists" {
+                Ok(execution_arn(machine_arn, name))
+            } else {
+                Err(error)
+            }
+        }
+    }
+}
+
+/// `arn:aws:states:r:a:execution:<machine>:<name>` from the machine's ARN.
+pub fn execution_arn(machine_arn: &str, name: &str) -> String {
+    format!(
+        "{}:{name}",
+        machine_arn.replacen(":stateMachine:", ":execution:", 1)
+    )
+}
+
+/// An execution's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionState {
+    pub status: String,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+    pub start: Option<k8s_openapi::jiff::Timestamp>,
+    pub stop: Option<k8s_openapi::jiff::Timestamp>,
+}
+
+pub async fn describe_execution(client: &Client, arn: &str) -> Result<ExecutionState, AwsError> {
+    let output = client
+        .describe_execution()
+        .execution_arn(arn)
+        .send()
+        .await
+        .map_err(classify)?;
+    let time =
+        |t: &aws_smithy_types::DateTime| k8s_openapi::jiff::Timestamp::from_second(t.secs()).ok();
+    Ok(ExecutionState {
+        status: output.status().as_str().to_owned(),
+        error: output.error().map(str::to_owned),
+        cause: output.cause().map(str::to_owned),
+        start: time(output.start_date()),
+        stop: output.stop_date().and_then(time),
+    })
+}
+
+/// The whole history of an execution, oldest first, reduced to what step tracking reads.
+pub async fn history(
+    client: &Client,
+    arn: &str,
+) -> Result<Vec<crate::reconcilers::run::HistoryEvent>, AwsError> {
+    use aws_sdk_sfn::types::HistoryEventType as Kind;
+    let mut events = Vec::new();
+    let mut token = None;
+    loop {
+        let page = client
+            .get_execution_history()
+            .execution_arn(arn)
+            .max_results(1000)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(classify)?;
+        for event in page.events() {
+            let detail = match event.r#type() {
+                Kind::TaskScheduled => event
+                    .task_scheduled_event_details()
+                    .map(|d| d.parameters().to_owned()),
+                Kind::TaskSubmitted => event
+                    .task_submitted_event_details()
+                    .and_then(|d| d.output().map(str::to_owned)),
+                Kind::TaskSucceeded => event
+                    .task_succeeded_event_details()
+                    .and_then(|d| d.output().map(str::to_owned)),
+                Kind::TaskFailed => event
+                    .task_failed_event_details()
+                    .and_then(|d| d.cause().map(str::to_owned)),
+                _ => None,
+            };
+            events.push(crate::reconcilers::run::HistoryEvent {
+                id: event.id(),
+                previous_id: event.previous_event_id(),
+                kind: event.r#type().as_str().to_owned(),
+                detail,
+                timestamp: k8s_openapi::jiff::Timestamp::from_second(event.timestamp().secs())
+                    .ok()
+                    .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+            });
+        }
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() {
+            return Ok(events);
+        }
+    }
+}
+
+/// Stops an execution; one already finished counts as stopped.
+pub async fn stop_execution(client: &Client, arn: &str) -> Result<(), AwsError> {
+    match client
+        .stop_execution()
+        .execution_arn(arn)
+        .cause("stopped by Flowline: spec.stop")
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let error = classify(error);
+            if error.code == "ExecutionDoesNotExist" {
+                Ok(())
+            } else {
+                Err(error)
+            }
+        }
+    }
+}

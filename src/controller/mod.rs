@@ -1,6 +1,7 @@
 //! Wiring only: the watches, the shared context, error handling and shutdown.
 
 pub mod flow;
+pub mod run;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::Flow;
+use crate::api::{Flow, Run};
 use crate::aws::error::{AwsError, ErrorClass};
 use crate::settings::Settings;
 
@@ -145,8 +146,12 @@ fn error_policy(flow: Arc<Flow>, error: &ReconcileError, ctx: Arc<Context>) -> A
         flow.namespace().unwrap_or_default(),
         flow.name_any()
     );
+    retry_after(key, error, &ctx)
+}
+
+fn retry_after(key: String, error: &ReconcileError, ctx: &Context) -> Action {
     let class = error.class();
-    warn!(flow = %key, ?class, %error, "reconcile failed");
+    warn!(object = %key, ?class, %error, "reconcile failed");
     if class == ErrorClass::Conflict {
         return Action::requeue(Duration::from_millis(500));
     }
@@ -205,19 +210,52 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         failures: Mutex::new(HashMap::new()),
         kube: kube.clone(),
     });
-    let flows: Api<Flow> = match &options.namespace {
-        Some(namespace) => Api::namespaced(kube.clone(), namespace),
-        None => Api::all(kube.clone()),
+    let (flows, runs): (Api<Flow>, Api<Run>) = match &options.namespace {
+        Some(namespace) => (
+            Api::namespaced(kube.clone(), namespace),
+            Api::namespaced(kube.clone(), namespace),
+        ),
+        None => (Api::all(kube.clone()), Api::all(kube.clone())),
     };
     info!(namespace = ?options.namespace, workers = options.workers, "flowline controller starting");
-    Controller::new(flows, watcher::Config::default())
+    let flow_controller = Controller::new(flows, watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(options.workers))
         .shutdown_on_signal()
-        .run(reconcile_flow, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+        .run(reconcile_flow, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let run_controller = Controller::new(runs, watcher::Config::default())
+        .with_config(ControllerConfig::default().concurrency(options.workers))
+        .shutdown_on_signal()
+        .run(reconcile_run, run_error_policy, ctx)
+        .for_each(|_| async {});
+    futures::join!(flow_controller, run_controller);
     info!("flowline controller stopped");
     Ok(())
+}
+
+async fn reconcile_run(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let key = format!(
+        "run:{}/{}",
+        run.namespace().unwrap_or_default(),
+        run.name_any()
+    );
+    let result = run::reconcile(run, ctx.clone()).await;
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&key);
+    }
+    result
+}
+
+fn run_error_policy(run: Arc<Run>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "run:{}/{}",
+        run.namespace().unwrap_or_default(),
+        run.name_any()
+    );
+    retry_after(key, error, &ctx)
 }
 
 async fn reconcile_flow(flow: Arc<Flow>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {

@@ -3,3 +3,4 @@
 
 pub mod conditions;
 pub mod flow;
+pub mod run;

@@ -9,3 +9,4 @@ mod emulator;
 mod flow_controller;
 mod foundation;
 mod render;
+mod run_controller;

@@ -1,0 +1,391 @@
+//! The Run reconciler's I/O shell: check the Flow and the parameters, start the execution on
+//! the Flow's current state machine version (named after the Run's UID, so a crash never
+//! starts a second one), track it into the Run's status, stop it on `spec.stop` or deletion.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::api::{FINALIZER, Flow, Run, RunOrigin, RunPhase, RunStatus, StepPhase, condition};
+use crate::aws;
+use crate::aws::error::ErrorClass;
+use crate::compile::{self, naming};
+use crate::reconcilers::conditions::{Health, set_health};
+use crate::reconcilers::run::{check_parameters, failure_message, phase_of, step_statuses};
+
+use super::{Context, ReconcileError};
+
+/// How often a running execution is polled.
+const POLL: Duration = Duration::from_secs(3);
+
+pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = run.namespace().unwrap_or_default();
+    let api: Api<Run> = Api::namespaced(ctx.kube.clone(), &namespace);
+    finalizer(&api, FINALIZER, run, |event| async {
+        match event {
+            Finalized::Apply(run) => apply(&run, &api, &ctx).await,
+            Finalized::Cleanup(run) => cleanup(&run, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| ReconcileError::Finalizer(Box::new(error)))
+}
+
+async fn apply(run: &Run, api: &Api<Run>, ctx: &Context) -> Result<Action, ReconcileError> {
+    let previous = run.status.clone().unwrap_or_default();
+    if previous.phase.is_some_and(RunPhase::is_finished) {
+        return Ok(Action::await_change());
+    }
+    let Some(execution_arn) = previous.execution_arn.clone() else {
+        return start(run, api, ctx, previous).await;
+    };
+    if run.spec.stop {
+        aws::sfn::stop_execution(&ctx.sfn, &execution_arn)
+            .await
+            .map_err(ReconcileError::Aws)?;
+        terminate_jobs(ctx, &previous).await;
+    }
+    track(run, api, ctx, previous, &execution_arn).await
+}
+
+/// Starts the execution once the Flow is Ready.
+async fn start(
+    run: &Run,
+    api: &Api<Run>,
+    ctx: &Context,
+    mut status: RunStatus,
+) -> Result<Action, ReconcileError> {
+    let namespace = run.namespace().unwrap_or_default();
+    if run.spec.stop {
+        status.phase = Some(RunPhase::Aborted);
+        status.completion_time = Some(now());
+        set(
+            &mut status,
+            run,
+            Health::Ready {
+                reason: "Aborted",
+                message: "stopped before it started",
+            },
+        );
+        write_status(api, run, status).await?;
+        return Ok(Action::await_change());
+    }
+    if run.spec.resume_from.is_some() {
+        return stall(
+            api,
+            run,
+            ctx,
+            status,
+            "ResumeNotSupported",
+            "spec.resumeFrom is not supported yet: create a Run without it",
+        )
+        .await;
+    }
+    let flows: Api<Flow> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let Some(flow) = flows
+        .get_opt(&run.spec.flow_ref.name)
+        .await
+        .map_err(ReconcileError::Kube)?
+    else {
+        let message = format!(
+            "Flow {} not found in namespace {namespace}",
+            run.spec.flow_ref.name
+        );
+        status.phase = Some(RunPhase::Pending);
+        set(
+            &mut status,
+            run,
+            Health::Reconciling {
+                reason: "FlowNotFound",
+                message: &message,
+            },
+        );
+        write_status(api, run, status).await?;
+        return Ok(Action::requeue(ctx.recheck_interval));
+    };
+    let parameters = match check_parameters(&flow.spec.parameters, &run.spec.parameters) {
+        Ok(parameters) => parameters,
+        Err(message) => return stall(api, run, ctx, status, "InvalidParameters", &message).await,
+    };
+    let flow_status = flow.status.clone().unwrap_or_default();
+    let ready = crate::api::is_condition_true(&flow_status.conditions, condition::READY)
+        && flow_status.observed_generation == flow.metadata.generation;
+    let (Some(machine_arn), Some(version_arn), true) = (
+        flow_status.state_machine_arn.clone(),
+        flow_status.state_machine_version_arn.clone(),
+        ready,
+    ) else {
+        status.phase = Some(RunPhase::Pending);
+        let message = format!("waiting for Flow {} to be Ready", flow.name_any());
+        set(
+            &mut status,
+            run,
+            Health::Reconciling {
+                reason: "FlowNotReady",
+                message: &message,
+            },
+        );
+        write_status(api, run, status).await?;
+        return Ok(Action::requeue(POLL));
+    };
+    let name = naming::execution_name(&run.name_any(), &run.uid().unwrap_or_default());
+    let input = json!({"parameters": parameters}).to_string();
+    let execution_arn = match aws::sfn::start_execution(
+        &ctx.sfn,
+        &version_arn,
+        &machine_arn,
+        &name,
+        &input,
+    )
+    .await
+    {
+        Ok(arn) => arn,
+        Err(error) if error.class == ErrorClass::Terminal => {
+            let message = format!("Step Functions refused to start the execution: {error}");
+            return stall(api, run, ctx, status, "StartFailed", &message).await;
+        }
+        Err(error) => return Err(ReconcileError::Aws(error)),
+    };
+    info!(run = %run.name_any(), %namespace, %execution_arn, "started");
+    publish(
+        ctx,
+        run,
+        EventType::Normal,
+        "Started",
+        &format!("execution {name} started"),
+        "Start",
+    )
+    .await;
+    status.phase = Some(RunPhase::Running);
+    status.origin.get_or_insert(RunOrigin::Flowline);
+    status.execution_arn = Some(execution_arn);
+    status.state_machine_version_arn = Some(version_arn);
+    status.start_time = Some(now());
+    status.artifact_root = Some(format!(
+        "{}/{name}",
+        compile::artifact_root(&flow, &ctx.settings)
+    ));
+    set(
+        &mut status,
+        run,
+        Health::Reconciling {
+            reason: "Running",
+            message: "the execution is running",
+        },
+    );
+    write_status(api, run, status).await?;
+    Ok(Action::requeue(POLL))
+}
+
+/// Reads the execution and its history into the status.
+async fn track(
+    run: &Run,
+    api: &Api<Run>,
+    ctx: &Context,
+    mut status: RunStatus,
+    execution_arn: &str,
+) -> Result<Action, ReconcileError> {
+    let execution = aws::sfn::describe_execution(&ctx.sfn, execution_arn)
+        .await
+        .map_err(ReconcileError::Aws)?;
+    let events = aws::sfn::history(&ctx.sfn, execution_arn)
+        .await
+        .map_err(ReconcileError::Aws)?;
+    let mut steps = step_statuses(&events);
+    let phase = phase_of(&execution.status);
+    if phase == RunPhase::Aborted {
+        for step in steps
+            .iter_mut()
+            .filter(|s| s.phase == Some(StepPhase::Running))
+        {
+            step.phase = Some(StepPhase::Aborted);
+        }
+    }
+    status.steps = steps;
+    status.phase = Some(phase);
+    if let Some(start) = execution.start {
+        status.start_time = Some(Time(start));
+    }
+    match phase {
+        RunPhase::Running | RunPhase::Pending => {
+            set(
+                &mut status,
+                run,
+                Health::Reconciling {
+                    reason: "Running",
+                    message: "the execution is running",
+                },
+            );
+        }
+        RunPhase::Succeeded => {
+            status.completion_time = execution.stop.map(Time);
+            status.message = None;
+            set(
+                &mut status,
+                run,
+                Health::Ready {
+                    reason: "Succeeded",
+                    message: "the execution succeeded",
+                },
+            );
+        }
+        RunPhase::Aborted => {
+            status.completion_time = execution.stop.map(Time);
+            status.message = Some("stopped (spec.stop)".into());
+            set(
+                &mut status,
+                run,
+                Health::Ready {
+                    reason: "Aborted",
+                    message: "the execution was stopped",
+                },
+            );
+        }
+        RunPhase::Failed | RunPhase::TimedOut => {
+            status.completion_time = execution.stop.map(Time);
+            let message = if phase == RunPhase::TimedOut {
+                "the execution exceeded spec.timeoutSeconds of its Flow".to_owned()
+            } else {
+                failure_message(
+                    &status.steps,
+                    execution.error.as_deref(),
+                    execution.cause.as_deref(),
+                )
+            };
+            status.reason = Some(format!("{phase:?}"));
+            status.message = Some(message.clone());
+            publish(
+                ctx,
+                run,
+                EventType::Warning,
+                &format!("{phase:?}"),
+                &message,
+                "Track",
+            )
+            .await;
+            set(
+                &mut status,
+                run,
+                Health::Ready {
+                    reason: &format!("{phase:?}"),
+                    message: &message,
+                },
+            );
+        }
+    }
+    let finished = phase.is_finished();
+    write_status(api, run, status).await?;
+    Ok(if finished {
+        Action::await_change()
+    } else {
+        Action::requeue(POLL)
+    })
+}
+
+/// Terminates the Batch jobs of steps still running (Step Functions' StopExecution leaves
+/// them running).
+async fn terminate_jobs(ctx: &Context, status: &RunStatus) {
+    for step in status
+        .steps
+        .iter()
+        .filter(|s| s.phase == Some(StepPhase::Running))
+    {
+        for job in &step.job_ids {
+            if let Err(error) =
+                aws::batch::terminate_job(&ctx.batch, job, "Run stopped (spec.stop)").await
+            {
+                warn!(job, %error, "could not terminate a Batch job");
+            }
+        }
+    }
+}
+
+/// A Run deleted while running stops its execution.
+async fn cleanup(run: &Run, ctx: &Context) -> Result<Action, ReconcileError> {
+    let status = run.status.clone().unwrap_or_default();
+    if let (Some(arn), false) = (
+        &status.execution_arn,
+        status.phase.is_some_and(RunPhase::is_finished),
+    ) {
+        aws::sfn::stop_execution(&ctx.sfn, arn)
+            .await
+            .map_err(ReconcileError::Aws)?;
+        terminate_jobs(ctx, &status).await;
+    }
+    Ok(Action::await_change())
+}
+
+async fn stall(
+    api: &Api<Run>,
+    run: &Run,
+    ctx: &Context,
+    mut status: RunStatus,
+    reason: &str,
+    message: &str,
+) -> Result<Action, ReconcileError> {
+    if status.message.as_deref() != Some(message) {
+        warn!(run = %run.name_any(), reason, message, "stalled");
+        publish(ctx, run, EventType::Warning, reason, message, "Start").await;
+    }
+    status.phase = Some(RunPhase::Pending);
+    status.message = Some(message.to_owned());
+    set(&mut status, run, Health::Stalled { reason, message });
+    write_status(api, run, status).await?;
+    Ok(Action::await_change())
+}
+
+fn set(status: &mut RunStatus, run: &Run, health: Health<'_>) {
+    status.observed_generation = run.metadata.generation;
+    set_health(
+        &mut status.conditions,
+        health,
+        run.metadata.generation,
+        &now(),
+    );
+}
+
+async fn write_status(api: &Api<Run>, run: &Run, next: RunStatus) -> Result<(), ReconcileError> {
+    if run.status.as_ref() == Some(&next) {
+        return Ok(());
+    }
+    api.patch_status(
+        &run.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": next })),
+    )
+    .await
+    .map_err(ReconcileError::Kube)?;
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    run: &Run,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+    action: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &run.object_ref(&())).await {
+        warn!(%error, "could not record an event");
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}

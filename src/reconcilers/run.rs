@@ -1,0 +1,334 @@
+//! The Run pipeline's pure parts: checking parameters against the Flow's, reading an
+//! execution's history into per-step status, and the Run's phase.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::api::{Parameter, ParameterType, ParameterValues, RunPhase, StepPhase, StepStatus};
+
+/// Checks a Run's parameter values against the Flow's declarations and returns every value
+/// the execution gets (defaults filled in), or a message naming each problem.
+pub fn check_parameters(
+    declared: &[Parameter],
+    values: &ParameterValues,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut problems = Vec::new();
+    for name in values.keys() {
+        if !declared.iter().any(|p| &p.name == name) {
+            let known: Vec<&str> = declared.iter().map(|p| p.name.as_str()).collect();
+            problems.push(format!(
+                "unknown parameter `{name}` (the Flow declares {known:?})"
+            ));
+        }
+    }
+    let mut merged = BTreeMap::new();
+    for parameter in declared {
+        let value = match (values.get(&parameter.name), &parameter.default) {
+            (Some(value), _) => value.clone(),
+            (None, Some(default)) => default.clone(),
+            (None, None) if parameter.required => {
+                problems.push(format!(
+                    "required parameter `{}` is not set",
+                    parameter.name
+                ));
+                continue;
+            }
+            (None, None) => continue,
+        };
+        if let Err(problem) = check_type(parameter.type_, &value) {
+            problems.push(format!("parameter `{}`: {problem}", parameter.name));
+            continue;
+        }
+        merged.insert(parameter.name.clone(), value);
+    }
+    if problems.is_empty() {
+        Ok(merged)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn check_type(kind: ParameterType, value: &str) -> Result<(), String> {
+    let ok = match kind {
+        ParameterType::String => true,
+        ParameterType::Int => value.trim().parse::<i64>().is_ok(),
+        ParameterType::Float => value.trim().parse::<f64>().is_ok(),
+        ParameterType::Bool => matches!(value, "true" | "false"),
+        ParameterType::Json => serde_json::from_str::<Value>(value).is_ok(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{value:?} is not a valid {kind:?}"))
+    }
+}
+
+/// The Run's phase for a Step Functions execution status.
+pub fn phase_of(execution_status: &str) -> RunPhase {
+    match execution_status {
+        "SUCCEEDED" => RunPhase::Succeeded,
+        "FAILED" => RunPhase::Failed,
+        "TIMED_OUT" => RunPhase::TimedOut,
+        "ABORTED" => RunPhase::Aborted,
+        _ => RunPhase::Running,
+    }
+}
+
+/// One history event, reduced to what step tracking needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEvent {
+    pub id: i64,
+    pub previous_id: i64,
+    pub kind: String,
+    /// TaskScheduled: the task's parameters; TaskSubmitted/TaskSucceeded: its output;
+    /// TaskFailed: its cause. All JSON text.
+    pub detail: Option<String>,
+    pub timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+/// Per-step status from the execution history of the top-level state machine (the tasks of
+/// a Distributed Map run in child executions and are not listed here). Steps are recognised
+/// by their `FLOWLINE_STEP` override.
+pub fn step_statuses(events: &[HistoryEvent]) -> Vec<StepStatus> {
+    let by_id: BTreeMap<i64, &HistoryEvent> = events.iter().map(|e| (e.id, e)).collect();
+    let mut steps: BTreeMap<String, StepStatus> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for event in events {
+        let Some(scheduled) = scheduled_event(event, &by_id) else {
+            continue;
+        };
+        let Some(step) = scheduled.detail.as_deref().and_then(step_of_parameters) else {
+            continue;
+        };
+        if !steps.contains_key(&step) {
+            order.push(step.clone());
+        }
+        let status = steps.entry(step.clone()).or_insert_with(|| StepStatus {
+            name: step.clone(),
+            ..StepStatus::default()
+        });
+        let job = event
+            .detail
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<Value>(d).ok());
+        match event.kind.as_str() {
+            "TaskScheduled" => {
+                status.phase = Some(StepPhase::Running);
+                status.start_time = event.timestamp.clone();
+            }
+            "TaskSubmitted" => {
+                if let Some(id) = job.as_ref().and_then(|j| j["JobId"].as_str()) {
+                    push_unique(&mut status.job_ids, id);
+                }
+            }
+            "TaskSucceeded" | "TaskFailed" => {
+                let job = if event.kind == "TaskFailed" {
+                    // The cause of a failed .sync task is the job description.
+                    job.and_then(|cause| cause.get("Cause").cloned().or(Some(cause)))
+                        .map(|v| match v {
+                            Value::String(text) => {
+                                serde_json::from_str(&text).unwrap_or(Value::Null)
+                            }
+                            other => other,
+                        })
+                } else {
+                    job
+                };
+                status.phase = Some(if event.kind == "TaskSucceeded" {
+                    StepPhase::Succeeded
+                } else {
+                    StepPhase::Failed
+                });
+                status.completion_time = event.timestamp.clone();
+                if let Some(job) = job {
+                    if let Some(id) = job["JobId"].as_str() {
+                        push_unique(&mut status.job_ids, id);
+                    }
+                    if let Some(attempts) = job["Attempts"].as_array() {
+                        status.attempts = i32::try_from(attempts.len()).ok().filter(|n| *n > 0);
+                        for attempt in attempts {
+                            if let Some(stream) = attempt["Container"]["LogStreamName"].as_str() {
+                                push_unique(&mut status.log_streams, stream);
+                            }
+                        }
+                    }
+                    if let Some(stream) = job["Container"]["LogStreamName"].as_str() {
+                        push_unique(&mut status.log_streams, stream);
+                    }
+                    if event.kind == "TaskFailed" {
+                        status.reason = job["StatusReason"]
+                            .as_str()
+                            .or_else(|| job["Container"]["Reason"].as_str())
+                            .map(str::to_owned);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|name| steps.remove(&name))
+        .collect()
+}
+
+fn push_unique(list: &mut Vec<String>, value: &str) {
+    if !list.iter().any(|v| v == value) {
+        list.push(value.to_owned());
+    }
+}
+
+/// The TaskScheduled event a task event belongs to (following `previous_id` back).
+fn scheduled_event<'a>(
+    event: &'a HistoryEvent,
+    by_id: &BTreeMap<i64, &'a HistoryEvent>,
+) -> Option<&'a HistoryEvent> {
+    if !event.kind.starts_with("Task") {
+        return None;
+    }
+    let mut current = event;
+    for _ in 0..16 {
+        if current.kind == "TaskScheduled" {
+            return Some(current);
+        }
+        current = by_id.get(&current.previous_id)?;
+    }
+    None
+}
+
+/// The step a Batch task runs, from its `FLOWLINE_STEP` container or node override.
+fn step_of_parameters(parameters: &str) -> Option<String> {
+    let parameters: Value = serde_json::from_str(parameters).ok()?;
+    let environment = parameters["ContainerOverrides"]["Environment"]
+        .as_array()
+        .or_else(|| {
+            parameters["NodeOverrides"]["NodePropertyOverrides"][0]["ContainerOverrides"]["Environment"].as_array()
+        })?;
+    environment
+        .iter()
+        .find(|kv| kv["Name"] == "FLOWLINE_STEP")
+        .and_then(|kv| kv["Value"].as_str())
+        .map(str::to_owned)
+}
+
+/// A message for a failed Run: the first failed step and why.
+pub fn failure_message(steps: &[StepStatus], error: Option<&str>, cause: Option<&str>) -> String {
+    match steps.iter().find(|s| s.phase == Some(StepPhase::Failed)) {
+        Some(step) => format!(
+            "step `{}` failed: {}",
+            step.name,
+            step.reason.as_deref().unwrap_or("the Batch job failed")
+        ),
+        None => format!(
+            "the execution failed: {} {}",
+            error.unwrap_or("unknown error"),
+            cause.unwrap_or_default()
+        )
+        .trim_end()
+        .to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parameter(
+        name: &str,
+        type_: ParameterType,
+        default: Option<&str>,
+        required: bool,
+    ) -> Parameter {
+        Parameter {
+            name: name.into(),
+            type_,
+            default: default.map(str::to_owned),
+            required,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn parameters_are_checked_and_defaults_filled() {
+        let declared = [
+            parameter("alpha", ParameterType::Float, Some("0.5"), false),
+            parameter("epochs", ParameterType::Int, None, true),
+            parameter("debug", ParameterType::Bool, Some("false"), false),
+        ];
+        let values = ParameterValues::from([("epochs".to_string(), "3".to_string())]);
+        let merged = check_parameters(&declared, &values).unwrap();
+        assert_eq!(merged["alpha"], "0.5");
+        assert_eq!(merged["epochs"], "3");
+
+        let bad = ParameterValues::from([
+            ("epochs".to_string(), "three".to_string()),
+            ("colour".to_string(), "red".to_string()),
+        ]);
+        let message = check_parameters(&declared, &bad).unwrap_err();
+        assert!(message.contains("unknown parameter `colour`"), "{message}");
+        assert!(
+            message.contains("`epochs`: \"three\" is not a valid Int"),
+            "{message}"
+        );
+        let missing = check_parameters(&declared, &ParameterValues::new()).unwrap_err();
+        assert!(
+            missing.contains("required parameter `epochs` is not set"),
+            "{missing}"
+        );
+    }
+
+    fn event(id: i64, previous_id: i64, kind: &str, detail: Value) -> HistoryEvent {
+        HistoryEvent {
+            id,
+            previous_id,
+            kind: kind.into(),
+            detail: Some(detail.to_string()),
+            timestamp: None,
+        }
+    }
+
+    #[test]
+    fn history_becomes_step_status() {
+        let params = |step: &str| serde_json::json!({"ContainerOverrides": {"Environment": [{"Name": "FLOWLINE_STEP", "Value": step}]}});
+        let events = vec![
+            event(5, 4, "TaskScheduled", params("start")),
+            event(7, 5, "TaskSubmitted", serde_json::json!({"JobId": "job-1"})),
+            event(
+                9,
+                7,
+                "TaskSucceeded",
+                serde_json::json!({"JobId": "job-1", "Attempts": [{"Container": {"LogStreamName": "log/1"}}]}),
+            ),
+            event(12, 11, "TaskScheduled", params("train")),
+            event(
+                14,
+                12,
+                "TaskFailed",
+                serde_json::json!({"Error": "States.TaskFailed", "Cause": "{\"JobId\": \"job-2\", \"StatusReason\": \"CannotPullContainerError: no image\"}"}),
+            ),
+        ];
+        let steps = step_statuses(&events);
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[0].name, "start");
+        assert_eq!(steps[0].phase, Some(StepPhase::Succeeded));
+        assert_eq!(steps[0].job_ids, ["job-1"]);
+        assert_eq!(steps[0].attempts, Some(1));
+        assert_eq!(steps[0].log_streams, ["log/1"]);
+        assert_eq!(steps[1].phase, Some(StepPhase::Failed));
+        assert_eq!(steps[1].job_ids, ["job-2"]);
+        let message = failure_message(&steps, Some("States.TaskFailed"), None);
+        assert_eq!(
+            message,
+            "step `train` failed: CannotPullContainerError: no image"
+        );
+    }
+
+    #[test]
+    fn execution_status_maps_to_phase() {
+        assert_eq!(phase_of("RUNNING"), RunPhase::Running);
+        assert_eq!(phase_of("SUCCEEDED"), RunPhase::Succeeded);
+        assert_eq!(phase_of("ABORTED"), RunPhase::Aborted);
+        assert_eq!(phase_of("TIMED_OUT"), RunPhase::TimedOut);
+    }
+}

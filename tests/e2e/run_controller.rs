@@ -1,0 +1,191 @@
+//! The Run reconciler against the real API server and the emulator: a Run ends Succeeded with
+//! its steps' status, a failing step fails the Run naming the step and the reason, a stopped
+//! Run ends Aborted with its Batch job terminated, and bad parameters stall without starting.
+
+use std::time::Duration;
+
+use crate::harness::{
+    ControllerProcess, TestNamespace, aws_config, condition, install_crds, jsonpath, kubectl,
+    wait_for,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn apply(namespace: &str, manifest: &str) {
+    kubectl(&["apply", "-n", namespace, "-f", "-"], Some(manifest)).ok();
+}
+
+fn wait_phase(namespace: &str, run: &str, phase: &str) {
+    wait_for(&format!("Run {run} to be {phase}"), TIMEOUT, || {
+        (jsonpath(namespace, &format!("run/{run}"), "{.status.phase}") == phase).then_some(())
+    });
+}
+
+fn run(name: &str, flow: &str, parameters: &str) -> String {
+    format!(
+        "apiVersion: flowline.io/v1alpha1\nkind: Run\nmetadata: {{name: {name}}}\nspec:\n  flowRef: {{name: {flow}}}\n  parameters: {parameters}\n"
+    )
+}
+
+/// A two-step flow whose `work` step gets the given environment (the emulator's controls).
+fn flow(name: &str, work_env: &str) -> String {
+    format!(
+        "apiVersion: flowline.io/v1alpha1\nkind: Flow\nmetadata: {{name: {name}}}\nspec:\n  parameters: [{{name: epochs, type: Int, required: true}}]\n  steps:\n    - {{name: start, command: [\"true\"], next: [work]}}\n    - {{name: work, command: [\"true\"], next: [end], env: [{work_env}]}}\n    - {{name: end, command: [\"true\"]}}\n"
+    )
+}
+
+#[test]
+fn branch_join_run_succeeds_with_every_step() {
+    install_crds();
+    let ns = TestNamespace::create("run-ok");
+    let _controller = ControllerProcess::start(&ns.name);
+    let manifest = std::fs::read_to_string(
+        crate::harness::repo_root().join("examples/manifests/branch-join.yaml"),
+    )
+    .expect("example");
+    apply(&ns.name, &manifest);
+    apply(&ns.name, &run("compare-1", "branch-join", "{}"));
+    wait_phase(&ns.name, "compare-1", "Succeeded");
+    let steps = jsonpath(
+        &ns.name,
+        "run/compare-1",
+        "{range .status.steps[*]}{.name}={.phase}:{.jobIds[0]} {end}",
+    );
+    for step in ["start", "train_linear", "train_forest", "compare", "end"] {
+        let entry = steps
+            .split_whitespace()
+            .find(|s| s.starts_with(&format!("{step}=")))
+            .unwrap_or_else(|| panic!("{step} in {steps}"));
+        assert!(
+            entry.starts_with(&format!("{step}=Succeeded:")) && entry.len() > step.len() + 11,
+            "{entry}"
+        );
+    }
+    let (ready, reason, _) = condition(&ns.name, "run/compare-1", "Ready");
+    assert_eq!((ready.as_str(), reason.as_str()), ("True", "Succeeded"));
+    let execution = jsonpath(&ns.name, "run/compare-1", "{.status.executionArn}");
+    let uid = jsonpath(&ns.name, "run/compare-1", "{.metadata.uid}");
+    assert!(
+        execution.ends_with(&uid),
+        "the execution is named after the Run's UID: {execution}"
+    );
+    assert!(
+        jsonpath(
+            &ns.name,
+            "run/compare-1",
+            "{.status.stateMachineVersionArn}"
+        )
+        .ends_with(":1")
+    );
+}
+
+#[test]
+fn failing_step_fails_the_run_naming_step_and_reason() {
+    install_crds();
+    let ns = TestNamespace::create("run-fail");
+    let _controller = ControllerProcess::start(&ns.name);
+    apply(
+        &ns.name,
+        &flow(
+            "breaks",
+            "{name: EMULATOR_FAIL, value: \"CannotPullContainerError: pull access denied\"}",
+        ),
+    );
+    apply(&ns.name, &run("breaks-1", "breaks", "{epochs: \"3\"}"));
+    wait_phase(&ns.name, "breaks-1", "Failed");
+    let message = jsonpath(&ns.name, "run/breaks-1", "{.status.message}");
+    assert!(
+        message.contains("step `work` failed") && message.contains("CannotPullContainerError"),
+        "{message}"
+    );
+    assert_eq!(
+        jsonpath(
+            &ns.name,
+            "run/breaks-1",
+            "{.status.steps[?(@.name==\"work\")].phase}"
+        ),
+        "Failed"
+    );
+    assert_eq!(
+        jsonpath(
+            &ns.name,
+            "run/breaks-1",
+            "{.status.steps[?(@.name==\"start\")].phase}"
+        ),
+        "Succeeded"
+    );
+}
+
+#[tokio::test]
+async fn stopped_run_ends_aborted_and_its_job_is_terminated() {
+    install_crds();
+    let ns = TestNamespace::create("run-stop");
+    let _controller = ControllerProcess::start(&ns.name);
+    apply(
+        &ns.name,
+        &flow("slow", "{name: EMULATOR_RUN_SECONDS, value: \"120\"}"),
+    );
+    apply(&ns.name, &run("slow-1", "slow", "{epochs: \"1\"}"));
+    let job = wait_for("the work step's Batch job", TIMEOUT, || {
+        let job = jsonpath(
+            &ns.name,
+            "run/slow-1",
+            "{.status.steps[?(@.name==\"work\")].jobIds[0]}",
+        );
+        (!job.is_empty()).then_some(job)
+    });
+    kubectl(
+        &[
+            "patch",
+            "run",
+            "slow-1",
+            "-n",
+            &ns.name,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"stop":true}}"#,
+        ],
+        None,
+    )
+    .ok();
+    wait_phase(&ns.name, "slow-1", "Aborted");
+    let config = aws_config().await;
+    let batch = aws_sdk_batch::Client::new(&config);
+    let described = batch
+        .describe_jobs()
+        .jobs(&job)
+        .send()
+        .await
+        .expect("job described");
+    let status = described.jobs()[0]
+        .status()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default();
+    assert_eq!(status, "FAILED", "the running job is terminated");
+}
+
+#[test]
+fn bad_parameters_stall_and_start_nothing() {
+    install_crds();
+    let ns = TestNamespace::create("run-params");
+    let controller = ControllerProcess::start(&ns.name);
+    apply(&ns.name, &flow("typed", "{name: X, value: \"1\"}"));
+    apply(
+        &ns.name,
+        &run("typed-1", "typed", "{epochs: many, colour: red}"),
+    );
+    let message = wait_for("the Run to stall", TIMEOUT, || {
+        let (stalled, _, message) = condition(&ns.name, "run/typed-1", "Stalled");
+        (stalled == "True").then_some(message)
+    });
+    assert!(message.contains("unknown parameter `colour`"), "{message}");
+    assert!(
+        message.contains("`epochs`: \"many\" is not a valid Int"),
+        "{message}"
+    );
+    assert_eq!(
+        controller.aws_requests().get("states:StartExecution"),
+        None,
+        "nothing is started"
+    );
+}
