@@ -60,6 +60,11 @@ pub struct Settings {
     #[arg(long, env = "FLOWLINE_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
 
+    /// Address S3 buckets by path (`endpoint/bucket/key`), as S3-compatible stores such as
+    /// MinIO and emulators need; AWS itself uses virtual-hosted addressing.
+    #[arg(long, env = "FLOWLINE_S3_FORCE_PATH_STYLE", default_value_t = false)]
+    pub s3_force_path_style: bool,
+
     /// Server-side encryption of artifacts when a Flow sets none: `AES256` or `aws:kms`.
     #[arg(long, env = "FLOWLINE_S3_SSE")]
     pub s3_server_side_encryption: Option<String>,
@@ -106,6 +111,7 @@ impl Default for Settings {
             container_registry: None,
             default_image: "python:3.12-slim".into(),
             s3_endpoint: None,
+            s3_force_path_style: false,
             s3_server_side_encryption: None,
             s3_kms_key_id: None,
             s3_retry_count: 7,

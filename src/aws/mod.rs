@@ -2,5 +2,6 @@
 
 pub mod batch;
 pub mod error;
+pub mod s3;
 pub mod secrets;
 pub mod sfn;

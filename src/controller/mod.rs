@@ -50,6 +50,7 @@ pub struct Context {
     pub sfn: aws_sdk_sfn::Client,
     pub batch: aws_sdk_batch::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    pub s3: aws_sdk_s3::Client,
     /// The base AWS configuration, for clients assuming other roles or regions.
     pub aws: aws_config::SdkConfig,
     /// Secrets Manager clients by (role, region), so assumed credentials are reused.
@@ -202,6 +203,11 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         sfn: aws_sdk_sfn::Client::new(&aws),
         batch: aws_sdk_batch::Client::new(&aws),
         secrets: aws_sdk_secretsmanager::Client::new(&aws),
+        s3: aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&aws)
+                .force_path_style(settings.s3_force_path_style)
+                .build(),
+        ),
         secrets_clients: Mutex::new(HashMap::new()),
         aws,
         settings,

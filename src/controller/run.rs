@@ -14,7 +14,10 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::api::{FINALIZER, Flow, Run, RunOrigin, RunPhase, RunStatus, StepPhase, condition};
+use crate::api::{
+    FINALIZER, Flow, MAX_LISTED_ARTIFACTS, Run, RunOrigin, RunPhase, RunStatus, StepPhase,
+    condition,
+};
 use crate::aws;
 use crate::aws::error::ErrorClass;
 use crate::compile::{self, naming};
@@ -200,6 +203,7 @@ async fn track(
         .await
         .map_err(ReconcileError::Aws)?;
     let mut steps = step_statuses(&events);
+    list_artifacts(ctx, &status, &mut steps).await;
     let phase = phase_of(&execution.status);
     if phase == RunPhase::Aborted {
         for step in steps
@@ -288,6 +292,40 @@ async fn track(
     } else {
         Action::requeue(POLL)
     })
+}
+
+/// Fills each finished step's artifacts: kept from the previous status once listed, listed
+/// from S3 (`<artifact root>/<step>/`) when a step has just finished. A listing that fails is
+/// retried on the next poll rather than failing the Run.
+async fn list_artifacts(ctx: &Context, previous: &RunStatus, steps: &mut [crate::api::StepStatus]) {
+    let Some(root) = previous.artifact_root.as_deref() else {
+        return;
+    };
+    for step in steps.iter_mut() {
+        if let Some(known) = previous
+            .steps
+            .iter()
+            .find(|s| s.name == step.name && s.artifact_count.is_some())
+        {
+            step.artifacts = known.artifacts.clone();
+            step.artifact_count = known.artifact_count;
+            step.artifacts_truncated = known.artifacts_truncated;
+            continue;
+        }
+        if !matches!(step.phase, Some(StepPhase::Succeeded | StepPhase::Failed)) {
+            continue;
+        }
+        let prefix = format!("{}/{}/", root.trim_end_matches('/'), step.name);
+        match aws::s3::list(&ctx.s3, &prefix, MAX_LISTED_ARTIFACTS, 10 * 1000).await {
+            Ok(listing) => {
+                step.artifacts_truncated =
+                    listing.count > listing.artifacts.len() as i64 || listing.truncated;
+                step.artifacts = listing.artifacts;
+                step.artifact_count = Some(listing.count);
+            }
+            Err(error) => warn!(step = %step.name, %prefix, %error, "could not list artifacts"),
+        }
+    }
 }
 
 /// Terminates the Batch jobs of steps still running (Step Functions' StopExecution leaves

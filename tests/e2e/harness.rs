@@ -333,6 +333,7 @@ fn spawn_controller(
         .env("AWS_ACCESS_KEY_ID", access_key)
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
+        .env("FLOWLINE_S3_FORCE_PATH_STYLE", "true")
         .env("RUST_LOG", "info,flowline=debug")
         .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())

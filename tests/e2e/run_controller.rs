@@ -189,3 +189,66 @@ fn bad_parameters_stall_and_start_nothing() {
         "nothing is started"
     );
 }
+
+#[tokio::test]
+async fn finished_steps_list_the_artifacts_their_tasks_wrote() {
+    install_crds();
+    let ns = TestNamespace::create("run-artifacts");
+    let _controller = ControllerProcess::start(&ns.name);
+    apply(
+        &ns.name,
+        &flow("writer", "{name: EMULATOR_RUN_SECONDS, value: \"5\"}"),
+    );
+    apply(&ns.name, &run("writer-1", "writer", "{epochs: \"2\"}"));
+    let root = wait_for("the artifact root", TIMEOUT, || {
+        let root = jsonpath(&ns.name, "run/writer-1", "{.status.artifactRoot}");
+        (!root.is_empty()).then_some(root)
+    });
+    // Play the work step's task: write its outputs under its own prefix while it runs.
+    let config = aws_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
+    let (bucket, prefix) = flowline::compile::state_machine::split_s3(&root);
+    for (name, body) in [
+        ("model.json", "{\"w\": 1}"),
+        ("metrics/loss.csv", "epoch,loss\n1,0.5\n"),
+    ] {
+        s3.put_object()
+            .bucket(&bucket)
+            .key(format!("{prefix}work/0/{name}"))
+            .body(body.as_bytes().to_vec().into())
+            .send()
+            .await
+            .expect("artifact written");
+    }
+    wait_phase(&ns.name, "writer-1", "Succeeded");
+    let listed = jsonpath(
+        &ns.name,
+        "run/writer-1",
+        "{range .status.steps[?(@.name==\"work\")].artifacts[*]}{.name}={.uri}={.size} {end}",
+    );
+    assert!(
+        listed.contains(&format!("0/model.json={root}/work/0/model.json=8")),
+        "{listed}"
+    );
+    assert!(listed.contains("0/metrics/loss.csv="), "{listed}");
+    assert_eq!(
+        jsonpath(
+            &ns.name,
+            "run/writer-1",
+            "{.status.steps[?(@.name==\"work\")].artifactCount}"
+        ),
+        "2"
+    );
+    assert_eq!(
+        jsonpath(
+            &ns.name,
+            "run/writer-1",
+            "{.status.steps[?(@.name==\"start\")].artifactCount}"
+        ),
+        "0"
+    );
+}

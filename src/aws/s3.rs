@@ -1,0 +1,58 @@
+//! S3 adapter: lists the artifacts a task wrote under its prefix. Reads only.
+
+use aws_sdk_s3::Client;
+
+use crate::api::Artifact;
+use crate::compile::state_machine::split_s3;
+
+use super::error::{AwsError, classify};
+
+/// What lies under a prefix: the first `limit` objects, and how many there are (counted up
+/// to `count_limit`, beyond which `truncated` says the count is a lower bound).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listing {
+    pub artifacts: Vec<Artifact>,
+    pub count: i64,
+    pub truncated: bool,
+}
+
+/// Lists the objects under `s3://bucket/prefix/`.
+pub async fn list(
+    client: &Client,
+    uri: &str,
+    limit: usize,
+    count_limit: usize,
+) -> Result<Listing, AwsError> {
+    let (bucket, prefix) = split_s3(uri);
+    let mut listing = Listing::default();
+    let mut token = None;
+    loop {
+        let page = client
+            .list_objects_v2()
+            .bucket(&bucket)
+            .prefix(&prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(classify)?;
+        for object in page.contents() {
+            listing.count += 1;
+            if listing.artifacts.len() < limit {
+                let key = object.key().unwrap_or_default();
+                listing.artifacts.push(Artifact {
+                    name: key.strip_prefix(&prefix).unwrap_or(key).to_owned(),
+                    uri: format!("s3://{bucket}/{key}"),
+                    size: object.size(),
+                });
+            }
+        }
+        token = page.next_continuation_token().map(str::to_owned);
+        if token.is_none() {
+            return Ok(listing);
+        }
+        if listing.count as usize >= count_limit {
+            listing.truncated = true;
+            return Ok(listing);
+        }
+    }
+}
