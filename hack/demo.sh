@@ -19,7 +19,8 @@ log "building flowline"
 cargo build --locked --bins
 wait "$tools_pid" || { cat "$tools_log" >&2; die "building the control plane failed"; }
 
-env_file="$("$here/env-up.sh" | tail -n1 | cut -d" " -f2)"
+# In the demo the emulator runs each Batch job's command as a local process.
+env_file="$(FLOWLINE_EMULATOR_EXEC_JOBS=1 "$here/env-up.sh" | tail -n1 | cut -d" " -f2)"
 # shellcheck disable=SC1090
 source "$env_file"
 flowline="$CARGO_TARGET_DIR/debug/flowline"
@@ -31,13 +32,15 @@ kubectl wait --for=condition=Established --timeout=60s crd/flows.flowline.io crd
 # The controller runs beside the environment; env-down stops it with the rest.
 if ! kill -0 "$(cat "$FLOWLINE_ENV_DIR/pids/flowline-controller.pid" 2>/dev/null)" 2>/dev/null; then
   log "starting the flowline controller (log: $FLOWLINE_ENV_DIR/logs/flowline-controller.log)"
-  setsid "$flowline" controller >"$FLOWLINE_ENV_DIR/logs/flowline-controller.log" 2>&1 </dev/null &
+  FLOWLINE_S3_ENDPOINT="$AWS_ENDPOINT_URL" FLOWLINE_S3_FORCE_PATH_STYLE=true \
+    setsid "$flowline" controller >"$FLOWLINE_ENV_DIR/logs/flowline-controller.log" 2>&1 </dev/null &
   echo $! >"$FLOWLINE_ENV_DIR/pids/flowline-controller.pid"
 else
   log "restarting the flowline controller with the build just made"
   kill -TERM -- "-$(cat "$FLOWLINE_ENV_DIR/pids/flowline-controller.pid")" 2>/dev/null || true
   sleep 1
-  setsid "$flowline" controller >>"$FLOWLINE_ENV_DIR/logs/flowline-controller.log" 2>&1 </dev/null &
+  FLOWLINE_S3_ENDPOINT="$AWS_ENDPOINT_URL" FLOWLINE_S3_FORCE_PATH_STYLE=true \
+    setsid "$flowline" controller >>"$FLOWLINE_ENV_DIR/logs/flowline-controller.log" 2>&1 </dev/null &
   echo $! >"$FLOWLINE_ENV_DIR/pids/flowline-controller.pid"
 fi
 
@@ -50,6 +53,18 @@ kubectl get flows -n demo -o wide
 echo
 log "what the controller created in AWS for flow/hello-batch:"
 kubectl get flow hello-batch -n demo -o jsonpath='{range .status.jobDefinitions[*]}  {.step}: {.arn}{"\n"}{end}  state machine: {.status.stateMachineVersionArn}{"\n"}'
+echo
+
+log "running the demo pipeline: a Run whose tasks write artifacts to S3"
+kubectl delete run demo-pipeline-1 -n demo --ignore-not-found --wait=true >/dev/null
+kubectl apply -n demo -f examples/manifests/demo.yaml
+kubectl wait -n demo --for=jsonpath='{.status.phase}'=Succeeded --timeout=180s run/demo-pipeline-1 >/dev/null \
+  || { kubectl get run demo-pipeline-1 -n demo -o yaml >&2; die "the demo Run did not succeed"; }
+echo
+kubectl get runs -n demo
+echo
+log "steps and the artifacts they wrote (status of run/demo-pipeline-1):"
+kubectl get run demo-pipeline-1 -n demo -o jsonpath='{range .status.steps[*]}  {.name}: {.phase}, job {.jobIds[0]}{"\n"}{range .artifacts[*]}    {.uri} ({.size} bytes){"\n"}{end}{end}'
 echo
 log "demo ready in $((SECONDS - start))s"
 cat <<EOF2

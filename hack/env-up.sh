@@ -14,7 +14,11 @@ source "$here/lib.sh"
 
 env_dir="${FLOWLINE_ENV_DIR:-${TMPDIR:-/tmp}/flowline-env}"
 
-if [[ -f "$env_dir/env.sh" ]] && "$here/env-status.sh" >/dev/null 2>&1; then
+# FLOWLINE_EMULATOR_EXEC_JOBS=1 makes the emulator run each Batch job's command as a local
+# process (the demo); a running environment started in the other mode is restarted.
+exec_jobs="${FLOWLINE_EMULATOR_EXEC_JOBS:-0}"
+if [[ -f "$env_dir/env.sh" ]] && "$here/env-status.sh" >/dev/null 2>&1 \
+  && [[ "$(cat "$env_dir/exec-jobs" 2>/dev/null)" == "$exec_jobs" ]]; then
   log "environment already running in $env_dir"
   echo "source $env_dir/env.sh"
   exit 0
@@ -128,7 +132,13 @@ wait_until etcd 60 curl -sf "http://127.0.0.1:$etcd_port/health"
 
 log "starting the AWS emulator on 127.0.0.1:$moto_port"
 mkdir -p "$env_dir/job-logs"
-start moto "$python" "$here/moto/launcher.py" --host 127.0.0.1 --port "$moto_port" \
+echo "$exec_jobs" >"$env_dir/exec-jobs"
+# Jobs run as local processes (exec mode) inherit this environment: credentials for the
+# emulator, and the emulator's Python (which has boto3) first on PATH.
+start moto env FLOWLINE_EMULATOR_EXEC_JOBS="$exec_jobs" \
+  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 \
+  PATH="$(dirname "$python"):$PATH" \
+  "$python" "$here/moto/launcher.py" --host 127.0.0.1 --port "$moto_port" \
   --job-log-dir "$env_dir/job-logs"
 
 log "starting kube-apiserver on 127.0.0.1:$api_port"
