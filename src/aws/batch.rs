@@ -309,3 +309,35 @@ pub async fn terminate_job(client: &Client, job_id: &str, reason: &str) -> Resul
         .map_err(classify)?;
     Ok(())
 }
+
+/// A job's status and when it was created (milliseconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobState {
+    pub id: String,
+    pub status: String,
+    pub created_at: Option<i64>,
+}
+
+/// Describes jobs, up to 100 per call.
+pub async fn describe_jobs(client: &Client, ids: &[String]) -> Result<Vec<JobState>, AwsError> {
+    let mut states = Vec::new();
+    for chunk in ids.chunks(100) {
+        let output = client
+            .describe_jobs()
+            .set_jobs(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(classify)?;
+        states.extend(output.jobs().iter().map(|job| {
+            JobState {
+                id: job.job_id().unwrap_or_default().to_owned(),
+                status: job
+                    .status()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+                created_at: job.created_at(),
+            }
+        }));
+    }
+    Ok(states)
+}

@@ -36,6 +36,11 @@ pub struct Options {
     #[arg(long, env = "FLOWLINE_RECHECK_INTERVAL_SECONDS", default_value_t = 60)]
     pub recheck_interval_seconds: u64,
 
+    /// How long a step's Batch job may wait in RUNNABLE before the Run reports it as stuck
+    /// (seconds).
+    #[arg(long, env = "FLOWLINE_RUNNABLE_TIMEOUT_SECONDS", default_value_t = 600)]
+    pub runnable_timeout_seconds: u64,
+
     /// Flows reconciled at the same time.
     #[arg(long, env = "FLOWLINE_WORKERS", default_value_t = 8)]
     pub workers: u16,
@@ -59,6 +64,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub drift_interval: Duration,
     pub recheck_interval: Duration,
+    pub runnable_timeout: Duration,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -213,6 +219,7 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         settings,
         drift_interval: Duration::from_secs(options.drift_interval_seconds.max(1)),
         recheck_interval: Duration::from_secs(options.recheck_interval_seconds.max(1)),
+        runnable_timeout: Duration::from_secs(options.runnable_timeout_seconds),
         failures: Mutex::new(HashMap::new()),
         kube: kube.clone(),
     });

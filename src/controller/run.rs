@@ -22,7 +22,9 @@ use crate::aws;
 use crate::aws::error::ErrorClass;
 use crate::compile::{self, naming};
 use crate::reconcilers::conditions::{Health, set_health};
-use crate::reconcilers::run::{check_parameters, failure_message, phase_of, step_statuses};
+use crate::reconcilers::run::{
+    RUNNABLE_HINT, check_parameters, failure_message, phase_of, step_statuses,
+};
 
 use super::{Context, ReconcileError};
 
@@ -205,6 +207,11 @@ async fn track(
     let mut steps = step_statuses(&events);
     list_artifacts(ctx, &status, &mut steps).await;
     let phase = phase_of(&execution.status);
+    let stuck = if phase == RunPhase::Running {
+        stuck_runnable(ctx, &mut steps).await?
+    } else {
+        None
+    };
     if phase == RunPhase::Aborted {
         for step in steps
             .iter_mut()
@@ -219,16 +226,41 @@ async fn track(
         status.start_time = Some(Time(start));
     }
     match phase {
-        RunPhase::Running | RunPhase::Pending => {
-            set(
-                &mut status,
-                run,
-                Health::Reconciling {
-                    reason: "Running",
-                    message: "the execution is running",
-                },
-            );
-        }
+        RunPhase::Running | RunPhase::Pending => match &stuck {
+            Some(message) => {
+                if status.message.as_deref() != Some(message) {
+                    publish(
+                        ctx,
+                        run,
+                        EventType::Warning,
+                        "StuckRunnable",
+                        message,
+                        "Track",
+                    )
+                    .await;
+                }
+                status.message = Some(message.clone());
+                set(
+                    &mut status,
+                    run,
+                    Health::Reconciling {
+                        reason: "StuckRunnable",
+                        message,
+                    },
+                );
+            }
+            None => {
+                status.message = None;
+                set(
+                    &mut status,
+                    run,
+                    Health::Reconciling {
+                        reason: "Running",
+                        message: "the execution is running",
+                    },
+                );
+            }
+        },
         RunPhase::Succeeded => {
             status.completion_time = execution.stop.map(Time);
             status.message = None;
@@ -292,6 +324,42 @@ async fn track(
     } else {
         Action::requeue(POLL)
     })
+}
+
+/// Marks running steps whose Batch job has waited in RUNNABLE longer than the configured time
+/// and returns a message naming them.
+async fn stuck_runnable(
+    ctx: &Context,
+    steps: &mut [crate::api::StepStatus],
+) -> Result<Option<String>, ReconcileError> {
+    let ids: Vec<String> = steps
+        .iter()
+        .filter(|s| s.phase == Some(StepPhase::Running))
+        .flat_map(|s| s.job_ids.iter().cloned())
+        .collect();
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let jobs = aws::batch::describe_jobs(&ctx.batch, &ids)
+        .await
+        .map_err(ReconcileError::Aws)?;
+    let now_ms = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    let limit_ms = i64::try_from(ctx.runnable_timeout.as_millis()).unwrap_or(i64::MAX);
+    let mut stuck = Vec::new();
+    for step in steps.iter_mut() {
+        let waiting = jobs.iter().any(|job| {
+            step.job_ids.contains(&job.id)
+                && job.status == "RUNNABLE"
+                && job
+                    .created_at
+                    .is_some_and(|created| now_ms - created > limit_ms)
+        });
+        if waiting {
+            step.reason = Some(RUNNABLE_HINT.to_owned());
+            stuck.push(step.name.clone());
+        }
+    }
+    Ok((!stuck.is_empty()).then(|| format!("step(s) {} stuck: {RUNNABLE_HINT}", stuck.join(", "))))
 }
 
 /// Fills each finished step's artifacts: kept from the previous status once listed, listed

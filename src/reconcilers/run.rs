@@ -212,14 +212,51 @@ fn step_of_parameters(parameters: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A message for a failed Run: the first failed step and why.
+/// What to do about a Batch failure, for the reasons people meet most (Metaflow's
+/// troubleshooting list).
+pub fn hint(reason: &str) -> Option<&'static str> {
+    let reason = reason.to_ascii_lowercase();
+    if reason.contains("cannotpullcontainer")
+        || reason.contains("pull access denied")
+        || reason.contains("manifest unknown")
+    {
+        Some(
+            "the image could not be pulled: check the image name and tag, that the registry is reachable from the compute environment, and that the execution role may pull from it",
+        )
+    } else if reason.contains("accessdenied")
+        || reason.contains("access denied")
+        || reason.contains("403")
+    {
+        Some(
+            "access was denied: check that the job role (spec.batch.iamRole) may read and write the datastore bucket and use its KMS key",
+        )
+    } else if reason.contains("outofmemory")
+        || reason.contains("out of memory")
+        || reason.contains("oomkilled")
+    {
+        Some("the container ran out of memory: raise spec.batch.memory")
+    } else if reason.contains("host ec2") && reason.contains("terminated") {
+        Some(
+            "the instance was reclaimed (Spot): add retry with an evaluateOnExit rule for `Host EC2*`",
+        )
+    } else {
+        None
+    }
+}
+
+/// The hint for a step stuck in RUNNABLE: Batch found no capacity to place it.
+pub const RUNNABLE_HINT: &str = "the job has been RUNNABLE (waiting for capacity) too long: check the compute environment's maximum vCPUs and instance types against the step's cpu/memory/gpu, its subnets and security groups, the instance role, and the account's EC2 quotas";
+
+/// A message for a failed Run: the first failed step, why, and what to do about it.
 pub fn failure_message(steps: &[StepStatus], error: Option<&str>, cause: Option<&str>) -> String {
     match steps.iter().find(|s| s.phase == Some(StepPhase::Failed)) {
-        Some(step) => format!(
-            "step `{}` failed: {}",
-            step.name,
-            step.reason.as_deref().unwrap_or("the Batch job failed")
-        ),
+        Some(step) => {
+            let reason = step.reason.as_deref().unwrap_or("the Batch job failed");
+            match hint(reason) {
+                Some(hint) => format!("step `{}` failed: {reason}; {hint}", step.name),
+                None => format!("step `{}` failed: {reason}", step.name),
+            }
+        }
         None => format!(
             "the execution failed: {} {}",
             error.unwrap_or("unknown error"),
@@ -318,10 +355,27 @@ mod tests {
         assert_eq!(steps[1].phase, Some(StepPhase::Failed));
         assert_eq!(steps[1].job_ids, ["job-2"]);
         let message = failure_message(&steps, Some("States.TaskFailed"), None);
-        assert_eq!(
-            message,
-            "step `train` failed: CannotPullContainerError: no image"
+        assert!(
+            message.starts_with("step `train` failed: CannotPullContainerError: no image; the image could not be pulled"),
+            "{message}"
         );
+    }
+
+    #[test]
+    fn common_failures_get_a_hint() {
+        assert!(
+            hint("CannotPullContainerError: pull access denied")
+                .is_some_and(|h| h.contains("image"))
+        );
+        assert!(
+            hint("An error occurred (AccessDenied) when calling the PutObject operation")
+                .is_some_and(|h| h.contains("job role"))
+        );
+        assert!(
+            hint("OutOfMemoryError: Container killed due to memory usage")
+                .is_some_and(|h| h.contains("memory"))
+        );
+        assert_eq!(hint("Essential container in task exited"), None);
     }
 
     #[test]

@@ -252,3 +252,49 @@ async fn finished_steps_list_the_artifacts_their_tasks_wrote() {
         "0"
     );
 }
+
+#[test]
+fn step_waiting_in_runnable_too_long_is_reported_with_a_hint() {
+    install_crds();
+    let ns = TestNamespace::create("run-runnable");
+    let _controller =
+        ControllerProcess::start_with(&ns.name, &[("FLOWLINE_RUNNABLE_TIMEOUT_SECONDS", "2")]);
+    apply(
+        &ns.name,
+        &flow(
+            "queued",
+            "{name: EMULATOR_RUNNABLE_SECONDS, value: \"120\"}",
+        ),
+    );
+    apply(&ns.name, &run("queued-1", "queued", "{epochs: \"1\"}"));
+    let message = wait_for("the stuck step to be reported", TIMEOUT, || {
+        let (status, reason, message) = condition(&ns.name, "run/queued-1", "Reconciling");
+        (status == "True" && reason == "StuckRunnable").then_some(message)
+    });
+    assert!(
+        message.contains("work") && message.contains("compute environment"),
+        "{message}"
+    );
+    let step_reason = jsonpath(
+        &ns.name,
+        "run/queued-1",
+        "{.status.steps[?(@.name==\"work\")].reason}",
+    );
+    assert!(step_reason.contains("RUNNABLE"), "{step_reason}");
+    // Stop it so nothing is left waiting.
+    kubectl(
+        &[
+            "patch",
+            "run",
+            "queued-1",
+            "-n",
+            &ns.name,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"stop":true}}"#,
+        ],
+        None,
+    )
+    .ok();
+    wait_phase(&ns.name, "queued-1", "Aborted");
+}
