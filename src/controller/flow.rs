@@ -6,13 +6,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
-use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::{DeletionPolicy, FINALIZER, Flow, FlowStatus, JobDefinitionRef, SecretType};
@@ -25,6 +23,7 @@ use crate::reconcilers::flow::{
     Change, Observed, Outcome, job_definition_name, owner_uid, plan, status,
 };
 
+use super::report::{now, publish, write_status};
 use super::{Context, ReconcileError};
 
 /// Reconciles one Flow, with the finalizer that cleans up AWS when it is deleted.
@@ -167,7 +166,7 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
         info!(flow = %flow.name_any(), namespace = %flow.namespace().unwrap_or_default(), %summary, "applied");
         publish(ctx, flow, EventType::Normal, "Applied", &summary, "Apply").await;
     }
-    write_status(api, flow, next).await?;
+    write_status(api, flow, flow.status.as_ref(), next).await?;
     Ok(Action::requeue(ctx.drift_interval))
 }
 
@@ -350,7 +349,7 @@ async fn stall(
         warn!(flow = %flow.name_any(), namespace = %flow.namespace().unwrap_or_default(), reason, message, "stalled");
         publish(ctx, flow, EventType::Warning, reason, message, "Reconcile").await;
     }
-    write_status(api, flow, next).await?;
+    write_status(api, flow, flow.status.as_ref(), next).await?;
     Ok(recheck.map_or_else(Action::await_change, Action::requeue))
 }
 
@@ -431,46 +430,6 @@ async fn cleanup(flow: &Flow, ctx: &Context) -> Result<Action, ReconcileError> {
     Ok(Action::await_change())
 }
 
-/// Writes the status only when it changed.
-async fn write_status(
-    api: &Api<Flow>,
-    flow: &Flow,
-    next: FlowStatus,
-) -> Result<(), ReconcileError> {
-    if flow.status.as_ref() == Some(&next) {
-        return Ok(());
-    }
-    api.patch_status(
-        &flow.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": next })),
-    )
-    .await
-    .map_err(ReconcileError::Kube)?;
-    Ok(())
-}
-
-/// Records an event; failing to record one never fails the reconcile.
-async fn publish(
-    ctx: &Context,
-    flow: &Flow,
-    type_: EventType,
-    reason: &str,
-    note: &str,
-    action: &str,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note.chars().take(1000).collect()),
-        action: action.to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &flow.object_ref(&())).await {
-        warn!(%error, "could not record an event");
-    }
-}
-
 fn summarize(changes: &[Change]) -> String {
     let count = |f: fn(&Change) -> bool| changes.iter().filter(|c| f(c)).count();
     let registered = count(|c| matches!(c, Change::RegisterJobDefinition(_)));
@@ -493,8 +452,4 @@ fn summarize(changes: &[Change]) -> String {
 
 fn aws_error(error: AwsError) -> ReconcileError {
     ReconcileError::Aws(error)
-}
-
-fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
 }

@@ -1,6 +1,7 @@
 //! Wiring only: the watches, the shared context, error handling and shutdown.
 
 pub mod flow;
+mod report;
 pub mod run;
 
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer;
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::{Flow, Run};
@@ -147,13 +148,12 @@ impl ReconcileError {
 
 /// Conflicts are retried at once; everything else backs off exponentially (1 s doubling to
 /// 5 min) with jitter, so many failing objects do not retry in lockstep.
-fn error_policy(flow: Arc<Flow>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let key = format!(
-        "{}/{}",
-        flow.namespace().unwrap_or_default(),
-        flow.name_any()
-    );
-    retry_after(key, error, &ctx)
+fn error_policy<K: Resource<DynamicType = ()>>(
+    object: Arc<K>,
+    error: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
+    retry_after(failure_key(object.as_ref()), error, &ctx)
 }
 
 fn retry_after(key: String, error: &ReconcileError, ctx: &Context) -> Action {
@@ -234,12 +234,12 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
     let flow_controller = Controller::new(flows, watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(options.workers))
         .shutdown_on_signal()
-        .run(reconcile_flow, error_policy, ctx.clone())
+        .run(reconcile_flow, error_policy::<Flow>, ctx.clone())
         .for_each(|_| async {});
     let run_controller = Controller::new(runs, watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(options.workers))
         .shutdown_on_signal()
-        .run(reconcile_run, run_error_policy, ctx)
+        .run(reconcile_run, error_policy::<Run>, ctx)
         .for_each(|_| async {});
     futures::join!(flow_controller, run_controller);
     info!("flowline controller stopped");
@@ -247,42 +247,36 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
 }
 
 async fn reconcile_run(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let key = format!(
-        "run:{}/{}",
-        run.namespace().unwrap_or_default(),
-        run.name_any()
-    );
-    let result = run::reconcile(run, ctx.clone()).await;
-    if result.is_ok() {
-        ctx.failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&key);
-    }
-    result
-}
-
-fn run_error_policy(run: Arc<Run>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let key = format!(
-        "run:{}/{}",
-        run.namespace().unwrap_or_default(),
-        run.name_any()
-    );
-    retry_after(key, error, &ctx)
+    let key = failure_key(run.as_ref());
+    forget_on_success(&ctx, &key, run::reconcile(run, ctx.clone()).await)
 }
 
 async fn reconcile_flow(flow: Arc<Flow>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let key = format!(
-        "{}/{}",
-        flow.namespace().unwrap_or_default(),
-        flow.name_any()
-    );
-    let result = flow::reconcile(flow, ctx.clone()).await;
+    let key = failure_key(flow.as_ref());
+    forget_on_success(&ctx, &key, flow::reconcile(flow, ctx.clone()).await)
+}
+
+/// `Kind:namespace/name`: the key of an object's failure count.
+fn failure_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}:{}/{}",
+        K::kind(&()),
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
+}
+
+/// A successful reconcile resets the object's backoff.
+fn forget_on_success(
+    ctx: &Context,
+    key: &str,
+    result: Result<Action, ReconcileError>,
+) -> Result<Action, ReconcileError> {
     if result.is_ok() {
         ctx.failures
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&key);
+            .remove(key);
     }
     result
 }

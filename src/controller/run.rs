@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -26,6 +26,7 @@ use crate::reconcilers::run::{
     RUNNABLE_HINT, check_parameters, failure_message, phase_of, step_statuses,
 };
 
+use super::report::{now, publish, write_status};
 use super::{Context, ReconcileError};
 
 /// How often a running execution is polled.
@@ -80,7 +81,7 @@ async fn start(
                 message: "stopped before it started",
             },
         );
-        write_status(api, run, status).await?;
+        write_status(api, run, run.status.as_ref(), status).await?;
         return Ok(Action::await_change());
     }
     if run.spec.resume_from.is_some() {
@@ -113,7 +114,7 @@ async fn start(
                 message: &message,
             },
         );
-        write_status(api, run, status).await?;
+        write_status(api, run, run.status.as_ref(), status).await?;
         return Ok(Action::requeue(ctx.recheck_interval));
     };
     let parameters = match check_parameters(&flow.spec.parameters, &run.spec.parameters) {
@@ -138,7 +139,7 @@ async fn start(
                 message: &message,
             },
         );
-        write_status(api, run, status).await?;
+        write_status(api, run, run.status.as_ref(), status).await?;
         return Ok(Action::requeue(POLL));
     };
     let name = naming::execution_name(&run.name_any(), &run.uid().unwrap_or_default());
@@ -186,7 +187,7 @@ async fn start(
             message: "the execution is running",
         },
     );
-    write_status(api, run, status).await?;
+    write_status(api, run, run.status.as_ref(), status).await?;
     Ok(Action::requeue(POLL))
 }
 
@@ -318,7 +319,7 @@ async fn track(
         }
     }
     let finished = phase.is_finished();
-    write_status(api, run, status).await?;
+    write_status(api, run, run.status.as_ref(), status).await?;
     Ok(if finished {
         Action::await_change()
     } else {
@@ -444,7 +445,7 @@ async fn stall(
     status.phase = Some(RunPhase::Pending);
     status.message = Some(message.to_owned());
     set(&mut status, run, Health::Stalled { reason, message });
-    write_status(api, run, status).await?;
+    write_status(api, run, run.status.as_ref(), status).await?;
     Ok(Action::await_change())
 }
 
@@ -456,42 +457,4 @@ fn set(status: &mut RunStatus, run: &Run, health: Health<'_>) {
         run.metadata.generation,
         &now(),
     );
-}
-
-async fn write_status(api: &Api<Run>, run: &Run, next: RunStatus) -> Result<(), ReconcileError> {
-    if run.status.as_ref() == Some(&next) {
-        return Ok(());
-    }
-    api.patch_status(
-        &run.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": next })),
-    )
-    .await
-    .map_err(ReconcileError::Kube)?;
-    Ok(())
-}
-
-async fn publish(
-    ctx: &Context,
-    run: &Run,
-    type_: EventType,
-    reason: &str,
-    note: &str,
-    action: &str,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note.chars().take(1000).collect()),
-        action: action.to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &run.object_ref(&())).await {
-        warn!(%error, "could not record an event");
-    }
-}
-
-fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
 }
