@@ -298,3 +298,63 @@ fn step_waiting_in_runnable_too_long_is_reported_with_a_hint() {
     .ok();
     wait_phase(&ns.name, "queued-1", "Aborted");
 }
+
+#[tokio::test]
+async fn controller_killed_while_starting_fifty_runs_starts_each_exactly_once() {
+    install_crds();
+    let ns = TestNamespace::create("run-crash");
+    let mut controller = ControllerProcess::start(&ns.name);
+    apply(&ns.name, &flow("many", "{name: X, value: \"1\"}"));
+    wait_for("Flow many to be Ready", TIMEOUT, || {
+        (condition(&ns.name, "flow/many", "Ready").0 == "True").then_some(())
+    });
+    let runs: Vec<String> = (0..50)
+        .map(|i| run(&format!("many-{i}"), "many", "{epochs: \"1\"}"))
+        .collect();
+    apply(&ns.name, &runs.join("---\n"));
+    wait_for("the first executions to start", TIMEOUT, || {
+        (controller
+            .aws_requests()
+            .get("states:StartExecution")
+            .copied()
+            .unwrap_or(0)
+            >= 1)
+            .then_some(())
+    });
+    controller.kill_and_restart();
+    for i in 0..50 {
+        wait_phase(&ns.name, &format!("many-{i}"), "Succeeded");
+    }
+    let machine = jsonpath(&ns.name, "flow/many", "{.status.stateMachineArn}");
+    let config = aws_config().await;
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let mut executions = Vec::new();
+    let mut token = None;
+    loop {
+        let page = sfn
+            .list_executions()
+            .state_machine_arn(&machine)
+            .set_next_token(token)
+            .send()
+            .await
+            .expect("executions listed");
+        executions.extend(page.executions().iter().map(|e| e.name().to_owned()));
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    executions.sort();
+    let before = executions.len();
+    executions.dedup();
+    assert_eq!(before, executions.len(), "no execution name twice");
+    assert_eq!(
+        executions.len(),
+        50,
+        "exactly one execution per Run: {executions:?}"
+    );
+    let tracked: Vec<String> = (0..50)
+        .map(|i| jsonpath(&ns.name, &format!("run/many-{i}"), "{.status.executionArn}"))
+        .collect();
+    assert!(tracked.iter().all(|arn| !arn.is_empty()));
+}
