@@ -42,6 +42,14 @@ pub struct Options {
     #[arg(long, env = "FLOWLINE_RUNNABLE_TIMEOUT_SECONDS", default_value_t = 600)]
     pub runnable_timeout_seconds: u64,
 
+    /// Succeeded Runs kept per Flow; older ones are deleted.
+    #[arg(long, env = "FLOWLINE_KEEP_SUCCEEDED_RUNS", default_value_t = 10)]
+    pub keep_succeeded_runs: usize,
+
+    /// Failed, aborted or timed-out Runs kept per Flow; older ones are deleted.
+    #[arg(long, env = "FLOWLINE_KEEP_FAILED_RUNS", default_value_t = 20)]
+    pub keep_failed_runs: usize,
+
     /// Flows reconciled at the same time.
     #[arg(long, env = "FLOWLINE_WORKERS", default_value_t = 8)]
     pub workers: u16,
@@ -66,6 +74,8 @@ pub struct Context {
     pub drift_interval: Duration,
     pub recheck_interval: Duration,
     pub runnable_timeout: Duration,
+    /// Finished Runs kept per Flow: (succeeded, failed).
+    pub keep_runs: (usize, usize),
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -220,6 +230,7 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         drift_interval: Duration::from_secs(options.drift_interval_seconds.max(1)),
         recheck_interval: Duration::from_secs(options.recheck_interval_seconds.max(1)),
         runnable_timeout: Duration::from_secs(options.runnable_timeout_seconds),
+        keep_runs: (options.keep_succeeded_runs, options.keep_failed_runs),
         failures: Mutex::new(HashMap::new()),
         kube: kube.clone(),
     });

@@ -23,7 +23,8 @@ use crate::aws::error::ErrorClass;
 use crate::compile::{self, naming};
 use crate::reconcilers::conditions::{Health, set_health};
 use crate::reconcilers::run::{
-    RUNNABLE_HINT, check_parameters, failure_message, phase_of, step_statuses,
+    FinishedRun, RUNNABLE_HINT, check_parameters, failure_message, phase_of, runs_to_prune,
+    step_statuses,
 };
 
 use super::report::{now, publish, write_status};
@@ -320,11 +321,53 @@ async fn track(
     }
     let finished = phase.is_finished();
     write_status(api, run, run.status.as_ref(), status).await?;
+    if finished {
+        prune_history(api, ctx, &run.spec.flow_ref.name).await?;
+    }
     Ok(if finished {
         Action::await_change()
     } else {
         Action::requeue(POLL)
     })
+}
+
+/// Deletes the oldest finished Runs of a Flow beyond the configured history limits.
+async fn prune_history(api: &Api<Run>, ctx: &Context, flow: &str) -> Result<(), ReconcileError> {
+    let selector = format!("spec.flowRef.name={flow}");
+    let runs = api
+        .list(&kube::api::ListParams::default().fields(&selector))
+        .await
+        .map_err(ReconcileError::Kube)?;
+    let finished: Vec<FinishedRun> = runs
+        .items
+        .iter()
+        .filter(|r| r.metadata.deletion_timestamp.is_none())
+        .filter_map(|r| {
+            let status = r.status.as_ref()?;
+            let phase = status.phase.filter(|p| p.is_finished())?;
+            let at = status
+                .completion_time
+                .as_ref()
+                .or(r.metadata.creation_timestamp.as_ref())
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            Some(FinishedRun {
+                name: r.name_any(),
+                succeeded: phase == RunPhase::Succeeded,
+                finished_at: at,
+            })
+        })
+        .collect();
+    let (keep_succeeded, keep_failed) = ctx.keep_runs;
+    for name in runs_to_prune(&finished, keep_succeeded, keep_failed) {
+        info!(run = %name, %flow, "deleting a Run beyond the history limit");
+        match api.delete(&name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(ReconcileError::Kube(error)),
+        }
+    }
+    Ok(())
 }
 
 /// Marks running steps whose Batch job has waited in RUNNABLE longer than the configured time

@@ -267,6 +267,37 @@ pub fn failure_message(steps: &[StepStatus], error: Option<&str>, cause: Option<
     }
 }
 
+/// A finished Run, as history pruning sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedRun {
+    pub name: String,
+    pub succeeded: bool,
+    /// When it finished (RFC 3339 sorts as text), or when it was created.
+    pub finished_at: String,
+}
+
+/// The Runs to delete so that at most `keep_succeeded` succeeded and `keep_failed` other
+/// finished (Failed, Aborted, TimedOut) Runs of a Flow remain: the oldest go first.
+pub fn runs_to_prune(
+    runs: &[FinishedRun],
+    keep_succeeded: usize,
+    keep_failed: usize,
+) -> Vec<String> {
+    let mut doomed = Vec::new();
+    for (succeeded, keep) in [(true, keep_succeeded), (false, keep_failed)] {
+        let mut group: Vec<&FinishedRun> =
+            runs.iter().filter(|r| r.succeeded == succeeded).collect();
+        group.sort_by(|a, b| {
+            b.finished_at
+                .cmp(&a.finished_at)
+                .then_with(|| b.name.cmp(&a.name))
+        });
+        doomed.extend(group.into_iter().skip(keep).map(|r| r.name.clone()));
+    }
+    doomed.sort();
+    doomed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +390,24 @@ mod tests {
             message.starts_with("step `train` failed: CannotPullContainerError: no image; the image could not be pulled"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn history_keeps_the_newest_of_each_kind() {
+        let run = |name: &str, succeeded: bool, at: &str| FinishedRun {
+            name: name.into(),
+            succeeded,
+            finished_at: at.into(),
+        };
+        let runs = [
+            run("a", true, "2026-01-01T00:00:01Z"),
+            run("b", true, "2026-01-01T00:00:03Z"),
+            run("c", true, "2026-01-01T00:00:02Z"),
+            run("d", false, "2026-01-01T00:00:04Z"),
+            run("e", false, "2026-01-01T00:00:05Z"),
+        ];
+        assert_eq!(runs_to_prune(&runs, 2, 1), ["a", "d"]);
+        assert_eq!(runs_to_prune(&runs, 5, 5), Vec::<String>::new());
     }
 
     #[test]

@@ -303,7 +303,9 @@ fn step_waiting_in_runnable_too_long_is_reported_with_a_hint() {
 async fn controller_killed_while_starting_fifty_runs_starts_each_exactly_once() {
     install_crds();
     let ns = TestNamespace::create("run-crash");
-    let mut controller = ControllerProcess::start(&ns.name);
+    // Keep every Run: the test reads all fifty at the end.
+    let mut controller =
+        ControllerProcess::start_with(&ns.name, &[("FLOWLINE_KEEP_SUCCEEDED_RUNS", "100")]);
     apply(&ns.name, &flow("many", "{name: X, value: \"1\"}"));
     wait_for("Flow many to be Ready", TIMEOUT, || {
         (condition(&ns.name, "flow/many", "Ready").0 == "True").then_some(())
@@ -357,4 +359,24 @@ async fn controller_killed_while_starting_fifty_runs_starts_each_exactly_once() 
         .map(|i| jsonpath(&ns.name, &format!("run/many-{i}"), "{.status.executionArn}"))
         .collect();
     assert!(tracked.iter().all(|arn| !arn.is_empty()));
+}
+
+#[test]
+fn finished_runs_beyond_the_history_limit_are_deleted() {
+    install_crds();
+    let ns = TestNamespace::create("run-history");
+    let _controller =
+        ControllerProcess::start_with(&ns.name, &[("FLOWLINE_KEEP_SUCCEEDED_RUNS", "2")]);
+    apply(&ns.name, &flow("often", "{name: X, value: \"1\"}"));
+    for i in 0..4 {
+        apply(
+            &ns.name,
+            &run(&format!("often-{i}"), "often", "{epochs: \"1\"}"),
+        );
+    }
+    wait_for("only two succeeded Runs to remain", TIMEOUT, || {
+        let phases = jsonpath(&ns.name, "runs", "{range .items[*]}{.status.phase} {end}");
+        let phases: Vec<&str> = phases.split_whitespace().collect();
+        (phases == ["Succeeded", "Succeeded"]).then_some(())
+    });
 }
