@@ -79,7 +79,7 @@ async fn main() {
     let log =
         std::fs::File::create(std::env::temp_dir().join(format!("{namespace}-controller.log")))
             .unwrap();
-    let mut controller = Command::new(env!("CARGO_BIN_EXE_flowline"))
+    let controller = Command::new(env!("CARGO_BIN_EXE_flowline"))
         .arg("controller")
         .env("FLOWLINE_WATCH_NAMESPACE", &namespace)
         .env("AWS_ENDPOINT_URL", &endpoint)
@@ -90,6 +90,8 @@ async fn main() {
         .stderr(log)
         .spawn()
         .expect("controller starts");
+    // Killed on every exit path, panics included.
+    let mut controller = KillOnDrop(controller);
 
     let flows: Api<Flow> = Api::namespaced(client.clone(), &namespace);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
@@ -176,7 +178,16 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let _ = controller.kill();
-    let _ = controller.wait();
+    let _ = controller.0.kill();
+    let _ = controller.0.wait();
     let _ = namespaces.delete(&namespace, &Default::default()).await;
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

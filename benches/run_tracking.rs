@@ -1,0 +1,230 @@
+//! Run tracking cost and lag, against the local environment: starts 200 Runs of a Flow whose
+//! middle step runs for 60 s, then prints the AWS calls the controller makes per running Run
+//! per minute (measured over a window in which every Run is running) and the status lag —
+//! from the execution's stop time in Step Functions to the controller's status update seen by
+//! a watch — at p50/p99. A benchmark, not a test: it prints numbers and asserts nothing about
+//! time.
+//!
+//! Run: `source <env>/env.sh`, then `cargo bench --features e2e --bench run_tracking`.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // Benchmark code.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use kube::api::{Api, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+
+use flowline::api::{Flow, Run, RunPhase, condition, is_condition_true};
+
+const RUNS: usize = 200;
+
+fn requests(endpoint: &str, access_key: &str) -> BTreeMap<String, u64> {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{endpoint}/flowline-test/requests")])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["byAccessKey"][access_key]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let endpoint =
+        std::env::var("FLOWLINE_AWS_ENDPOINT").expect("source the environment's env.sh first");
+    let client = Client::try_default().await.expect("kube client");
+    let namespace = format!("track-{}", std::process::id());
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let access_key = format!("TRACK{}", std::process::id());
+    let log =
+        std::fs::File::create(std::env::temp_dir().join(format!("{namespace}-controller.log")))
+            .unwrap();
+    let controller = Command::new(env!("CARGO_BIN_EXE_flowline"))
+        .arg("controller")
+        .env("FLOWLINE_WATCH_NAMESPACE", &namespace)
+        .env("FLOWLINE_KEEP_SUCCEEDED_RUNS", "1000")
+        .env("FLOWLINE_S3_FORCE_PATH_STYLE", "true")
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", &access_key)
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Killed on every exit path, panics included.
+    let mut controller = KillOnDrop(controller);
+
+    let flows: Api<Flow> = Api::namespaced(client.clone(), &namespace);
+    let flow: Flow = serde_json::from_value(serde_json::json!({
+        "apiVersion": "flowline.io/v1alpha1", "kind": "Flow", "metadata": {"name": "tracked"},
+        "spec": {"steps": [
+            {"name": "start", "command": ["true"], "next": ["work"]},
+            {"name": "work", "command": ["true"], "next": ["end"], "env": [{"name": "EMULATOR_RUN_SECONDS", "value": "60"}]},
+            {"name": "end", "command": ["true"]}
+        ]}
+    }))
+    .unwrap();
+    flows.create(&PostParams::default(), &flow).await.unwrap();
+    for _ in 0..120 {
+        let ready = flows
+            .get("tracked")
+            .await
+            .ok()
+            .and_then(|f| f.status)
+            .is_some_and(|s| is_condition_true(&s.conditions, condition::READY));
+        if ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let runs: Api<Run> = Api::namespaced(client.clone(), &namespace);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, SystemTime)>();
+    let watch_api = runs.clone();
+    tokio::spawn(async move {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stream = watcher(watch_api, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(run)) = stream.next().await {
+            let finished = run
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(RunPhase::is_finished);
+            if finished && seen.insert(run.name_any()) {
+                let _ = done_tx.send((run.name_any(), SystemTime::now()));
+            }
+        }
+    });
+    let started = Instant::now();
+    for i in 0..RUNS {
+        let run: Run = serde_json::from_value(serde_json::json!({
+            "apiVersion": "flowline.io/v1alpha1", "kind": "Run", "metadata": {"name": format!("tracked-{i}")},
+            "spec": {"flowRef": {"name": "tracked"}}
+        }))
+        .unwrap();
+        runs.create(&PostParams::default(), &run).await.unwrap();
+    }
+    // Measure the steady cost while every Run is running: a 10 s window after all started.
+    loop {
+        let list = runs.list(&Default::default()).await.unwrap();
+        let running = list
+            .items
+            .iter()
+            .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::Running))
+            .count();
+        if running == RUNS {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "Runs did not all start"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let before = requests(&endpoint, &access_key).values().sum::<u64>();
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let calls = requests(&endpoint, &access_key).values().sum::<u64>() - before;
+    let per_run_minute = calls as f64 / RUNS as f64 / window.elapsed().as_secs_f64() * 60.0;
+
+    let mut seen_at = BTreeMap::new();
+    while seen_at.len() < RUNS {
+        let (name, at) = tokio::time::timeout(Duration::from_secs(300), done_rx.recv())
+            .await
+            .expect("Runs finish")
+            .unwrap();
+        seen_at.insert(name, at);
+    }
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .load()
+        .await;
+    let sfn = aws_sdk_sfn::Client::new(&aws);
+    let mut lags = Vec::new();
+    for run in runs.list(&Default::default()).await.unwrap().items {
+        let arn = run
+            .status
+            .as_ref()
+            .and_then(|s| s.execution_arn.clone())
+            .unwrap();
+        let described = sfn
+            .describe_execution()
+            .execution_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        let stop = described.stop_date().unwrap();
+        let stop = SystemTime::UNIX_EPOCH + Duration::from_millis(stop.to_millis().unwrap() as u64);
+        let seen = seen_at[&run.name_any()];
+        lags.push(seen.duration_since(stop).unwrap_or_default());
+    }
+    lags.sort();
+    println!("runs: {RUNS}, all running after {:.1?}", started.elapsed());
+    println!(
+        "AWS calls per running Run per minute: {per_run_minute:.1} ({calls} calls in {:.1?})",
+        window.elapsed()
+    );
+    println!(
+        "status lag (execution stopped -> Run status seen): p50 {:.2?}, p99 {:.2?}",
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99)
+    );
+
+    let _ = runs
+        .delete_collection(&Default::default(), &Default::default())
+        .await;
+    let _ = flows
+        .delete_collection(&Default::default(), &Default::default())
+        .await;
+    for _ in 0..120 {
+        let empty = runs
+            .list(&Default::default())
+            .await
+            .map(|l| l.items.is_empty())
+            .unwrap_or(true)
+            && flows
+                .list(&Default::default())
+                .await
+                .map(|l| l.items.is_empty())
+                .unwrap_or(true);
+        if empty {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = controller.0.kill();
+    let _ = controller.0.wait();
+    let _ = namespaces.delete(&namespace, &Default::default()).await;
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
