@@ -1,4 +1,5 @@
-//! Run tracking cost and lag, against the local environment: starts 200 Runs of a Flow whose
+//! Run tracking cost and lag, against the local environment: starts 200 Runs (or
+//! `FLOWLINE_BENCH_RUNS`) of a Flow whose
 //! middle step runs for 60 s, then prints the AWS calls the controller makes per running Run
 //! per minute (measured over a window in which every Run is running) and the status lag —
 //! from the execution's stop time in Step Functions to the controller's status update seen by
@@ -19,7 +20,14 @@ use kube::{Client, ResourceExt};
 
 use flowline::api::{Flow, Run, RunPhase, condition, is_condition_true};
 
-const RUNS: usize = 200;
+/// Runs started; `FLOWLINE_BENCH_RUNS` overrides it (the emulator saturates before 200 long
+/// executions on 2 cores).
+fn run_count() -> usize {
+    std::env::var("FLOWLINE_BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200)
+}
 
 fn requests(endpoint: &str, access_key: &str) -> BTreeMap<String, u64> {
     let out = Command::new("curl")
@@ -43,6 +51,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
+    let runs_count = run_count();
     let endpoint =
         std::env::var("FLOWLINE_AWS_ENDPOINT").expect("source the environment's env.sh first");
     let client = Client::try_default().await.expect("kube client");
@@ -119,7 +128,7 @@ async fn main() {
         }
     });
     let started = Instant::now();
-    for i in 0..RUNS {
+    for i in 0..runs_count {
         let run: Run = serde_json::from_value(serde_json::json!({
             "apiVersion": "flowline.io/v1alpha1", "kind": "Run", "metadata": {"name": format!("tracked-{i}")},
             "spec": {"flowRef": {"name": "tracked"}}
@@ -135,7 +144,7 @@ async fn main() {
             .iter()
             .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RunPhase::Running))
             .count();
-        if running == RUNS {
+        if running == runs_count {
             break;
         }
         assert!(
@@ -144,14 +153,16 @@ async fn main() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let all_running = started.elapsed();
     let before = requests(&endpoint, &access_key).values().sum::<u64>();
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let calls = requests(&endpoint, &access_key).values().sum::<u64>() - before;
-    let per_run_minute = calls as f64 / RUNS as f64 / window.elapsed().as_secs_f64() * 60.0;
+    let window = window.elapsed();
+    let per_run_minute = calls as f64 / runs_count as f64 / window.as_secs_f64() * 60.0;
 
     let mut seen_at = BTreeMap::new();
-    while seen_at.len() < RUNS {
+    while seen_at.len() < runs_count {
         let (name, at) = tokio::time::timeout(Duration::from_secs(300), done_rx.recv())
             .await
             .expect("Runs finish")
@@ -182,10 +193,9 @@ async fn main() {
         lags.push(seen.duration_since(stop).unwrap_or_default());
     }
     lags.sort();
-    println!("runs: {RUNS}, all running after {:.1?}", started.elapsed());
+    println!("runs: {runs_count}, all running after {all_running:.1?}");
     println!(
-        "AWS calls per running Run per minute: {per_run_minute:.1} ({calls} calls in {:.1?})",
-        window.elapsed()
+        "AWS calls per running Run per minute: {per_run_minute:.1} ({calls} calls in {window:.1?})"
     );
     println!(
         "status lag (execution stopped -> Run status seen): p50 {:.2?}, p99 {:.2?}",

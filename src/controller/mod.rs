@@ -206,8 +206,15 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
     let kube = Client::try_default().await?;
     // The SDK honours AWS_ENDPOINT_URL (an emulator) and the usual credential chain (IRSA,
     // EKS Pod Identity, instance roles).
+    // Every call has a deadline: a hung call would otherwise hold a worker forever.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(Duration::from_secs(20))
+        .operation_timeout(Duration::from_secs(60))
+        .build();
     let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(settings.region.clone()))
+        .timeout_config(timeouts)
         .load()
         .await;
     let reporter = Reporter {
