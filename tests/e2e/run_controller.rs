@@ -380,3 +380,37 @@ fn finished_runs_beyond_the_history_limit_are_deleted() {
         (phases == ["Succeeded", "Succeeded"]).then_some(())
     });
 }
+
+#[tokio::test]
+async fn deleting_a_running_run_stops_its_execution() {
+    install_crds();
+    let ns = TestNamespace::create("run-delete");
+    let _controller = ControllerProcess::start(&ns.name);
+    apply(
+        &ns.name,
+        &flow("long", "{name: EMULATOR_RUN_SECONDS, value: \"120\"}"),
+    );
+    apply(&ns.name, &run("long-1", "long", "{epochs: \"1\"}"));
+    wait_for("the work step's Batch job", TIMEOUT, || {
+        let job = jsonpath(
+            &ns.name,
+            "run/long-1",
+            "{.status.steps[?(@.name==\"work\")].jobIds[0]}",
+        );
+        (!job.is_empty()).then_some(job)
+    });
+    let execution = jsonpath(&ns.name, "run/long-1", "{.status.executionArn}");
+    kubectl(
+        &["delete", "run", "long-1", "-n", &ns.name, "--timeout=60s"],
+        None,
+    )
+    .ok();
+    let config = aws_config().await;
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let described = crate::harness::finished_execution(&sfn, &execution).await;
+    assert_eq!(
+        described.status().as_str(),
+        "ABORTED",
+        "the execution is stopped"
+    );
+}
