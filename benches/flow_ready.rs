@@ -8,39 +8,20 @@
 //! `cargo bench --features e2e --bench flow_ready`.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // Benchmark code.
 
-use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+
+use support::{Bench, percentile};
 
 use flowline::api::{Flow, condition, is_condition_true};
 
 const FLOWS: usize = 100;
-
-fn var(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: source the environment's env.sh first"))
-}
-
-fn requests(endpoint: &str, access_key: &str) -> BTreeMap<String, u64> {
-    let out = Command::new("curl")
-        .args(["-sf", &format!("{endpoint}/flowline-test/requests")])
-        .output()
-        .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    json["byAccessKey"][access_key]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 fn flow(i: usize) -> Flow {
     serde_json::from_value(serde_json::json!({
@@ -56,44 +37,12 @@ fn flow(i: usize) -> Flow {
     .unwrap()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 #[tokio::main]
 async fn main() {
-    let endpoint = var("FLOWLINE_AWS_ENDPOINT");
-    let client = Client::try_default()
-        .await
-        .expect("kube client from KUBECONFIG");
-    let namespace = format!("bench-{}", std::process::id());
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap(),
-        )
-        .await
-        .expect("namespace");
-    let access_key = format!("BENCH{}", std::process::id());
-    let log =
-        std::fs::File::create(std::env::temp_dir().join(format!("{namespace}-controller.log")))
-            .unwrap();
-    let controller = Command::new(env!("CARGO_BIN_EXE_flowline"))
-        .arg("controller")
-        .env("FLOWLINE_WATCH_NAMESPACE", &namespace)
-        .env("AWS_ENDPOINT_URL", &endpoint)
-        .env("AWS_ACCESS_KEY_ID", &access_key)
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("controller starts");
-    // Killed on every exit path, panics included.
-    let mut controller = KillOnDrop(controller);
+    let bench = Bench::start("bench", &[]).await;
+    let endpoint = bench.endpoint.clone();
 
-    let flows: Api<Flow> = Api::namespaced(client.clone(), &namespace);
+    let flows: Api<Flow> = Api::namespaced(bench.client.clone(), &bench.namespace);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let watch_api = flows.clone();
     tokio::spawn(async move {
@@ -130,7 +79,7 @@ async fn main() {
         latencies.push(at - created);
     }
     let total = started.elapsed();
-    let counts = requests(&endpoint, &access_key);
+    let counts = bench.requests();
     let calls: u64 = counts.values().sum();
 
     // The emulator's own latency per call, measured the same way the controller calls it.
@@ -178,16 +127,5 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let _ = controller.0.kill();
-    let _ = controller.0.wait();
-    let _ = namespaces.delete(&namespace, &Default::default()).await;
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    bench.finish().await;
 }

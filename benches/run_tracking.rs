@@ -9,14 +9,17 @@
 //! Run: `source <env>/env.sh`, then `cargo bench --features e2e --bench run_tracking`.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // Benchmark code.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use support::{Bench, percentile};
+
 use futures::StreamExt;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
 
 use flowline::api::{Flow, Run, RunPhase, condition, is_condition_true};
 
@@ -29,62 +32,13 @@ fn run_count() -> usize {
         .unwrap_or(200)
 }
 
-fn requests(endpoint: &str, access_key: &str) -> BTreeMap<String, u64> {
-    let out = Command::new("curl")
-        .args(["-sf", &format!("{endpoint}/flowline-test/requests")])
-        .output()
-        .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    json["byAccessKey"][access_key]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 #[tokio::main]
 async fn main() {
     let runs_count = run_count();
-    let endpoint =
-        std::env::var("FLOWLINE_AWS_ENDPOINT").expect("source the environment's env.sh first");
-    let client = Client::try_default().await.expect("kube client");
-    let namespace = format!("track-{}", std::process::id());
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let access_key = format!("TRACK{}", std::process::id());
-    let log =
-        std::fs::File::create(std::env::temp_dir().join(format!("{namespace}-controller.log")))
-            .unwrap();
-    let controller = Command::new(env!("CARGO_BIN_EXE_flowline"))
-        .arg("controller")
-        .env("FLOWLINE_WATCH_NAMESPACE", &namespace)
-        .env("FLOWLINE_KEEP_SUCCEEDED_RUNS", "1000")
-        .env("FLOWLINE_S3_FORCE_PATH_STYLE", "true")
-        .env("AWS_ENDPOINT_URL", &endpoint)
-        .env("AWS_ACCESS_KEY_ID", &access_key)
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    // Killed on every exit path, panics included.
-    let mut controller = KillOnDrop(controller);
+    let bench = Bench::start("track", &[("FLOWLINE_KEEP_SUCCEEDED_RUNS", "1000")]).await;
+    let endpoint = bench.endpoint.clone();
 
-    let flows: Api<Flow> = Api::namespaced(client.clone(), &namespace);
+    let flows: Api<Flow> = Api::namespaced(bench.client.clone(), &bench.namespace);
     let flow: Flow = serde_json::from_value(serde_json::json!({
         "apiVersion": "flowline.io/v1alpha1", "kind": "Flow", "metadata": {"name": "tracked"},
         "spec": {"steps": [
@@ -108,7 +62,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
-    let runs: Api<Run> = Api::namespaced(client.clone(), &namespace);
+    let runs: Api<Run> = Api::namespaced(bench.client.clone(), &bench.namespace);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, SystemTime)>();
     let watch_api = runs.clone();
     tokio::spawn(async move {
@@ -154,10 +108,10 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let all_running = started.elapsed();
-    let before = requests(&endpoint, &access_key).values().sum::<u64>();
+    let before = bench.requests().values().sum::<u64>();
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let calls = requests(&endpoint, &access_key).values().sum::<u64>() - before;
+    let calls = bench.requests().values().sum::<u64>() - before;
     let window = window.elapsed();
     let per_run_minute = calls as f64 / runs_count as f64 / window.as_secs_f64() * 60.0;
 
@@ -225,16 +179,5 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let _ = controller.0.kill();
-    let _ = controller.0.wait();
-    let _ = namespaces.delete(&namespace, &Default::default()).await;
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    bench.finish().await;
 }

@@ -30,6 +30,12 @@ use crate::reconcilers::run::{
 use super::report::{now, publish, write_status};
 use super::{Context, ReconcileError};
 
+/// The health of a Run whose execution is running normally.
+const RUNNING: Health<'static> = Health::Reconciling {
+    reason: "Running",
+    message: "the execution is running",
+};
+
 /// How often a running execution is polled.
 const POLL: Duration = Duration::from_secs(3);
 
@@ -180,14 +186,7 @@ async fn start(
         "{}/{name}",
         compile::artifact_root(&flow, &ctx.settings)
     ));
-    set(
-        &mut status,
-        run,
-        Health::Reconciling {
-            reason: "Running",
-            message: "the execution is running",
-        },
-    );
+    set(&mut status, run, RUNNING);
     write_status(api, run, run.status.as_ref(), status).await?;
     Ok(Action::requeue(POLL))
 }
@@ -253,14 +252,7 @@ async fn track(
             }
             None => {
                 status.message = None;
-                set(
-                    &mut status,
-                    run,
-                    Health::Reconciling {
-                        reason: "Running",
-                        message: "the execution is running",
-                    },
-                );
+                set(&mut status, run, RUNNING);
             }
         },
         RunPhase::Succeeded => {

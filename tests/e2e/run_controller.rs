@@ -21,6 +21,18 @@ fn wait_phase(namespace: &str, run: &str, phase: &str) {
     });
 }
 
+/// Waits until the `work` step of a Run has a Batch job, and returns its id.
+fn work_job(namespace: &str, run: &str) -> String {
+    wait_for("the work step's Batch job", TIMEOUT, || {
+        let job = jsonpath(
+            namespace,
+            &format!("run/{run}"),
+            "{.status.steps[?(@.name==\"work\")].jobIds[0]}",
+        );
+        (!job.is_empty()).then_some(job)
+    })
+}
+
 fn run(name: &str, flow: &str, parameters: &str) -> String {
     format!(
         "apiVersion: flowline.io/v1alpha1\nkind: Run\nmetadata: {{name: {name}}}\nspec:\n  flowRef: {{name: {flow}}}\n  parameters: {parameters}\n"
@@ -126,14 +138,7 @@ async fn stopped_run_ends_aborted_and_its_job_is_terminated() {
         &flow("slow", "{name: EMULATOR_RUN_SECONDS, value: \"120\"}"),
     );
     apply(&ns.name, &run("slow-1", "slow", "{epochs: \"1\"}"));
-    let job = wait_for("the work step's Batch job", TIMEOUT, || {
-        let job = jsonpath(
-            &ns.name,
-            "run/slow-1",
-            "{.status.steps[?(@.name==\"work\")].jobIds[0]}",
-        );
-        (!job.is_empty()).then_some(job)
-    });
+    let job = work_job(&ns.name, "slow-1");
     kubectl(
         &[
             "patch",
@@ -391,14 +396,7 @@ async fn deleting_a_running_run_stops_its_execution() {
         &flow("long", "{name: EMULATOR_RUN_SECONDS, value: \"120\"}"),
     );
     apply(&ns.name, &run("long-1", "long", "{epochs: \"1\"}"));
-    wait_for("the work step's Batch job", TIMEOUT, || {
-        let job = jsonpath(
-            &ns.name,
-            "run/long-1",
-            "{.status.steps[?(@.name==\"work\")].jobIds[0]}",
-        );
-        (!job.is_empty()).then_some(job)
-    });
+    work_job(&ns.name, "long-1");
     let execution = jsonpath(&ns.name, "run/long-1", "{.status.executionArn}");
     kubectl(
         &["delete", "run", "long-1", "-n", &ns.name, "--timeout=60s"],

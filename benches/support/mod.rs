@@ -1,0 +1,107 @@
+//! What the environment benchmarks share: a namespace of their own watched by a fresh
+//! `flowline controller` with an AWS access key of its own (so the emulator's request counts
+//! are the controller's alone), and small statistics helpers.
+#![allow(dead_code)] // Not every benchmark uses every helper.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kube::Client;
+use kube::api::{Api, PostParams};
+
+/// A benchmark's namespace and controller. The controller is killed when this is dropped,
+/// on every exit path, panics included.
+pub struct Bench {
+    pub endpoint: String,
+    pub client: Client,
+    pub namespace: String,
+    pub access_key: String,
+    controller: Child,
+}
+
+impl Bench {
+    /// Creates the namespace `<prefix>-<pid>` and starts a controller watching it, with
+    /// `extra_env` added to its environment.
+    pub async fn start(prefix: &str, extra_env: &[(&str, &str)]) -> Bench {
+        let endpoint = std::env::var("FLOWLINE_AWS_ENDPOINT")
+            .expect("FLOWLINE_AWS_ENDPOINT is not set: source the environment's env.sh first");
+        let client = Client::try_default()
+            .await
+            .expect("kube client from KUBECONFIG");
+        let namespace = format!("{prefix}-{}", std::process::id());
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))
+                    .unwrap(),
+            )
+            .await
+            .expect("namespace");
+        let access_key = format!("{}{}", prefix.to_uppercase(), std::process::id());
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("{namespace}-controller.log")))
+                .unwrap();
+        let controller = Command::new(env!("CARGO_BIN_EXE_flowline"))
+            .arg("controller")
+            .env("FLOWLINE_WATCH_NAMESPACE", &namespace)
+            .env("FLOWLINE_S3_FORCE_PATH_STYLE", "true")
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_ACCESS_KEY_ID", &access_key)
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("RUST_LOG", "warn")
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("controller starts");
+        Bench {
+            endpoint,
+            client,
+            namespace,
+            access_key,
+            controller,
+        }
+    }
+
+    /// The controller's requests to the emulator, by `service:Operation`.
+    pub fn requests(&self) -> BTreeMap<String, u64> {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{}/flowline-test/requests", self.endpoint)])
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["byAccessKey"][self.access_key.as_str()]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stops the controller and deletes the namespace. Delete the objects with finalizers
+    /// first, while the controller still runs.
+    pub async fn finish(mut self) {
+        let _ = self.controller.kill();
+        let _ = self.controller.wait();
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        let _ = namespaces
+            .delete(&self.namespace, &Default::default())
+            .await;
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = self.controller.kill();
+        let _ = self.controller.wait();
+    }
+}
+
+/// The `p` quantile (0..=1) of sorted durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
