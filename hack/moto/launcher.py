@@ -44,6 +44,11 @@ optional, "accountId": optional}``
     delivers a scheduled rule's targets as if its schedule had fired. It answers 200 with
     ``{"ruleArn", "eventId", "executionArns"}``, 404 for an unknown rule, 400 for a rule without
     a ScheduleExpression, and 409 (no delivery) for a DISABLED rule.
+``POST /flowline-test/redeliver-s3-event`` with ``{"key": KEY, "detailType": optional}``
+    delivers the newest S3 event recorded for that object key (of that detail-type, by default
+    "Object Created") to EventBridge again, with the
+    same event id, as EventBridge's at-least-once delivery may. Answers ``{"eventId",
+    "executionArns"}`` (executions started directly by rules), or 404.
 ``GET /flowline-test/requests``
     the AWS API requests handled since start or the last reset, as ``{"total": N,
     "operations": {"states:CreateStateMachine": 3, ...}, "byAccessKey": {"AKID": {...}}}``:
@@ -216,20 +221,25 @@ def patch_interpreter_clients() -> None:
 # Patch 1: batch:submitJob(.sync) Task states
 # ---------------------------------------------------------------------------------------------
 
-_BATCH_MODEL = None
+_SERVICE_MODELS: dict[str, Any] = {}
+
+
+def _service_operation(service: str, action: str) -> Any:
+    """The botocore operation model of ``action`` (any casing) of ``service``."""
+    import botocore.session
+
+    model = _SERVICE_MODELS.get(service)
+    if model is None:
+        model = _SERVICE_MODELS[service] = botocore.session.get_session().get_service_model(service)
+    wanted = action.replace("_", "").lower()
+    for name in model.operation_names:
+        if name.lower() == wanted:
+            return model.operation_model(name)
+    return None
 
 
 def _batch_operation(action: str) -> Any:
-    global _BATCH_MODEL
-    import botocore.session
-
-    if _BATCH_MODEL is None:
-        _BATCH_MODEL = botocore.session.get_session().get_service_model("batch")
-    wanted = action.replace("_", "").lower()
-    for name in _BATCH_MODEL.operation_names:
-        if name.lower() == wanted:
-            return _BATCH_MODEL.operation_model(name)
-    return None
+    return _service_operation("batch", action)
 
 
 def to_api_shape(value: Any, shape: Any) -> Any:
@@ -334,6 +344,53 @@ def patch_sfn_batch_integration() -> None:
     cls._normalise_parameters = _normalise_parameters
     cls._normalise_response = _normalise_response
     cls._eval_service_task = _eval_service_task
+
+
+def patch_sfn_states_integration() -> None:
+    """``arn:aws:states:::states:startExecution`` tasks fail with States.Runtime
+    "'StateMachineArn'": as for Batch, moto leaves the request and response normalisation
+    empty, so ASL's PascalCase parameters never become StartExecution's members and the answer
+    is not PascalCase. These hooks convert both ways with botocore's Step Functions model (an
+    ``Input`` object becomes its JSON text, as AWS does)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_sfn as sfn_task,
+    )
+
+    cls = sfn_task.StateTaskServiceSfn
+
+    def _normalise_parameters(self, parameters, boto_service_name=None, service_action_name=None):
+        action = self._get_boto_service_action(service_action_name)
+        operation = _service_operation("stepfunctions", action)
+        if operation is None or operation.input_shape is None:
+            return
+        if action == "start_execution" and not isinstance(parameters.get("Input", ""), str):
+            parameters["Input"] = json.dumps(parameters["Input"], separators=(",", ":"))
+        converted = to_api_shape(dict(parameters), operation.input_shape)
+        parameters.clear()
+        parameters.update(converted)
+
+    def _normalise_response(self, response, boto_service_name=None, service_action_name=None):
+        operation = _service_operation("stepfunctions", self._get_boto_service_action(service_action_name))
+        if operation is None or operation.output_shape is None or not isinstance(response, dict):
+            return
+        to_sfn_shape_in_place(response, operation.output_shape)
+        _timestamps_to_millis_in_place(response)
+
+    cls._normalise_parameters = _normalise_parameters
+    cls._normalise_response = _normalise_response
+
+
+def _timestamps_to_millis_in_place(value: Any) -> None:
+    """Step Functions gives timestamps in task results as epoch milliseconds; boto's datetimes
+    would also make the execution's output unserialisable."""
+    import datetime
+
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, item in list(items):
+        if isinstance(item, datetime.datetime):
+            value[key] = int(item.timestamp() * 1000)
+        else:
+            _timestamps_to_millis_in_place(item)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1378,6 +1435,85 @@ def patch_events() -> None:
     Rule.send_to_targets = send_to_targets
 
 
+# The S3 events most recently sent to EventBridge, newest last, for redelivery.
+_RECENT_S3_EVENTS: list[dict] = []
+_RECENT_S3_EVENTS_MAX = 200
+_S3_EVENTS_LOCK = threading.Lock()
+
+
+def _deliver_to_rules(account_id: str, region: str, event: dict) -> list[str]:
+    from moto.events.models import events_backends
+
+    started: list[str] = []
+    backend = events_backends[account_id][region]
+    for event_bus in list(backend.event_buses.values()):
+        for rule in list(event_bus.rules.values()):
+            started.extend(rule.send_to_targets(copy.deepcopy(event), transform_input=False) or [])
+    return started
+
+
+def patch_s3_eventbridge_events() -> None:
+    """moto gives every S3 event sent to EventBridge the same id and sequencer; AWS gives each
+    its own id (kept on redelivery) and a sequencer that orders writes to a key. Each event now
+    gets a fresh id and an increasing sequencer, and is kept for /flowline-test/redeliver-s3-event."""
+    from moto.events.utils import _BASE_EVENT_MESSAGE
+    from moto.s3 import notifications
+
+    sequencer = iter(range(1, 1 << 62))
+
+    def send_event_bridge_message(account_id: str, bucket: Any, event_name: str, key: Any) -> None:
+        try:
+            event = copy.deepcopy(_BASE_EVENT_MESSAGE)
+            event["id"] = str(uuid.uuid4())
+            event["detail-type"] = notifications._detail_type(event_name)
+            event["source"] = "aws.s3"
+            event["account"] = account_id
+            event["time"] = time.time()
+            event["region"] = bucket.region_name
+            event["resources"] = [bucket.arn]
+            event["detail"] = {
+                "version": "0",
+                "bucket": {"name": bucket.name},
+                "object": {
+                    "key": key.name,
+                    "size": key.size,
+                    "eTag": key.etag.replace('"', ""),
+                    "version-id": key.version_id,
+                    "sequencer": f"{next(sequencer):016X}",
+                },
+                "request-id": uuid.uuid4().hex[:16].upper(),
+                "requester": account_id,
+                "source-ip-address": "127.0.0.1",
+                "reason": event_name.split(":")[1],
+            }
+            with _S3_EVENTS_LOCK:
+                _RECENT_S3_EVENTS.append(copy.deepcopy(event))
+                del _RECENT_S3_EVENTS[:-_RECENT_S3_EVENTS_MAX]
+            _deliver_to_rules(account_id, bucket.region_name, event)
+        except Exception as err:  # noqa: BLE001 - asynchronous in AWS: never fails the PutObject
+            LOG.warning("could not send an S3 event to EventBridge: %s", err)
+
+    notifications._send_event_bridge_message = send_event_bridge_message
+
+
+def redeliver_s3_event(body: dict) -> tuple[int, dict]:
+    """Delivers a recorded S3 event again, unchanged (same id), as EventBridge's at-least-once
+    delivery may: ``{"key": KEY}`` picks the newest event for that object key."""
+    key = body.get("key")
+    detail_type = body.get("detailType") or "Object Created"
+    with _S3_EVENTS_LOCK:
+        matches = [
+            e
+            for e in _RECENT_S3_EVENTS
+            if e["detail-type"] == detail_type and (key is None or e["detail"]["object"]["key"] == key)
+        ]
+    if not matches:
+        return 404, {"message": f"no S3 event recorded for key {key!r}"}
+    event = matches[-1]
+    started = _deliver_to_rules(event["account"], event["region"], event)
+    return 200, {"eventId": event["id"], "executionArns": started}
+
+
 def fire_rule(body: dict) -> tuple[int, dict]:
     """Delivers a scheduled rule's targets as EventBridge does when the schedule fires."""
     from moto.events.models import events_backends
@@ -1717,6 +1853,16 @@ class FlowlineTestRoutes:
                     length = int(environ.get("CONTENT_LENGTH") or 0)
                     body = json.loads(environ["wsgi.input"].read(length) or b"{}")
                     status, payload = fire_rule(body)
+                except ValueError as err:
+                    status, payload = 400, {"message": f"bad JSON body: {err}"}
+        elif route == "/flowline-test/redeliver-s3-event":
+            if method != "POST":
+                status, payload = 405, {"message": "POST a JSON body"}
+            else:
+                try:
+                    length = int(environ.get("CONTENT_LENGTH") or 0)
+                    body = json.loads(environ["wsgi.input"].read(length) or b"{}")
+                    status, payload = redeliver_s3_event(body)
                 except ValueError as err:
                     status, payload = 400, {"message": f"bad JSON body: {err}"}
         elif route == "/flowline-test/requests":
@@ -2100,6 +2246,8 @@ def apply_patches() -> None:
     patch_batch_job_definitions()
     patch_batch_jobs()
     patch_events()
+    patch_sfn_states_integration()
+    patch_s3_eventbridge_events()
     patch_sfn_executions()
     patch_sfn_history_paging()
     patch_sfn_versions()

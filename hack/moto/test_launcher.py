@@ -659,6 +659,82 @@ def test_fire_rule_delivers_scheduled_event(emu):
     assert emu.post("/flowline-test/fire-rule", {"name": uid("missing")})[0] == 404
 
 
+def test_s3_events_have_own_ids_and_a_redelivery_starts_no_second_named_execution(emu):
+    """S3 → EventBridge → a trigger machine that starts the target under a name from the event
+    id: each object gets one execution, and a redelivered event (same id) none more."""
+    s3, events, sfn = emu.client("s3"), emu.client("events"), emu.client("stepfunctions")
+    bucket = uid("landing")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+    )
+    target = state_machine(emu, PASS_MACHINE)
+    trigger = state_machine(
+        emu,
+        {
+            "StartAt": "Start",
+            "States": {
+                "Start": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:states:::states:startExecution",
+                    "Parameters": {
+                        "StateMachineArn": target,
+                        "Name.$": "States.Format('s3_{}', $.eventId)",
+                        "Input": {"trigger": {"bucket.$": "$.bucket", "key.$": "$.key"}},
+                    },
+                    "Catch": [{"ErrorEquals": ["StepFunctions.ExecutionAlreadyExistsException"], "Next": "Dup"}],
+                    "End": True,
+                },
+                "Dup": {"Type": "Succeed"},
+            },
+        },
+    )
+    rule = uid("s3")
+    events.put_rule(
+        Name=rule,
+        EventPattern=json.dumps(
+            {
+                "source": ["aws.s3"],
+                "detail-type": ["Object Created"],
+                "detail": {"bucket": {"name": [bucket]}, "object": {"key": [{"wildcard": "in/*.csv"}]}},
+            }
+        ),
+    )
+    events.put_targets(
+        Rule=rule,
+        Targets=[
+            {
+                "Id": "t",
+                "Arn": trigger,
+                "InputTransformer": {
+                    "InputPathsMap": {"eventId": "$.id", "bucket": "$.detail.bucket.name", "key": "$.detail.object.key"},
+                    "InputTemplate": '{"eventId": <eventId>, "bucket": <bucket>, "key": <key>}',
+                },
+            }
+        ],
+    )
+    s3.put_object(Bucket=bucket, Key="in/a.csv", Body=b"1")
+    s3.put_object(Bucket=bucket, Key="in/b.csv", Body=b"2")
+    s3.put_object(Bucket=bucket, Key="in/c.txt", Body=b"3")  # filtered out by the pattern
+    started = wait_for(lambda: len(executions(sfn, target)) == 2 and executions(sfn, target), what="two executions")
+    names = {e["name"] for e in started}
+    assert all(re.fullmatch(r"s3_[0-9a-f-]{36}", n) for n in names), names
+    assert len(names) == 2, "each event has its own id"
+
+    status, body = emu.post("/flowline-test/redeliver-s3-event", {"key": "in/a.csv"})
+    assert status == 200, body
+    assert f"s3_{body['eventId']}" in names
+    wait_for(lambda: len(executions(sfn, trigger)) == 3, what="the redelivery reaching the trigger machine")
+    for e in executions(sfn, trigger):
+        wait_execution(sfn, e["executionArn"])
+    assert len(executions(sfn, target)) == 2, "a redelivered event starts no second execution"
+    first = next(e for e in started if e["name"] == f"s3_{body['eventId']}")
+    assert json.loads(sfn.describe_execution(executionArn=first["executionArn"])["input"]) == {
+        "trigger": {"bucket": bucket, "key": "in/a.csv"}
+    }
+    assert emu.post("/flowline-test/redeliver-s3-event", {"key": "nothing"})[0] == 404
+
+
 # --------------------------------------------------------------------------------------------
 # Patch 5 and history paging
 # --------------------------------------------------------------------------------------------

@@ -210,6 +210,8 @@ pub struct ExecutionState {
     pub cause: Option<String>,
     pub start: Option<k8s_openapi::jiff::Timestamp>,
     pub stop: Option<k8s_openapi::jiff::Timestamp>,
+    /// The execution's input (JSON text), read to tell who started it.
+    pub input: Option<String>,
 }
 
 pub async fn describe_execution(client: &Client, arn: &str) -> Result<ExecutionState, AwsError> {
@@ -227,7 +229,56 @@ pub async fn describe_execution(client: &Client, arn: &str) -> Result<ExecutionS
         cause: output.cause().map(str::to_owned),
         start: time(output.start_date()),
         stop: output.stop_date().and_then(time),
+        input: output.input().map(str::to_owned),
     })
+}
+
+/// An execution as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedExecution {
+    pub arn: String,
+    pub name: String,
+    /// Start time in milliseconds since the epoch.
+    pub start_ms: i64,
+}
+
+/// The executions of a state machine that started at or after `since_ms`, newest first.
+/// Step Functions lists newest first, so paging stops at the first older one.
+pub async fn list_executions_since(
+    client: &Client,
+    machine_arn: &str,
+    since_ms: i64,
+) -> Result<Vec<ListedExecution>, AwsError> {
+    let mut listed = Vec::new();
+    let mut token = None;
+    loop {
+        let output = client
+            .list_executions()
+            .state_machine_arn(machine_arn)
+            .max_results(100)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(classify)?;
+        let mut older_seen = false;
+        for execution in output.executions() {
+            let start = execution.start_date();
+            let start_ms = start.secs() * 1000 + i64::from(start.subsec_nanos() / 1_000_000);
+            if start_ms < since_ms {
+                older_seen = true;
+                continue;
+            }
+            listed.push(ListedExecution {
+                arn: execution.execution_arn().to_owned(),
+                name: execution.name().to_owned(),
+                start_ms,
+            });
+        }
+        token = output.next_token().map(str::to_owned);
+        if token.is_none() || older_seen {
+            return Ok(listed);
+        }
+    }
 }
 
 /// The whole history of an execution, oldest first, reduced to what step tracking reads.

@@ -3,11 +3,13 @@
 //! [`render`] returns is what the Flow reconciler applies and what `flowline render` prints.
 
 pub mod asl_check;
+pub mod cron;
 pub mod graph;
 pub mod job_definition;
 pub mod naming;
 pub mod secrets;
 pub mod state_machine;
+pub mod trigger;
 
 use std::collections::BTreeMap;
 

@@ -1,8 +1,10 @@
 //! Wiring only: the watches, the shared context, error handling and shutdown.
 
+pub mod discovery;
 pub mod flow;
 mod report;
 pub mod run;
+pub mod schedule;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,11 +15,12 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::{Flow, Run};
+use crate::api::{Flow, Run, Schedule};
 use crate::aws::error::{AwsError, ErrorClass};
 use crate::settings::Settings;
 
@@ -50,6 +53,15 @@ pub struct Options {
     #[arg(long, env = "FLOWLINE_KEEP_FAILED_RUNS", default_value_t = 20)]
     pub keep_failed_runs: usize,
 
+    /// How often each Ready Flow's new executions are listed, to give executions started
+    /// outside Flowline (Schedules, the console) a Run (seconds).
+    #[arg(
+        long,
+        env = "FLOWLINE_DISCOVERY_INTERVAL_SECONDS",
+        default_value_t = 10
+    )]
+    pub discovery_interval_seconds: u64,
+
     /// Flows reconciled at the same time.
     #[arg(long, env = "FLOWLINE_WORKERS", default_value_t = 8)]
     pub workers: u16,
@@ -63,6 +75,7 @@ pub struct Context {
     pub kube: Client,
     pub sfn: aws_sdk_sfn::Client,
     pub batch: aws_sdk_batch::Client,
+    pub events: aws_sdk_eventbridge::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub s3: aws_sdk_s3::Client,
     /// The base AWS configuration, for clients assuming other roles or regions.
@@ -225,6 +238,7 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         recorder: Recorder::new(kube.clone(), reporter),
         sfn: aws_sdk_sfn::Client::new(&aws),
         batch: aws_sdk_batch::Client::new(&aws),
+        events: aws_sdk_eventbridge::Client::new(&aws),
         secrets: aws_sdk_secretsmanager::Client::new(&aws),
         s3: aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&aws)
@@ -241,25 +255,69 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         failures: Mutex::new(HashMap::new()),
         kube: kube.clone(),
     });
-    let (flows, runs): (Api<Flow>, Api<Run>) = match &options.namespace {
+    let (flows, runs, schedules): (Api<Flow>, Api<Run>, Api<Schedule>) = match &options.namespace {
         Some(namespace) => (
             Api::namespaced(kube.clone(), namespace),
             Api::namespaced(kube.clone(), namespace),
+            Api::namespaced(kube.clone(), namespace),
         ),
-        None => (Api::all(kube.clone()), Api::all(kube.clone())),
+        None => (
+            Api::all(kube.clone()),
+            Api::all(kube.clone()),
+            Api::all(kube.clone()),
+        ),
     };
     info!(namespace = ?options.namespace, workers = options.workers, "flowline controller starting");
-    let flow_controller = Controller::new(flows, watcher::Config::default())
+    let flow_controller = Controller::new(flows.clone(), watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(options.workers))
         .shutdown_on_signal()
         .run(reconcile_flow, error_policy::<Flow>, ctx.clone())
         .for_each(|_| async {});
-    let run_controller = Controller::new(runs, watcher::Config::default())
+    let run_controller = Controller::new(runs.clone(), watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(options.workers))
         .shutdown_on_signal()
-        .run(reconcile_run, error_policy::<Run>, ctx)
+        .run(reconcile_run, error_policy::<Run>, ctx.clone())
         .for_each(|_| async {});
-    futures::join!(flow_controller, run_controller);
+    let runs_of_schedules = runs.clone();
+    let schedule_controller = Controller::new(schedules, watcher::Config::default());
+    let known_schedules = schedule_controller.store();
+    let schedule_controller = schedule_controller
+        // A Flow that becomes Ready (or changes) wakes the Schedules that start it.
+        .watches(
+            flows.clone(),
+            watcher::Config::default(),
+            move |flow: Flow| {
+                known_schedules
+                    .state()
+                    .into_iter()
+                    .filter(|s| {
+                        s.namespace() == flow.namespace() && s.spec.flow_ref.name == flow.name_any()
+                    })
+                    .map(|s| ObjectRef::from_obj(s.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        // A Run created for a Schedule's execution updates the Schedule's last runs.
+        .watches(
+            runs_of_schedules,
+            watcher::Config::default().labels(crate::api::SCHEDULE_LABEL),
+            |run: Run| {
+                run.labels()
+                    .get(crate::api::SCHEDULE_LABEL)
+                    .map(|name| ObjectRef::new(name).within(&run.namespace().unwrap_or_default()))
+            },
+        )
+        .with_config(ControllerConfig::default().concurrency(options.workers))
+        .shutdown_on_signal()
+        .run(reconcile_schedule, error_policy::<Schedule>, ctx.clone())
+        .for_each(|_| async {});
+    let discovery = tokio::spawn(discovery::sweep_forever(
+        ctx,
+        flows,
+        Duration::from_secs(options.discovery_interval_seconds.max(1)),
+    ));
+    futures::join!(flow_controller, run_controller, schedule_controller);
+    discovery.abort();
     info!("flowline controller stopped");
     Ok(())
 }
@@ -267,6 +325,14 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
 async fn reconcile_run(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let key = failure_key(run.as_ref());
     forget_on_success(&ctx, &key, run::reconcile(run, ctx.clone()).await)
+}
+
+async fn reconcile_schedule(
+    schedule: Arc<Schedule>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let key = failure_key(schedule.as_ref());
+    forget_on_success(&ctx, &key, schedule::reconcile(schedule, ctx.clone()).await)
 }
 
 async fn reconcile_flow(flow: Arc<Flow>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {

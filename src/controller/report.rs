@@ -26,14 +26,33 @@ where
     if current == Some(&next) {
         return Ok(());
     }
+    let patch = json!({ "status": status_patch(current, &next) });
     api.patch_status(
         &object.name_any(),
         &PatchParams::default(),
-        &Patch::Merge(json!({ "status": next })),
+        &Patch::Merge(patch),
     )
     .await
     .map_err(ReconcileError::Kube)?;
     Ok(())
+}
+
+/// The merge patch from `current` to `next`: `next`'s fields, plus `null` for each field that
+/// `next` leaves out (an emptied list or a cleared message), which a merge patch would
+/// otherwise keep.
+fn status_patch<S: Serialize>(current: Option<&S>, next: &S) -> serde_json::Value {
+    let mut patch = serde_json::to_value(next).unwrap_or_default();
+    let before = current.and_then(|c| serde_json::to_value(c).ok());
+    if let (Some(serde_json::Value::Object(before)), serde_json::Value::Object(after)) =
+        (before, &mut patch)
+    {
+        for key in before.keys() {
+            if !after.contains_key(key) {
+                after.insert(key.clone(), serde_json::Value::Null);
+            }
+        }
+    }
+    patch
 }
 
 /// Records an event on the object; failing to record one never fails the reconcile.
@@ -59,4 +78,20 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
 
 pub fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_left_out_are_cleared() {
+        let before = json!({"message": "boom", "steps": [1], "phase": "Failed"});
+        let after = json!({"phase": "Running"});
+        assert_eq!(
+            status_patch(Some(&before), &after),
+            json!({"message": null, "steps": null, "phase": "Running"})
+        );
+        assert_eq!(status_patch(None, &after), after);
+    }
 }

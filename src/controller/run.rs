@@ -15,8 +15,8 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::{
-    FINALIZER, Flow, MAX_LISTED_ARTIFACTS, Run, RunOrigin, RunPhase, RunStatus, StepPhase,
-    condition,
+    EXECUTION_ARN_ANNOTATION, FINALIZER, Flow, MAX_LISTED_ARTIFACTS, Run, RunOrigin, RunPhase,
+    RunStatus, SCHEDULE_LABEL, StepPhase, condition,
 };
 use crate::aws;
 use crate::aws::error::ErrorClass;
@@ -77,6 +77,9 @@ async fn start(
     mut status: RunStatus,
 ) -> Result<Action, ReconcileError> {
     let namespace = run.namespace().unwrap_or_default();
+    if let Some(execution_arn) = run.annotations().get(EXECUTION_ARN_ANNOTATION) {
+        return adopt(run, api, ctx, status, execution_arn).await;
+    }
     if run.spec.stop {
         status.phase = Some(RunPhase::Aborted);
         status.completion_time = Some(now());
@@ -189,6 +192,38 @@ async fn start(
     set(&mut status, run, RUNNING);
     write_status(api, run, run.status.as_ref(), status).await?;
     Ok(Action::requeue(POLL))
+}
+
+/// Takes over an execution started outside this Run (by a Schedule's rule or in Step
+/// Functions directly): nothing is started, the execution is tracked like a Run's own.
+async fn adopt(
+    run: &Run,
+    api: &Api<Run>,
+    ctx: &Context,
+    mut status: RunStatus,
+    execution_arn: &str,
+) -> Result<Action, ReconcileError> {
+    let flows: Api<Flow> = Api::namespaced(ctx.kube.clone(), &run.namespace().unwrap_or_default());
+    let execution_name = execution_arn.rsplit(':').next().unwrap_or_default();
+    if let Some(flow) = flows
+        .get_opt(&run.spec.flow_ref.name)
+        .await
+        .map_err(ReconcileError::Kube)?
+    {
+        status.artifact_root = Some(format!(
+            "{}/{execution_name}",
+            compile::artifact_root(&flow, &ctx.settings)
+        ));
+    }
+    status.origin = Some(if run.labels().contains_key(SCHEDULE_LABEL) {
+        RunOrigin::Schedule
+    } else {
+        RunOrigin::External
+    });
+    status.execution_arn = Some(execution_arn.to_owned());
+    status.phase = Some(RunPhase::Running);
+    set(&mut status, run, RUNNING);
+    track(run, api, ctx, status, execution_arn).await
 }
 
 /// Reads the execution and its history into the status.

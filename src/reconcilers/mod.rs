@@ -2,5 +2,7 @@
 //! from what was observed, so they are tested without a cluster or AWS.
 
 pub mod conditions;
+pub mod discovery;
 pub mod flow;
 pub mod run;
+pub mod schedule;

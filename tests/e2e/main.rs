@@ -10,3 +10,4 @@ mod flow_controller;
 mod foundation;
 mod render;
 mod run_controller;
+mod schedule_controller;

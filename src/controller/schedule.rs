@@ -1,0 +1,394 @@
+//! The Schedule reconciler's I/O shell: wait for the Flow → desired rule → observe → plan →
+//! apply → status. Decisions are made in [`crate::reconcilers::schedule`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use tracing::{info, warn};
+
+use crate::api::{FINALIZER, Flow, Run, SCHEDULE_LABEL, Schedule, ScheduledRun, condition};
+use crate::aws;
+use crate::aws::error::ErrorClass;
+use crate::compile::{cron, naming};
+use crate::reconcilers::flow::owner_uid;
+use crate::reconcilers::schedule::{
+    Change, Desired, MAX_LAST_RUNS, NEXT_FIRE_TIMES, Observed, Outcome, desired, plan, status,
+};
+
+use super::report::{now, publish, write_status};
+use super::{Context, ReconcileError};
+
+/// A Schedule waiting for its Flow looks again this often (Flow changes also wake it).
+const WAIT_FOR_FLOW: Duration = Duration::from_secs(30);
+
+/// Fire times in the status are refreshed at least this often.
+const MIN_REFRESH: Duration = Duration::from_secs(30);
+
+pub async fn reconcile(
+    schedule: Arc<Schedule>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let namespace = schedule.namespace().unwrap_or_default();
+    let api: Api<Schedule> = Api::namespaced(ctx.kube.clone(), &namespace);
+    finalizer(&api, FINALIZER, schedule, |event| async {
+        match event {
+            Finalized::Apply(schedule) => apply(&schedule, &api, &ctx).await,
+            Finalized::Cleanup(schedule) => cleanup(&schedule, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| ReconcileError::Finalizer(Box::new(error)))
+}
+
+async fn apply(
+    schedule: &Schedule,
+    api: &Api<Schedule>,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    let namespace = schedule.namespace().unwrap_or_default();
+    let flows: Api<Flow> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let flow_name = &schedule.spec.flow_ref.name;
+    let Some(flow) = flows
+        .get_opt(flow_name)
+        .await
+        .map_err(ReconcileError::Kube)?
+    else {
+        let message = format!("Flow {flow_name} not found in namespace {namespace}");
+        return finish(schedule, api, ctx, waiting("FlowNotFound", message), None).await;
+    };
+    let flow_status = flow.status.clone().unwrap_or_default();
+    let ready = crate::api::is_condition_true(&flow_status.conditions, condition::READY)
+        && flow_status.observed_generation == flow.metadata.generation;
+    let Some(machine_arn) = flow_status.state_machine_arn.filter(|_| ready) else {
+        let message = format!("waiting for Flow {flow_name} to be Ready");
+        return finish(schedule, api, ctx, waiting("FlowNotReady", message), None).await;
+    };
+
+    // Validate before any AWS call: a bad expression or parameter costs nothing.
+    let desired = match desired(schedule, &flow, &machine_arn, &ctx.settings) {
+        Ok(desired) => desired,
+        Err(invalid) => {
+            let outcome = Outcome::Stalled {
+                reason: invalid.reason().to_owned(),
+                message: invalid.to_string(),
+            };
+            return finish(schedule, api, ctx, outcome, None).await;
+        }
+    };
+    let uid = schedule.uid().unwrap_or_default();
+    let observed = observe(ctx, schedule, &desired).await?;
+    let changes = match plan(&desired, &observed, &uid) {
+        Ok(changes) => changes,
+        Err(error) => {
+            let outcome = Outcome::Stalled {
+                reason: "ForeignResource".into(),
+                message: error.to_string(),
+            };
+            return finish(schedule, api, ctx, outcome, None).await;
+        }
+    };
+    let mut rule_arn = observed.rule.as_ref().map(|r| r.arn.clone());
+    for change in &changes {
+        match apply_change(ctx, &desired, change).await {
+            Ok(Some(arn)) => rule_arn = Some(arn),
+            Ok(None) => {}
+            Err(error) if error.class == ErrorClass::Terminal => {
+                let outcome = Outcome::Stalled {
+                    reason: "AwsRejected".into(),
+                    message: format!("AWS rejected a change: {error}"),
+                };
+                return finish(schedule, api, ctx, outcome, None).await;
+            }
+            Err(error) => return Err(ReconcileError::Aws(error)),
+        }
+    }
+    if !changes.is_empty() {
+        let summary = summarize(&changes);
+        info!(schedule = %schedule.name_any(), %namespace, %summary, "applied");
+        publish(
+            ctx,
+            schedule,
+            EventType::Normal,
+            "Applied",
+            &summary,
+            "Apply",
+        )
+        .await;
+    }
+    let outcome = Outcome::Ready {
+        rule_arn: rule_arn.unwrap_or_default(),
+        changed: !changes.is_empty(),
+    };
+    finish(schedule, api, ctx, outcome, Some(&desired)).await
+}
+
+fn waiting(reason: &str, message: String) -> Outcome {
+    Outcome::Waiting {
+        reason: reason.to_owned(),
+        message,
+    }
+}
+
+/// Reads the rule, its targets and the trigger state machine; owner tags only for resources
+/// not yet known to be the Schedule's own. In steady state that is two or three reads.
+async fn observe(
+    ctx: &Context,
+    schedule: &Schedule,
+    desired: &Desired,
+) -> Result<Observed, ReconcileError> {
+    let rule = aws::events::describe_rule(&ctx.events, &desired.rule.name)
+        .await
+        .map_err(ReconcileError::Aws)?;
+    let known_arn = schedule.status.as_ref().and_then(|s| s.rule_arn.as_deref());
+    // Resources are known to be ours once the status recorded the rule we read.
+    let known_own = rule
+        .as_ref()
+        .map(|r| r.arn.as_str())
+        .is_some_and(|arn| known_arn == Some(arn));
+    let mut observed = Observed::default();
+    if let Some(found) = &rule {
+        if !known_own {
+            let tags = aws::events::tags(&ctx.events, &found.arn)
+                .await
+                .map_err(ReconcileError::Aws)?;
+            observed.rule_owner = Some(owner_uid(&tags));
+        }
+        observed.targets = aws::events::list_targets(&ctx.events, &desired.rule.name)
+            .await
+            .map_err(ReconcileError::Aws)?;
+    }
+    observed.rule = rule;
+    if desired.dispatcher.is_some() {
+        let arn = &desired.target.arn;
+        observed.dispatcher = aws::sfn::describe_state_machine(&ctx.sfn, arn)
+            .await
+            .map_err(ReconcileError::Aws)?;
+        if observed.dispatcher.is_some() && !known_own {
+            let tags = aws::sfn::tags(&ctx.sfn, arn)
+                .await
+                .map_err(ReconcileError::Aws)?;
+            observed.dispatcher_owner = Some(owner_uid(&tags));
+        }
+    }
+    Ok(observed)
+}
+
+/// Applies one change; returns the rule's ARN when the change wrote the rule.
+async fn apply_change(
+    ctx: &Context,
+    desired: &Desired,
+    change: &Change,
+) -> Result<Option<String>, aws::error::AwsError> {
+    let rule = &desired.rule.name;
+    match change {
+        Change::CreateDispatcher(machine) => {
+            aws::sfn::create_state_machine(&ctx.sfn, machine).await?;
+        }
+        Change::UpdateDispatcher { arn, machine } => {
+            aws::sfn::update_state_machine(&ctx.sfn, arn, machine).await?;
+        }
+        Change::PutRule(wanted) => {
+            return aws::events::put_rule(&ctx.events, wanted, &desired.tags)
+                .await
+                .map(Some);
+        }
+        Change::PutTarget(target) => aws::events::put_target(&ctx.events, rule, target).await?,
+        Change::RemoveTargets(ids) => aws::events::remove_targets(&ctx.events, rule, ids).await?,
+    }
+    Ok(None)
+}
+
+fn summarize(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(|change| match change {
+            Change::CreateDispatcher(m) => format!("created trigger state machine {}", m.name),
+            Change::UpdateDispatcher { machine, .. } => {
+                format!("updated trigger state machine {}", machine.name)
+            }
+            Change::PutRule(rule) => format!(
+                "put rule {} ({})",
+                rule.name,
+                if rule.enabled { "enabled" } else { "disabled" }
+            ),
+            Change::PutTarget(target) => format!("put target {}", target.arn),
+            Change::RemoveTargets(ids) => format!("removed foreign targets {}", ids.join(", ")),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Writes the status for `outcome` (with fire times when `desired` is known) and decides when
+/// to look again: at the next fire time, so the times shown stay current.
+async fn finish(
+    schedule: &Schedule,
+    api: &Api<Schedule>,
+    ctx: &Context,
+    outcome: Outcome,
+    desired: Option<&Desired>,
+) -> Result<Action, ReconcileError> {
+    let previous = schedule.status.as_ref();
+    if let Outcome::Stalled { reason, message } = &outcome
+        && previous.and_then(|s| stalled_message(s)) != Some(message.as_str())
+    {
+        warn!(schedule = %schedule.name_any(), reason, message, "stalled");
+        publish(
+            ctx,
+            schedule,
+            EventType::Warning,
+            reason,
+            message,
+            "Reconcile",
+        )
+        .await;
+    }
+    let fire_times = match desired.and_then(|d| d.timing.as_ref()) {
+        Some(timing) if !schedule.spec.suspend => {
+            let created = schedule
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or_else(k8s_openapi::jiff::Timestamp::now, |t| t.0);
+            cron::next_fire_times(
+                timing,
+                created,
+                k8s_openapi::jiff::Timestamp::now(),
+                NEXT_FIRE_TIMES,
+            )
+        }
+        _ => Vec::new(),
+    };
+    let last_runs = last_runs(ctx, schedule).await?;
+    let next = status(
+        previous,
+        schedule.metadata.generation,
+        &outcome,
+        fire_times.iter().copied().map(Time).collect(),
+        last_runs,
+        now(),
+    );
+    write_status(api, schedule, previous, next).await?;
+    Ok(match outcome {
+        Outcome::Ready { .. } => {
+            let until_fire = fire_times
+                .first()
+                .and_then(|t| {
+                    let ms =
+                        t.as_millisecond() - k8s_openapi::jiff::Timestamp::now().as_millisecond();
+                    u64::try_from(ms).ok()
+                })
+                .map(|ms| Duration::from_millis(ms + 1000));
+            Action::requeue(
+                until_fire
+                    .unwrap_or(ctx.drift_interval)
+                    .clamp(MIN_REFRESH, ctx.drift_interval.max(MIN_REFRESH)),
+            )
+        }
+        Outcome::Waiting { .. } => Action::requeue(WAIT_FOR_FLOW),
+        Outcome::Stalled { .. } => Action::await_change(),
+        Outcome::Retrying { .. } => Action::requeue(ctx.recheck_interval),
+    })
+}
+
+fn stalled_message(status: &crate::api::ScheduleStatus) -> Option<&str> {
+    crate::api::find_condition(&status.conditions, condition::STALLED)
+        .filter(|c| c.status == "True")
+        .map(|c| c.message.as_str())
+}
+
+/// The Schedule's latest Runs (labeled with its name), newest first.
+async fn last_runs(
+    ctx: &Context,
+    schedule: &Schedule,
+) -> Result<Vec<ScheduledRun>, ReconcileError> {
+    let runs: Api<Run> =
+        Api::namespaced(ctx.kube.clone(), &schedule.namespace().unwrap_or_default());
+    let selector = format!("{SCHEDULE_LABEL}={}", schedule.name_any());
+    let mut listed: Vec<ScheduledRun> = runs
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(ReconcileError::Kube)?
+        .items
+        .into_iter()
+        .map(|run| ScheduledRun {
+            start_time: run
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.clone())
+                .or_else(|| run.metadata.creation_timestamp.clone()),
+            name: run.name_any(),
+        })
+        .collect();
+    listed.sort_by(|a, b| {
+        b.start_time
+            .as_ref()
+            .map(|t| t.0)
+            .cmp(&a.start_time.as_ref().map(|t| t.0))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    listed.truncate(MAX_LAST_RUNS);
+    Ok(listed)
+}
+
+/// Removes the rule's targets, then the rule, then the trigger state machine — only what
+/// carries this Schedule's owner tag. Executions already running continue.
+async fn cleanup(schedule: &Schedule, ctx: &Context) -> Result<Action, ReconcileError> {
+    let uid = schedule.uid().unwrap_or_default();
+    let namespace = schedule.namespace().unwrap_or_default();
+    let name = naming::rule_name(
+        &ctx.settings.name_prefix,
+        &namespace,
+        &schedule.name_any(),
+        &uid,
+    );
+    if let Some(rule) = aws::events::describe_rule(&ctx.events, &name)
+        .await
+        .map_err(ReconcileError::Aws)?
+    {
+        let tags = aws::events::tags(&ctx.events, &rule.arn)
+            .await
+            .map_err(ReconcileError::Aws)?;
+        if owner_uid(&tags).as_deref() == Some(uid.as_str()) {
+            let ids: Vec<String> = aws::events::list_targets(&ctx.events, &name)
+                .await
+                .map_err(ReconcileError::Aws)?
+                .into_iter()
+                .map(|t| t.id)
+                .collect();
+            aws::events::remove_targets(&ctx.events, &name, &ids)
+                .await
+                .map_err(ReconcileError::Aws)?;
+            aws::events::delete_rule(&ctx.events, &name)
+                .await
+                .map_err(ReconcileError::Aws)?;
+        }
+    }
+    if schedule.spec.event.is_some() {
+        let arn = format!(
+            "arn:aws:states:{}:{}:stateMachine:{name}",
+            ctx.settings.region, ctx.settings.account
+        );
+        if aws::sfn::describe_state_machine(&ctx.sfn, &arn)
+            .await
+            .map_err(ReconcileError::Aws)?
+            .is_some()
+        {
+            let tags = aws::sfn::tags(&ctx.sfn, &arn)
+                .await
+                .map_err(ReconcileError::Aws)?;
+            if owner_uid(&tags).as_deref() == Some(uid.as_str()) {
+                aws::sfn::delete_state_machine(&ctx.sfn, &arn)
+                    .await
+                    .map_err(ReconcileError::Aws)?;
+            }
+        }
+    }
+    info!(schedule = %schedule.name_any(), %namespace, rule = %name, "removed");
+    Ok(Action::await_change())
+}

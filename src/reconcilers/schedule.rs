@@ -1,0 +1,578 @@
+//! The Schedule pipeline's pure parts: what the rule, its target and (for S3 triggers) the
+//! trigger state machine should be ([`desired`]), the writes that get AWS there ([`plan`]),
+//! and the Schedule's status ([`status`]). The I/O is in [`crate::controller::schedule`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use serde_json::Value;
+
+use crate::api::{Flow, Schedule, ScheduleStatus, ScheduledRun};
+use crate::aws::events::{ObservedRule, Rule, RuleTarget};
+use crate::aws::sfn::ObservedMachine;
+use crate::compile::cron::{CronError, Timing};
+use crate::compile::{StateMachine, TAG_KIND, TAG_NAME, TAG_NAMESPACE, TAG_UID, naming, trigger};
+use crate::settings::Settings;
+
+use super::conditions::{Health, set_health};
+use super::run::check_parameters;
+
+/// The id of the one target Flowline puts on a Schedule's rule.
+pub const TARGET_ID: &str = "flowline";
+
+/// Most Runs listed in a Schedule's status.
+pub const MAX_LAST_RUNS: usize = 10;
+
+/// Fire times shown in a Schedule's status.
+pub const NEXT_FIRE_TIMES: usize = 3;
+
+/// What AWS should hold for a Schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub rule: Rule,
+    pub target: RuleTarget,
+    pub tags: BTreeMap<String, String>,
+    /// The trigger state machine of an S3 Schedule.
+    pub dispatcher: Option<StateMachine>,
+    /// When a cron or rate Schedule fires.
+    pub timing: Option<Timing>,
+}
+
+/// A Schedule that cannot become a rule until a person changes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("{0}")]
+    Expression(#[from] CronError),
+    #[error("{0}")]
+    Parameters(String),
+}
+
+impl Invalid {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Invalid::Expression(_) => "InvalidSchedule",
+            Invalid::Parameters(_) => "InvalidParameters",
+        }
+    }
+}
+
+/// The rule, target and trigger state machine for `schedule`, which starts `flow` (whose
+/// state machine is `flow_machine_arn`).
+pub fn desired(
+    schedule: &Schedule,
+    flow: &Flow,
+    flow_machine_arn: &str,
+    settings: &Settings,
+) -> Result<Desired, Invalid> {
+    let parameters = check_parameters(&flow.spec.parameters, &schedule.spec.parameters)
+        .map_err(Invalid::Parameters)?;
+    let namespace = schedule.namespace().unwrap_or_default();
+    let name = schedule.name_any();
+    let uid = schedule.uid().unwrap_or_default();
+    let rule_name = naming::rule_name(&settings.name_prefix, &namespace, &name, &uid);
+    let tags = BTreeMap::from([
+        (TAG_NAMESPACE.to_owned(), namespace.clone()),
+        (TAG_NAME.to_owned(), name.clone()),
+        (TAG_UID.to_owned(), uid),
+        (TAG_KIND.to_owned(), "Schedule".to_owned()),
+    ]);
+    let description = format!(
+        "Flowline Schedule {namespace}/{name}: starts Flow {}",
+        flow.name_any()
+    );
+    let enabled = !schedule.spec.suspend;
+    if let Some(event) = &schedule.spec.event {
+        let dispatcher = StateMachine {
+            name: rule_name.clone(),
+            role_arn: settings.states_role.clone(),
+            kind: "STANDARD".to_owned(),
+            definition: trigger::s3_dispatcher_definition(flow_machine_arn, &name, &parameters),
+            tags: tags.clone(),
+        };
+        let dispatcher_arn = sibling_arn(flow_machine_arn, &dispatcher.name);
+        return Ok(Desired {
+            rule: Rule {
+                name: rule_name,
+                schedule_expression: None,
+                event_pattern: Some(trigger::s3_event_pattern(&event.s3).to_string()),
+                enabled,
+                description,
+            },
+            target: RuleTarget {
+                id: TARGET_ID.to_owned(),
+                arn: dispatcher_arn,
+                role_arn: settings.events_role.clone(),
+                input: None,
+                input_paths: trigger::s3_input_paths(),
+                input_template: Some(trigger::S3_INPUT_TEMPLATE.to_owned()),
+            },
+            tags,
+            dispatcher: Some(dispatcher),
+            timing: None,
+        });
+    }
+    let timing = Timing::parse(schedule.spec.cron.as_deref(), schedule.spec.rate.as_deref())?;
+    Ok(Desired {
+        rule: Rule {
+            name: rule_name,
+            schedule_expression: Some(timing.expression()),
+            event_pattern: None,
+            enabled,
+            description,
+        },
+        target: RuleTarget {
+            id: TARGET_ID.to_owned(),
+            arn: flow_machine_arn.to_owned(),
+            role_arn: settings.events_role.clone(),
+            input: Some(trigger::scheduled_input(&name, &parameters).to_string()),
+            input_paths: BTreeMap::new(),
+            input_template: None,
+        },
+        tags,
+        dispatcher: None,
+        timing: Some(timing),
+    })
+}
+
+/// The ARN of state machine `name` in the same account and region as `machine_arn`.
+fn sibling_arn(machine_arn: &str, name: &str) -> String {
+    match machine_arn.rsplit_once(':') {
+        Some((base, _)) => format!("{base}:{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// What exists in AWS for a Schedule.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    pub rule: Option<ObservedRule>,
+    /// The rule's `flowline.io/uid` tag, when it was read (a rule not yet known to be ours).
+    pub rule_owner: Option<Option<String>>,
+    pub targets: Vec<RuleTarget>,
+    pub dispatcher: Option<ObservedMachine>,
+    /// The trigger state machine's `flowline.io/uid` tag, when it was read.
+    pub dispatcher_owner: Option<Option<String>>,
+}
+
+/// One write to AWS; each is idempotent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    CreateDispatcher(StateMachine),
+    UpdateDispatcher { arn: String, machine: StateMachine },
+    PutRule(Rule),
+    PutTarget(RuleTarget),
+    RemoveTargets(Vec<String>),
+}
+
+/// Why a plan cannot be made: a person has to act.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "{what} {name} exists but belongs to another owner (flowline.io/uid {owner:?}); Flowline never changes what it does not own: delete it or rename the Schedule"
+    )]
+    Foreign {
+        what: &'static str,
+        name: String,
+        owner: Option<String>,
+    },
+}
+
+/// The writes that make AWS match `desired`, in order: the trigger state machine, the rule,
+/// its target, then the removal of targets Flowline did not put there. Empty when AWS
+/// matches, so an unchanged Schedule costs reads only.
+pub fn plan(
+    desired: &Desired,
+    observed: &Observed,
+    own_uid: &str,
+) -> Result<Vec<Change>, PlanError> {
+    for (what, name, owner) in [
+        ("EventBridge rule", &desired.rule.name, &observed.rule_owner),
+        (
+            "state machine",
+            &desired.rule.name,
+            &observed.dispatcher_owner,
+        ),
+    ] {
+        if let Some(owner) = owner
+            && owner.as_deref() != Some(own_uid)
+        {
+            return Err(PlanError::Foreign {
+                what,
+                name: name.clone(),
+                owner: owner.clone(),
+            });
+        }
+    }
+    let mut changes = Vec::new();
+    if let Some(machine) = &desired.dispatcher {
+        match &observed.dispatcher {
+            None => changes.push(Change::CreateDispatcher(machine.clone())),
+            Some(existing)
+                if existing.definition != machine.definition
+                    || existing.role_arn != machine.role_arn =>
+            {
+                changes.push(Change::UpdateDispatcher {
+                    arn: existing.arn.clone(),
+                    machine: machine.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    if !observed
+        .rule
+        .as_ref()
+        .is_some_and(|existing| same_rule(&existing.rule, &desired.rule))
+    {
+        changes.push(Change::PutRule(desired.rule.clone()));
+    }
+    if !observed
+        .targets
+        .iter()
+        .any(|target| same_target(target, &desired.target))
+    {
+        changes.push(Change::PutTarget(desired.target.clone()));
+    }
+    let strangers: Vec<String> = observed
+        .targets
+        .iter()
+        .filter(|target| target.id != desired.target.id)
+        .map(|target| target.id.clone())
+        .collect();
+    if !strangers.is_empty() {
+        changes.push(Change::RemoveTargets(strangers));
+    }
+    Ok(changes)
+}
+
+/// Rules compare event patterns as JSON: EventBridge may return them reformatted.
+fn same_rule(observed: &Rule, desired: &Rule) -> bool {
+    observed.schedule_expression == desired.schedule_expression
+        && same_json(&observed.event_pattern, &desired.event_pattern)
+        && observed.enabled == desired.enabled
+        && observed.description == desired.description
+}
+
+fn same_target(observed: &RuleTarget, desired: &RuleTarget) -> bool {
+    observed.id == desired.id
+        && observed.arn == desired.arn
+        && observed.role_arn == desired.role_arn
+        && same_json(&observed.input, &desired.input)
+        && observed.input_paths == desired.input_paths
+        && observed.input_template == desired.input_template
+}
+
+fn same_json(a: &Option<String>, b: &Option<String>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            serde_json::from_str::<Value>(a).ok() == serde_json::from_str::<Value>(b).ok() || a == b
+        }
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// How one reconcile ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Ready {
+        rule_arn: String,
+        changed: bool,
+    },
+    /// Waiting for something that resolves by itself (the Flow becoming Ready).
+    Waiting {
+        reason: String,
+        message: String,
+    },
+    Stalled {
+        reason: String,
+        message: String,
+    },
+    Retrying {
+        message: String,
+    },
+}
+
+/// The Schedule's status. Fire times and last runs are passed in (they come from the clock
+/// and from the Run objects); an unchanged outcome produces an equal status and no write.
+pub fn status(
+    previous: Option<&ScheduleStatus>,
+    generation: Option<i64>,
+    outcome: &Outcome,
+    next_fire_times: Vec<Time>,
+    last_runs: Vec<ScheduledRun>,
+    now: Time,
+) -> ScheduleStatus {
+    let mut next = previous.cloned().unwrap_or_default();
+    next.observed_generation = generation;
+    next.last_run_time = last_runs.first().and_then(|run| run.start_time.clone());
+    next.last_runs = last_runs;
+    let (health_reason, message);
+    let health = match outcome {
+        Outcome::Ready { rule_arn, changed } => {
+            next.rule_arn = Some(rule_arn.clone());
+            next.next_fire_times = next_fire_times;
+            let keep = previous
+                .and_then(|s| {
+                    crate::api::find_condition(&s.conditions, crate::api::condition::READY)
+                })
+                .filter(|c| c.status == "True")
+                .map(|c| c.reason.clone());
+            health_reason =
+                keep.unwrap_or_else(|| if *changed { "Applied" } else { "UpToDate" }.to_owned());
+            Health::Ready {
+                reason: &health_reason,
+                message: "the EventBridge rule and its target match the Schedule",
+            }
+        }
+        Outcome::Waiting {
+            reason,
+            message: text,
+        } => {
+            next.next_fire_times = Vec::new();
+            Health::Reconciling {
+                reason,
+                message: text,
+            }
+        }
+        Outcome::Stalled {
+            reason,
+            message: text,
+        } => {
+            next.next_fire_times = Vec::new();
+            Health::Stalled {
+                reason,
+                message: text,
+            }
+        }
+        Outcome::Retrying { message: text } => {
+            message = text.clone();
+            Health::Reconciling {
+                reason: "Retrying",
+                message: &message,
+            }
+        }
+    };
+    set_health(&mut next.conditions, health, generation, &now);
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{EventTrigger, FlowSpec, S3Trigger, ScheduleSpec};
+
+    const MACHINE: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:flowline-ns-train";
+
+    fn flow() -> Flow {
+        let mut flow: Flow = Flow::new(
+            "train",
+            serde_json::from_value::<FlowSpec>(serde_json::json!({
+                "steps": [{"name": "start", "image": "busybox"}],
+                "parameters": [{"name": "alpha", "type": "Float", "default": "0.1"}]
+            }))
+            .unwrap(),
+        );
+        flow.metadata.namespace = Some("ns".into());
+        flow
+    }
+
+    fn schedule(spec: serde_json::Value) -> Schedule {
+        let mut schedule = Schedule::new(
+            "nightly",
+            serde_json::from_value::<ScheduleSpec>(spec).unwrap(),
+        );
+        schedule.metadata.namespace = Some("ns".into());
+        schedule.metadata.uid = Some("3f1c2b9e-8d7a-4c55-9e1f-0a2b3c4d5e6f".into());
+        schedule
+    }
+
+    fn settings() -> Settings {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        Cli::parse_from(["x"]).settings
+    }
+
+    fn observed_as(desired: &Desired) -> Observed {
+        Observed {
+            rule: Some(ObservedRule {
+                arn: "arn:rule".into(),
+                rule: desired.rule.clone(),
+            }),
+            rule_owner: None,
+            targets: vec![desired.target.clone()],
+            dispatcher: desired.dispatcher.as_ref().map(|m| ObservedMachine {
+                arn: "arn:m".into(),
+                definition: m.definition.clone(),
+                role_arn: m.role_arn.clone(),
+            }),
+            dispatcher_owner: None,
+        }
+    }
+
+    #[test]
+    fn cron_schedule_targets_the_flow_with_its_parameters() {
+        let desired = desired(
+            &schedule(serde_json::json!({"flowRef": {"name": "train"}, "cron": "0 3 * * 1", "parameters": {"alpha": "0.5"}})),
+            &flow(),
+            MACHINE,
+            &settings(),
+        )
+        .unwrap();
+        assert_eq!(
+            desired.rule.schedule_expression.as_deref(),
+            Some("cron(0 3 ? * 2 *)")
+        );
+        assert!(desired.rule.enabled);
+        assert!(desired.rule.name.len() <= 64);
+        assert_eq!(desired.target.arn, MACHINE);
+        let input: Value = serde_json::from_str(desired.target.input.as_deref().unwrap()).unwrap();
+        assert_eq!(input["parameters"]["alpha"], "0.5");
+        assert_eq!(input["flowline"]["schedule"], "nightly");
+        assert!(desired.dispatcher.is_none());
+    }
+
+    #[test]
+    fn s3_schedule_targets_its_trigger_state_machine() {
+        let mut s = schedule(
+            serde_json::json!({"flowRef": {"name": "train"}, "event": {"s3": {"bucket": "landing", "prefix": "in/"}}}),
+        );
+        s.spec.suspend = true;
+        let desired = desired(&s, &flow(), MACHINE, &settings()).unwrap();
+        let dispatcher = desired.dispatcher.as_ref().unwrap();
+        assert!(
+            desired
+                .target
+                .arn
+                .ends_with(&format!(":stateMachine:{}", dispatcher.name))
+        );
+        assert_eq!(
+            desired.target.input_template.as_deref(),
+            Some(trigger::S3_INPUT_TEMPLATE)
+        );
+        assert!(!desired.rule.enabled);
+        assert!(desired.rule.schedule_expression.is_none());
+        assert_eq!(
+            s.spec.event,
+            Some(EventTrigger {
+                s3: S3Trigger {
+                    bucket: "landing".into(),
+                    prefix: Some("in/".into()),
+                    suffix: None
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn bad_expressions_and_parameters_are_invalid() {
+        let both_days = desired(
+            &schedule(serde_json::json!({"flowRef": {"name": "train"}, "cron": "0 0 1 * 1"})),
+            &flow(),
+            MACHINE,
+            &settings(),
+        );
+        assert_eq!(both_days.unwrap_err().reason(), "InvalidSchedule");
+        let bad_parameter = desired(
+            &schedule(
+                serde_json::json!({"flowRef": {"name": "train"}, "rate": "1 hour", "parameters": {"alpha": "x"}}),
+            ),
+            &flow(),
+            MACHINE,
+            &settings(),
+        );
+        assert_eq!(bad_parameter.unwrap_err().reason(), "InvalidParameters");
+    }
+
+    #[test]
+    fn converged_schedule_plans_nothing_and_drift_is_repaired() {
+        let s = schedule(
+            serde_json::json!({"flowRef": {"name": "train"}, "event": {"s3": {"bucket": "landing"}}}),
+        );
+        let desired = desired(&s, &flow(), MACHINE, &settings()).unwrap();
+        let uid = s.uid().unwrap();
+        assert_eq!(
+            plan(&desired, &observed_as(&desired), &uid).unwrap(),
+            vec![]
+        );
+        assert_eq!(plan(&desired, &Observed::default(), &uid).unwrap().len(), 3);
+
+        let mut disabled = observed_as(&desired);
+        if let Some(rule) = disabled.rule.as_mut() {
+            rule.rule.enabled = false;
+        }
+        disabled.targets.push(RuleTarget {
+            id: "someone-else".into(),
+            ..desired.target.clone()
+        });
+        assert_eq!(
+            plan(&desired, &disabled, &uid).unwrap(),
+            vec![
+                Change::PutRule(desired.rule.clone()),
+                Change::RemoveTargets(vec!["someone-else".into()])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rule_of_another_owner_is_never_touched() {
+        let s = schedule(serde_json::json!({"flowRef": {"name": "train"}, "rate": "5 minutes"}));
+        let desired = desired(&s, &flow(), MACHINE, &settings()).unwrap();
+        let mut foreign = observed_as(&desired);
+        foreign.rule_owner = Some(Some("other".into()));
+        assert!(matches!(
+            plan(&desired, &foreign, &s.uid().unwrap()),
+            Err(PlanError::Foreign { .. })
+        ));
+    }
+
+    #[test]
+    fn suspended_or_stalled_schedules_show_no_fire_times() {
+        let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let ready = status(
+            None,
+            Some(1),
+            &Outcome::Ready {
+                rule_arn: "arn:rule".into(),
+                changed: true,
+            },
+            vec![now.clone()],
+            vec![],
+            now.clone(),
+        );
+        assert_eq!(ready.next_fire_times.len(), 1);
+        let again = status(
+            Some(&ready),
+            Some(1),
+            &Outcome::Ready {
+                rule_arn: "arn:rule".into(),
+                changed: false,
+            },
+            vec![now.clone()],
+            vec![],
+            now.clone(),
+        );
+        assert_eq!(again, ready);
+        let stalled = status(
+            Some(&ready),
+            Some(2),
+            &Outcome::Stalled {
+                reason: "InvalidSchedule".into(),
+                message: "bad".into(),
+            },
+            vec![],
+            vec![],
+            now,
+        );
+        assert!(stalled.next_fire_times.is_empty());
+        assert!(crate::api::is_condition_true(
+            &stalled.conditions,
+            "Stalled"
+        ));
+    }
+}
