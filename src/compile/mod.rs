@@ -3,6 +3,7 @@
 //! [`render`] returns is what the Flow reconciler applies and what `flowline render` prints.
 
 pub mod asl_check;
+pub mod cron;
 pub mod graph;
 pub mod job_definition;
 pub mod naming;
