@@ -99,6 +99,8 @@ pub struct Inputs {
     pub secrets: Vec<String>,
     /// Roles Flows name in `batch.iamRole` or `batch.executionRole` besides the defaults.
     pub job_roles: Vec<String>,
+    /// Roles secrets name (`secrets[].role`) to be read through, besides `--secrets-role`.
+    pub secret_roles: Vec<String>,
 }
 
 /// The policies of the selected roles, in the order given.
@@ -433,11 +435,18 @@ fn controller(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<Stat
             secrets,
         ));
     }
-    if let Some(role) = &settings.secrets_role {
+    let mut secret_roles: Vec<String> = settings
+        .secrets_role
+        .iter()
+        .chain(&inputs.secret_roles)
+        .map(|r| arns.role(r))
+        .collect();
+    dedup(&mut secret_roles);
+    if !secret_roles.is_empty() {
         statements.push(allow(
-            "AssumeSecretsRole",
+            "AssumeSecretsRoles",
             &["sts:AssumeRole"],
-            vec![arns.role(role)],
+            secret_roles,
         ));
     }
     statements

@@ -62,6 +62,10 @@ enum Command {
         /// and `--execution-role` (name or ARN); repeatable.
         #[arg(long = "flow-role", value_name = "ROLE")]
         flow_roles: Vec<String>,
+        /// A role secrets name in `secrets[].role` to be read through, besides
+        /// `--secrets-role` (name or ARN); repeatable.
+        #[arg(long = "secret-role", value_name = "ROLE")]
+        secret_roles: Vec<String>,
         /// Output format.
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Json)]
         output: Format,
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
             queues,
             secrets,
             flow_roles,
+            secret_roles,
             output,
             settings,
         } => {
@@ -122,6 +127,7 @@ fn main() -> ExitCode {
                 job_queues: queues,
                 secrets,
                 job_roles: flow_roles,
+                secret_roles,
             };
             iam_policy(&settings, &inputs, role, output)
         }

@@ -27,6 +27,7 @@ fn all_roles_for_an_example_installation() {
         job_queues: vec!["flowline-gpu".into()],
         secrets: vec!["prod/db-password".into()],
         job_roles: Vec::new(),
+        secret_roles: Vec::new(),
     };
     let policies = iam::policies(&settings, &inputs, &Role::ALL);
     insta::assert_json_snapshot!("all", policies);

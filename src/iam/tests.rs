@@ -33,6 +33,7 @@ fn inputs() -> Inputs {
             "arn:aws:secretsmanager:eu-west-1:210987654321:secret:api-key-AbCdEf".into(),
         ],
         job_roles: vec!["team-a-job".into()],
+        secret_roles: vec!["arn:aws:iam::888888888888:role/vault".into()],
     }
 }
 
@@ -123,8 +124,11 @@ fn controller_passes_only_the_configured_roles_to_their_services() {
         ]
     );
     assert_eq!(
-        statement(&controller, "AssumeSecretsRole").resource,
-        ["arn:aws:iam::999999999999:role/secrets-reader"]
+        statement(&controller, "AssumeSecretsRoles").resource,
+        [
+            "arn:aws:iam::999999999999:role/secrets-reader",
+            "arn:aws:iam::888888888888:role/vault"
+        ]
     );
 }
 
@@ -156,7 +160,7 @@ fn without_secrets_or_optional_roles_nothing_is_granted_for_them() {
     for absent in [
         "LookUpSecrets",
         "ReadSecrets",
-        "AssumeSecretsRole",
+        "AssumeSecretsRoles",
         "PassJobRoles",
         "EncryptArtifacts",
         "DecryptForeachItems",
