@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use flowline::compile::{self, secrets::Lookups};
+use flowline::iam::{Inputs, Role};
 use flowline::settings::Settings;
 
 #[derive(Parser)]
@@ -45,6 +46,54 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Print least-privilege IAM policies (permissions and trust) for the controller, the Step
+    /// Functions role, the EventBridge role and the job role, generated from the settings.
+    IamPolicy {
+        /// Which role to print.
+        #[arg(long, value_enum, default_value_t = RoleSelector::All)]
+        role: RoleSelector,
+        /// A job queue Flows use besides the default `--job-queue` (name or ARN); repeatable.
+        #[arg(long = "queue", value_name = "QUEUE")]
+        queues: Vec<String>,
+        /// A secret Flows bind (name or ARN); repeatable. Without any, no secret is readable.
+        #[arg(long = "secret", value_name = "SECRET")]
+        secrets: Vec<String>,
+        /// A role Flows name in `batch.iamRole` or `batch.executionRole` besides `--job-role`
+        /// and `--execution-role` (name or ARN); repeatable.
+        #[arg(long = "flow-role", value_name = "ROLE")]
+        flow_roles: Vec<String>,
+        /// A role secrets name in `secrets[].role` to be read through, besides
+        /// `--secrets-role` (name or ARN); repeatable.
+        #[arg(long = "secret-role", value_name = "ROLE")]
+        secret_roles: Vec<String>,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Json)]
+        output: Format,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+/// The roles `iam-policy` prints.
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleSelector {
+    All,
+    Controller,
+    StepFunctions,
+    Eventbridge,
+    Job,
+}
+
+impl RoleSelector {
+    fn roles(self) -> Vec<Role> {
+        match self {
+            RoleSelector::All => Role::ALL.to_vec(),
+            RoleSelector::Controller => vec![Role::Controller],
+            RoleSelector::StepFunctions => vec![Role::StepFunctions],
+            RoleSelector::Eventbridge => vec![Role::Eventbridge],
+            RoleSelector::Job => vec![Role::Job],
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -65,6 +114,23 @@ fn main() -> ExitCode {
             settings,
         } => render(&file, output, &settings),
         Command::Controller { options, settings } => run_controller(settings, options),
+        Command::IamPolicy {
+            role,
+            queues,
+            secrets,
+            flow_roles,
+            secret_roles,
+            output,
+            settings,
+        } => {
+            let inputs = Inputs {
+                job_queues: queues,
+                secrets,
+                job_roles: flow_roles,
+                secret_roles,
+            };
+            iam_policy(&settings, &inputs, role, output)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,6 +175,23 @@ fn render(file: &PathBuf, output: Format, settings: &Settings) -> anyhow::Result
             Format::Yaml => print!("---\n{}", serde_norway::to_string(&rendered)?),
             Format::Json => println!("{}", serde_json::to_string_pretty(&rendered)?),
         }
+    }
+    Ok(())
+}
+
+fn iam_policy(
+    settings: &Settings,
+    inputs: &Inputs,
+    role: RoleSelector,
+    output: Format,
+) -> anyhow::Result<()> {
+    let policies = flowline::iam::policies(settings, inputs, &role.roles());
+    if inputs.secrets.is_empty() {
+        eprintln!("note: no --secret given, so no role may read secrets");
+    }
+    match output {
+        Format::Yaml => print!("{}", serde_norway::to_string(&policies)?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&policies)?),
     }
     Ok(())
 }

@@ -23,6 +23,9 @@ const CRON_CASES: &[(&str, Result<&str, &str>)] = &[
     ("0,30 8-18 * * *", Ok("cron(0,30 8-18 * * ? *)")),
     ("  0   3 * * *  ", Ok("cron(0 3 * * ? *)")),
     ("0 0 ? * *", Ok("cron(0 0 * * ? *)")),
+    // `*/1` in a day field restricts nothing, so the other may.
+    ("0 0 */1 * MON", Ok("cron(0 0 ? * MON *)")),
+    ("0 0 1 * */1", Ok("cron(0 0 1 * ? *)")),
     // Day of week: names kept, numbers shifted to 1 = Sunday, steps written out.
     ("0 9 * * 1-5", Ok("cron(0 9 ? * 2-6 *)")),
     ("0 9 * * MON-FRI", Ok("cron(0 9 ? * MON-FRI *)")),
@@ -35,7 +38,8 @@ const CRON_CASES: &[(&str, Result<&str, &str>)] = &[
     ("0 0 * * 1,3,5", Ok("cron(0 0 ? * 2,4,6 *)")),
     ("0 0 * * */2", Ok("cron(0 0 ? * 1,3,5,7 *)")),
     ("0 0 * * 1-5/2", Ok("cron(0 0 ? * 2,4,6 *)")),
-    ("0 0 * * 1/3", Ok("cron(0 0 ? * 2,5 *)")),
+    // `n/step` runs to 7, which is Sunday again.
+    ("0 0 * * 1/3", Ok("cron(0 0 ? * 1-2,5 *)")),
     ("0 0 * * 0-7", Ok("cron(0 0 ? * 1-7 *)")),
     ("0 0 * * SUN,sat", Ok("cron(0 0 ? * SUN,SAT *)")),
     ("0 0 * * MON,3", Ok("cron(0 0 ? * 2,4 *)")),
