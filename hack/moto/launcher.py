@@ -1931,6 +1931,84 @@ def patch_sfn_executions() -> None:
     StepFunctionsParserBackend.stop_execution = stop_execution
 
 
+# The iterations of each Distributed Map run: map run ARN -> (record, their EventManager).
+_MAP_RUNS: dict[str, tuple[Any, Any]] = {}
+# The child execution standing for a map run's iterations -> the map run ARN.
+_MAP_RUN_CHILDREN: dict[str, str] = {}
+_MAP_RUNS_LOCK = threading.Lock()
+
+
+def map_run_child_arn(map_run_arn: str) -> str:
+    """``arn:…:mapRun:<machine>/<label>:<id>`` -> ``arn:…:execution:<machine>/<label>:<id>-iterations``."""
+    return map_run_arn.replace(":mapRun:", ":execution:", 1) + "-iterations"
+
+
+def patch_sfn_map_run_children() -> None:
+    """A Distributed Map runs each item in a child execution that ListExecutions(mapRunArn)
+    lists and GetExecutionHistory reads. moto runs the iterations without child executions
+    and drops their events; ListExecutions(mapRunArn) answers 500. The iterations' events are
+    now kept per map run and served as one child execution (``<map run id>-iterations``) whose
+    history holds the events of every iteration — what a client merging its children's
+    histories sees, with one listing instead of one per item."""
+    from moto.core.responses import ActionResult
+    from moto.stepfunctions.exceptions import ResourceNotFound
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
+        distributed_iteration_component as iteration,
+    )
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    component = iteration.DistributedIterationComponent
+    original_map_run = component._map_run
+
+    def _map_run(self, env, eval_input):
+        record = eval_input.map_run_record
+        with _MAP_RUNS_LOCK:
+            _MAP_RUNS[record.map_run_arn] = (record, env.event_manager)
+            _MAP_RUN_CHILDREN[map_run_child_arn(record.map_run_arn)] = record.map_run_arn
+        return original_map_run(self, env, eval_input)
+
+    component._map_run = _map_run
+
+    original_list = StepFunctionResponse.list_executions
+
+    def list_executions(self):
+        map_run_arn = self._get_param("mapRunArn")
+        if not map_run_arn:
+            return original_list(self)
+        with _MAP_RUNS_LOCK:
+            found = _MAP_RUNS.get(map_run_arn)
+        if found is None:
+            raise ResourceNotFound(f"Map run {map_run_arn} does not exist")
+        record, _ = found
+        status = str(getattr(record.status, "value", record.status))
+        child = {
+            "executionArn": map_run_child_arn(map_run_arn),
+            "stateMachineArn": record.map_state_machine_arn,
+            "name": map_run_child_arn(map_run_arn).rsplit(":", 1)[-1],
+            "status": status if status != "RUNNING" else "RUNNING",
+            "startDate": record.start_date,
+            "mapRunArn": map_run_arn,
+        }
+        if record.stop_date is not None:
+            child["stopDate"] = record.stop_date
+        return ActionResult({"executions": [child]})
+
+    StepFunctionResponse.list_executions = list_executions
+
+    original_history = StepFunctionsParserBackend.get_execution_history
+
+    def get_execution_history(self, execution_arn):
+        with _MAP_RUNS_LOCK:
+            map_run_arn = _MAP_RUN_CHILDREN.get(execution_arn)
+            found = _MAP_RUNS.get(map_run_arn) if map_run_arn else None
+        if found is None:
+            return original_history(self, execution_arn)
+        return {"events": found[1].get_event_history()}
+
+    StepFunctionsParserBackend.get_execution_history = get_execution_history
+
+
 def patch_sfn_history_paging() -> None:
     """GetExecutionHistory ignores maxResults, nextToken and reverseOrder and returns every
     event at once; clients that page (the SDKs' paginators) would loop or see duplicates."""
@@ -2251,6 +2329,8 @@ def apply_patches() -> None:
     patch_sfn_executions()
     patch_sfn_history_paging()
     patch_sfn_versions()
+    # Last: it answers ListExecutions(mapRunArn) before the versions patch looks for a machine.
+    patch_sfn_map_run_children()
     patch_reset()
 
 

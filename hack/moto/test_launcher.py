@@ -735,6 +735,39 @@ def test_s3_events_have_own_ids_and_a_redelivery_starts_no_second_named_executio
     assert emu.post("/flowline-test/redeliver-s3-event", {"key": "nothing"})[0] == 404
 
 
+def test_map_run_iterations_are_listed_and_their_history_read(emu):
+    sfn = emu.client("stepfunctions")
+    machine = state_machine(
+        emu,
+        {
+            "StartAt": "Each",
+            "States": {
+                "Each": {
+                    "Type": "Map",
+                    "ItemsPath": "$.items",
+                    "ItemProcessor": {
+                        "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                        "StartAt": "Work",
+                        "States": {"Work": {"Type": "Pass", "End": True}},
+                    },
+                    "End": True,
+                }
+            },
+        },
+    )
+    arn = sfn.start_execution(stateMachineArn=machine, input=json.dumps({"items": [1, 2, 3]}))["executionArn"]
+    assert wait_execution(sfn, arn)["status"] == "SUCCEEDED"
+    events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    map_run = next(e for e in events if e["type"] == "MapRunStarted")["mapRunStartedEventDetails"]["mapRunArn"]
+    assert sfn.describe_map_run(mapRunArn=map_run)["itemCounts"]["succeeded"] == 3
+    [child] = sfn.list_executions(mapRunArn=map_run)["executions"]
+    assert child["status"] == "SUCCEEDED" and child["executionArn"].endswith("-iterations")
+    child_events = sfn.get_execution_history(executionArn=child["executionArn"], maxResults=1000)["events"]
+    assert sum(1 for e in child_events if e["type"] == "PassStateEntered") == 3
+    with pytest.raises(sfn.exceptions.ResourceNotFound):
+        sfn.list_executions(mapRunArn=map_run + "x")
+
+
 # --------------------------------------------------------------------------------------------
 # Patch 5 and history paging
 # --------------------------------------------------------------------------------------------

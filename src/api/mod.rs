@@ -27,8 +27,9 @@ pub use flow::{
     Retry, RetryAction, RetryRule, ServerSideEncryption, Step,
 };
 pub use run::{
-    Artifact, EXECUTION_ARN_ANNOTATION, MAX_LISTED_ARTIFACTS, RUN_NAME_MAX_LEN, ResumeFrom, Run,
-    RunOrigin, RunPhase, RunSpec, RunStatus, SCHEDULE_LABEL, StepPhase, StepStatus,
+    Artifact, EXECUTION_ARN_ANNOTATION, ForeachStatus, MAX_FOREACH_TASKS_READ,
+    MAX_LISTED_ARTIFACTS, RUN_NAME_MAX_LEN, ResumeFrom, Run, RunOrigin, RunPhase, RunSpec,
+    RunStatus, SCHEDULE_LABEL, StepPhase, StepStatus,
 };
 pub use schedule::{
     EventTrigger, S3Trigger, SCHEDULE_NAME_MAX_LEN, Schedule, ScheduleSpec, ScheduleStatus,

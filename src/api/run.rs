@@ -196,6 +196,41 @@ pub struct RunStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub steps: Vec<StepStatus>,
+
+    /// Progress of each foreach: its tasks run in the child executions of a Distributed Map
+    /// run. Their steps appear in `steps` (job ids and log streams of the first
+    /// `MAX_FOREACH_TASKS_READ` tasks) once the foreach has finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["step".into()]))]
+    pub foreach: Vec<ForeachStatus>,
+}
+
+/// Most child executions of a foreach whose histories are read into the steps' status.
+pub const MAX_FOREACH_TASKS_READ: usize = 100;
+
+/// The tasks of one foreach, counted by state.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForeachStatus {
+    /// The step whose array the foreach iterates over.
+    pub step: String,
+    /// ARN of the Distributed Map run.
+    pub map_run_arn: String,
+    /// Whether every task has finished (the counts are final).
+    #[serde(default)]
+    pub finished: bool,
+    /// Tasks in all: the length of the array the step wrote.
+    pub total: i64,
+    /// Tasks not started yet.
+    pub pending: i64,
+    /// Tasks running.
+    pub running: i64,
+    /// Tasks that succeeded.
+    pub succeeded: i64,
+    /// Tasks that failed.
+    pub failed: i64,
+    /// Tasks aborted or timed out.
+    pub aborted: i64,
 }
 
 /// The phase of a Run.

@@ -286,6 +286,17 @@ pub async fn history(
     client: &Client,
     arn: &str,
 ) -> Result<Vec<crate::reconcilers::run::HistoryEvent>, AwsError> {
+    history_after(client, arn, 0).await
+}
+
+/// The events of an execution's history after event `after_id`, oldest first. The history
+/// is read newest first and only until `after_id`, so a Run that already read most of its
+/// history pays for the new events only (one call in steady state).
+pub async fn history_after(
+    client: &Client,
+    arn: &str,
+    after_id: i64,
+) -> Result<Vec<crate::reconcilers::run::HistoryEvent>, AwsError> {
     use aws_sdk_sfn::types::HistoryEventType as Kind;
     let mut events = Vec::new();
     let mut token = None;
@@ -293,12 +304,18 @@ pub async fn history(
         let page = client
             .get_execution_history()
             .execution_arn(arn)
-            .max_results(1000)
+            .reverse_order(true)
+            .max_results(if after_id > 0 { 100 } else { 1000 })
             .set_next_token(token)
             .send()
             .await
             .map_err(classify)?;
+        let mut reached_known = false;
         for event in page.events() {
+            if event.id() <= after_id {
+                reached_known = true;
+                break;
+            }
             let detail = match event.r#type() {
                 Kind::TaskScheduled => event
                     .task_scheduled_event_details()
@@ -312,6 +329,12 @@ pub async fn history(
                 Kind::TaskFailed => event
                     .task_failed_event_details()
                     .and_then(|d| d.cause().map(str::to_owned)),
+                Kind::MapRunStarted => event
+                    .map_run_started_event_details()
+                    .and_then(|d| d.map_run_arn().map(str::to_owned)),
+                Kind::MapStateEntered => event
+                    .state_entered_event_details()
+                    .map(|d| d.name().to_owned()),
                 _ => None,
             };
             events.push(crate::reconcilers::run::HistoryEvent {
@@ -325,8 +348,75 @@ pub async fn history(
             });
         }
         token = page.next_token().map(str::to_owned);
-        if token.is_none() {
+        if token.is_none() || reached_known {
+            events.reverse();
             return Ok(events);
+        }
+    }
+}
+
+/// How many items of a Distributed Map run are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MapRunCounts {
+    /// Whether the map run has ended (its counts are final).
+    pub finished: bool,
+    pub total: i64,
+    pub pending: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub aborted: i64,
+}
+
+/// The item counts of a Distributed Map run.
+pub async fn map_run_counts(client: &Client, map_run_arn: &str) -> Result<MapRunCounts, AwsError> {
+    let output = client
+        .describe_map_run()
+        .map_run_arn(map_run_arn)
+        .send()
+        .await
+        .map_err(classify)?;
+    let finished = output.status() != &aws_sdk_sfn::types::MapRunStatus::Running;
+    Ok(output
+        .item_counts()
+        .map(|c| MapRunCounts {
+            finished,
+            total: c.total(),
+            pending: c.pending(),
+            running: c.running(),
+            succeeded: c.succeeded(),
+            failed: c.failed(),
+            aborted: c.aborted() + c.timed_out(),
+        })
+        .unwrap_or_default())
+}
+
+/// The child executions of a Distributed Map run, at most `limit`.
+pub async fn map_run_executions(
+    client: &Client,
+    map_run_arn: &str,
+    limit: usize,
+) -> Result<Vec<String>, AwsError> {
+    let mut arns = Vec::new();
+    let mut token = None;
+    loop {
+        let page = client
+            .list_executions()
+            .map_run_arn(map_run_arn)
+            .max_results(100)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(classify)?;
+        arns.extend(
+            page.executions()
+                .iter()
+                .map(|e| e.execution_arn().to_owned()),
+        );
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() || arns.len() >= limit {
+            arns.truncate(limit);
+            return Ok(arns);
         }
     }
 }

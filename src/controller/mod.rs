@@ -62,6 +62,17 @@ pub struct Options {
     )]
     pub discovery_interval_seconds: u64,
 
+    /// Polls of running executions per second, shared by all running Runs: each Run is
+    /// polled every 3 s until there are so many that this budget would be exceeded, then
+    /// less often. Sized under Step Functions' DescribeExecution quota (15/s in the large
+    /// regions), leaving room for the rest of the controller's reads.
+    #[arg(
+        long,
+        env = "FLOWLINE_TRACKING_CALLS_PER_SECOND",
+        default_value_t = 10.0
+    )]
+    pub tracking_calls_per_second: f64,
+
     /// Flows reconciled at the same time.
     #[arg(long, env = "FLOWLINE_WORKERS", default_value_t = 8)]
     pub workers: u16,
@@ -91,9 +102,57 @@ pub struct Context {
     pub keep_runs: (usize, usize),
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Polls of running executions per second, shared by all running Runs.
+    pub tracking_rate: f64,
+    /// The Runs whose execution is being polled (`namespace/name`).
+    running_runs: Mutex<std::collections::HashSet<String>>,
+    /// The history read so far of each running execution, so a poll reads new events only.
+    histories: Mutex<HashMap<String, Vec<crate::reconcilers::run::HistoryEvent>>>,
 }
 
 impl Context {
+    /// The whole history of a running execution: what was read before plus the new events.
+    pub async fn history(
+        &self,
+        execution_arn: &str,
+    ) -> Result<Vec<crate::reconcilers::run::HistoryEvent>, ReconcileError> {
+        let mut events = self
+            .histories
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(execution_arn)
+            .unwrap_or_default();
+        let after = events.last().map_or(0, |e| e.id);
+        let new = crate::aws::sfn::history_after(&self.sfn, execution_arn, after)
+            .await
+            .map_err(ReconcileError::Aws)?;
+        events.extend(new);
+        self.histories
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(execution_arn.to_owned(), events.clone());
+        Ok(events)
+    }
+
+    /// Drops the history kept for an execution that has finished.
+    pub fn forget_history(&self, execution_arn: &str) {
+        self.histories
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(execution_arn);
+    }
+
+    /// Records whether a Run is running and returns how many are.
+    pub fn track_running(&self, key: &str, running: bool) -> usize {
+        let mut runs = self.running_runs.lock().unwrap_or_else(|p| p.into_inner());
+        if running {
+            runs.insert(key.to_owned());
+        } else {
+            runs.remove(key);
+        }
+        runs.len()
+    }
+
     /// The Secrets Manager client for a secret read through `role` in `region` (the
     /// controller's own identity and region when both are unset).
     pub async fn secrets_client(
@@ -253,6 +312,9 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         runnable_timeout: Duration::from_secs(options.runnable_timeout_seconds),
         keep_runs: (options.keep_succeeded_runs, options.keep_failed_runs),
         failures: Mutex::new(HashMap::new()),
+        tracking_rate: options.tracking_calls_per_second,
+        running_runs: Mutex::new(std::collections::HashSet::new()),
+        histories: Mutex::new(HashMap::new()),
         kube: kube.clone(),
     });
     let (flows, runs, schedules): (Api<Flow>, Api<Run>, Api<Schedule>) = match &options.namespace {

@@ -15,16 +15,17 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::{
-    EXECUTION_ARN_ANNOTATION, FINALIZER, Flow, MAX_LISTED_ARTIFACTS, Run, RunOrigin, RunPhase,
-    RunStatus, SCHEDULE_LABEL, StepPhase, condition,
+    EXECUTION_ARN_ANNOTATION, FINALIZER, Flow, ForeachStatus, MAX_FOREACH_TASKS_READ,
+    MAX_LISTED_ARTIFACTS, Run, RunOrigin, RunPhase, RunStatus, SCHEDULE_LABEL, StepPhase,
+    condition,
 };
 use crate::aws;
 use crate::aws::error::ErrorClass;
 use crate::compile::{self, naming};
 use crate::reconcilers::conditions::{Health, set_health};
 use crate::reconcilers::run::{
-    FinishedRun, RUNNABLE_HINT, check_parameters, failure_message, phase_of, runs_to_prune,
-    step_statuses,
+    FinishedRun, RUNNABLE_HINT, check_parameters, failure_message, map_runs, merge_task_steps,
+    phase_of, poll_interval, runs_to_prune, step_statuses,
 };
 
 use super::report::{now, publish, write_status};
@@ -237,10 +238,15 @@ async fn track(
     let execution = aws::sfn::describe_execution(&ctx.sfn, execution_arn)
         .await
         .map_err(ReconcileError::Aws)?;
-    let events = aws::sfn::history(&ctx.sfn, execution_arn)
-        .await
-        .map_err(ReconcileError::Aws)?;
+    let events = ctx.history(execution_arn).await?;
     let mut steps = step_statuses(&events);
+    status.foreach = track_foreach(ctx, &status, &events, &mut steps).await?;
+    // Steps never disappear: ones read before (foreach tasks) stay.
+    for known in &status.steps {
+        if !steps.iter().any(|s| s.name == known.name) {
+            steps.push(known.clone());
+        }
+    }
     list_artifacts(ctx, &status, &mut steps).await;
     let phase = phase_of(&execution.status);
     let stuck = if phase == RunPhase::Running {
@@ -351,11 +357,84 @@ async fn track(
     if finished {
         prune_history(api, ctx, &run.spec.flow_ref.name).await?;
     }
+    let key = format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any());
+    let running = ctx.track_running(&key, !finished);
+    if finished {
+        ctx.forget_history(execution_arn);
+    }
     Ok(if finished {
         Action::await_change()
     } else {
-        Action::requeue(POLL)
+        Action::requeue(poll_interval(running, ctx.tracking_rate, POLL))
     })
+}
+
+/// The progress of each foreach of the execution: item counts from the Distributed Map run
+/// while it runs (one call each per poll); once it has finished, the steps of its tasks, read
+/// once from the histories of its first child executions.
+async fn track_foreach(
+    ctx: &Context,
+    previous: &RunStatus,
+    events: &[crate::reconcilers::run::HistoryEvent],
+    steps: &mut Vec<crate::api::StepStatus>,
+) -> Result<Vec<ForeachStatus>, ReconcileError> {
+    let mut foreach = Vec::new();
+    for (step, map_run_arn) in map_runs(events) {
+        if let Some(done) = previous
+            .foreach
+            .iter()
+            .find(|f| f.map_run_arn == map_run_arn && f.finished)
+        {
+            foreach.push(done.clone());
+            continue;
+        }
+        // Foreach progress is extra detail: failing to read it never fails the Run's tracking.
+        let counts = match aws::sfn::map_run_counts(&ctx.sfn, &map_run_arn).await {
+            Ok(counts) => counts,
+            Err(error) => {
+                warn!(%map_run_arn, %error, "could not read a foreach's progress");
+                continue;
+            }
+        };
+        if counts.finished {
+            match foreach_task_steps(ctx, &map_run_arn).await {
+                Ok(task_steps) => {
+                    for task_step in task_steps {
+                        if !steps.iter().any(|s| s.name == task_step.name) {
+                            steps.push(task_step);
+                        }
+                    }
+                }
+                Err(error) => warn!(%map_run_arn, %error, "could not read a foreach's tasks"),
+            }
+        }
+        foreach.push(ForeachStatus {
+            step,
+            map_run_arn,
+            finished: counts.finished,
+            total: counts.total,
+            pending: counts.pending,
+            running: counts.running,
+            succeeded: counts.succeeded,
+            failed: counts.failed,
+            aborted: counts.aborted,
+        });
+    }
+    Ok(foreach)
+}
+
+/// The steps of a finished foreach's tasks, merged, from its first child executions.
+async fn foreach_task_steps(
+    ctx: &Context,
+    map_run_arn: &str,
+) -> Result<Vec<crate::api::StepStatus>, aws::error::AwsError> {
+    let children =
+        aws::sfn::map_run_executions(&ctx.sfn, map_run_arn, MAX_FOREACH_TASKS_READ).await?;
+    let mut tasks = Vec::with_capacity(children.len());
+    for child in &children {
+        tasks.push(step_statuses(&aws::sfn::history(&ctx.sfn, child).await?));
+    }
+    Ok(merge_task_steps(&tasks))
 }
 
 /// Deletes the oldest finished Runs of a Flow beyond the configured history limits.
@@ -487,6 +566,10 @@ async fn terminate_jobs(ctx: &Context, status: &RunStatus) {
 
 /// A Run deleted while running stops its execution.
 async fn cleanup(run: &Run, ctx: &Context) -> Result<Action, ReconcileError> {
+    ctx.track_running(
+        &format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any()),
+        false,
+    );
     let status = run.status.clone().unwrap_or_default();
     if let (Some(arn), false) = (
         &status.execution_arn,

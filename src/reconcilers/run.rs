@@ -173,6 +173,75 @@ pub fn step_statuses(events: &[HistoryEvent]) -> Vec<StepStatus> {
         .collect()
 }
 
+/// The Distributed Map runs an execution started: `(foreach step, map run ARN)`. The Map
+/// state of a foreach is named `<step>.foreach`.
+pub fn map_runs(events: &[HistoryEvent]) -> Vec<(String, String)> {
+    let by_id: BTreeMap<i64, &HistoryEvent> = events.iter().map(|e| (e.id, e)).collect();
+    events
+        .iter()
+        .filter(|e| e.kind == "MapRunStarted")
+        .filter_map(|started| {
+            let arn = started.detail.clone()?;
+            let mut current = started;
+            for _ in 0..16 {
+                if current.kind == "MapStateEntered" {
+                    let state = current.detail.as_deref()?;
+                    let step = state.strip_suffix(".foreach").unwrap_or(state);
+                    return Some((step.to_owned(), arn));
+                }
+                current = by_id.get(&current.previous_id)?;
+            }
+            None
+        })
+        .collect()
+}
+
+/// Most job ids and log streams kept per step when the tasks of a foreach are merged.
+const MAX_MERGED_IDS: usize = 100;
+
+/// One status per step from the step statuses of many tasks (the child executions of a
+/// foreach): job ids and log streams together (bounded), the most attempts, the earliest
+/// start and latest completion, Failed if any task failed, Running while any runs.
+pub fn merge_task_steps(tasks: &[Vec<StepStatus>]) -> Vec<StepStatus> {
+    let mut merged: Vec<StepStatus> = Vec::new();
+    for step in tasks.iter().flatten() {
+        let Some(into) = merged.iter_mut().find(|s| s.name == step.name) else {
+            merged.push(step.clone());
+            continue;
+        };
+        for id in &step.job_ids {
+            if into.job_ids.len() < MAX_MERGED_IDS {
+                push_unique(&mut into.job_ids, id);
+            }
+        }
+        for stream in &step.log_streams {
+            if into.log_streams.len() < MAX_MERGED_IDS {
+                push_unique(&mut into.log_streams, stream);
+            }
+        }
+        into.attempts = into.attempts.max(step.attempts);
+        into.phase = match (into.phase, step.phase) {
+            (Some(StepPhase::Failed), _) | (_, Some(StepPhase::Failed)) => Some(StepPhase::Failed),
+            (Some(StepPhase::Running), _) | (_, Some(StepPhase::Running)) => {
+                Some(StepPhase::Running)
+            }
+            (phase, other) => phase.or(other),
+        };
+        if into.reason.is_none() {
+            into.reason = step.reason.clone();
+        }
+        into.start_time = match (into.start_time.take(), step.start_time.clone()) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        into.completion_time = match (into.completion_time.take(), step.completion_time.clone()) {
+            (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        };
+    }
+    merged
+}
+
 fn push_unique(list: &mut Vec<String>, value: &str) {
     if !list.iter().any(|v| v == value) {
         list.push(value.to_owned());
@@ -433,5 +502,94 @@ mod tests {
         assert_eq!(phase_of("SUCCEEDED"), RunPhase::Succeeded);
         assert_eq!(phase_of("ABORTED"), RunPhase::Aborted);
         assert_eq!(phase_of("TIMED_OUT"), RunPhase::TimedOut);
+    }
+}
+
+/// How long a running Run waits before it is polled again: `fastest`, unless the Runs being
+/// tracked would then need more than `calls_per_second` polls per second — then they share
+/// that budget evenly, so any number of running Runs stays within Step Functions'
+/// DescribeExecution quota (10,000 Runs at 12 calls/s are each polled every ~14 minutes).
+pub fn poll_interval(
+    running: usize,
+    calls_per_second: f64,
+    fastest: std::time::Duration,
+) -> std::time::Duration {
+    if calls_per_second <= 0.0 {
+        return fastest;
+    }
+    let shared = std::time::Duration::from_secs_f64(running as f64 / calls_per_second);
+    shared.max(fastest)
+}
+
+#[cfg(test)]
+mod poll_tests {
+    use std::time::Duration;
+
+    use super::poll_interval;
+
+    #[test]
+    fn polls_share_the_budget_when_many_runs_are_running() {
+        let fastest = Duration::from_secs(3);
+        assert_eq!(poll_interval(1, 12.0, fastest), fastest);
+        assert_eq!(poll_interval(36, 12.0, fastest), fastest);
+        assert_eq!(poll_interval(120, 12.0, fastest), Duration::from_secs(10));
+        let at_scale = poll_interval(10_000, 12.0, fastest);
+        assert!(
+            10_000.0 / at_scale.as_secs_f64() <= 12.0 + 1e-6,
+            "{at_scale:?}"
+        );
+        assert_eq!(poll_interval(10, 0.0, fastest), fastest);
+    }
+}
+
+#[cfg(test)]
+mod foreach_tests {
+    use super::*;
+
+    fn event(id: i64, previous_id: i64, kind: &str, detail: Option<&str>) -> HistoryEvent {
+        HistoryEvent {
+            id,
+            previous_id,
+            kind: kind.into(),
+            detail: detail.map(str::to_owned),
+            timestamp: None,
+        }
+    }
+
+    #[test]
+    fn map_runs_are_named_after_their_foreach_step() {
+        let events = vec![
+            event(5, 4, "MapStateEntered", Some("start.foreach")),
+            event(6, 5, "MapStateStarted", None),
+            event(7, 6, "MapRunStarted", Some("arn:map-run")),
+        ];
+        assert_eq!(
+            map_runs(&events),
+            vec![("start".to_owned(), "arn:map-run".to_owned())]
+        );
+    }
+
+    #[test]
+    fn task_steps_merge_into_one_status_per_step() {
+        let task = |job: &str, phase: StepPhase| StepStatus {
+            name: "train".into(),
+            phase: Some(phase),
+            attempts: Some(1),
+            job_ids: vec![job.into()],
+            ..StepStatus::default()
+        };
+        let merged = merge_task_steps(&[
+            vec![task("a", StepPhase::Succeeded)],
+            vec![task("b", StepPhase::Failed)],
+            vec![task("c", StepPhase::Succeeded)],
+        ]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].job_ids, vec!["a", "b", "c"]);
+        assert_eq!(merged[0].phase, Some(StepPhase::Failed));
+        let ok = merge_task_steps(&[
+            vec![task("a", StepPhase::Succeeded)],
+            vec![task("b", StepPhase::Succeeded)],
+        ]);
+        assert_eq!(ok[0].phase, Some(StepPhase::Succeeded));
     }
 }

@@ -412,3 +412,60 @@ async fn deleting_a_running_run_stops_its_execution() {
         "the execution is stopped"
     );
 }
+
+#[tokio::test]
+async fn foreach_run_reports_its_tasks_and_their_steps() {
+    install_crds();
+    let ns = TestNamespace::create("run-foreach");
+    let _controller = ControllerProcess::start(&ns.name);
+    apply(
+        &ns.name,
+        "apiVersion: flowline.io/v1alpha1\nkind: Flow\nmetadata: {name: sweep}\nspec:\n  steps:\n    - {name: start, command: [\"true\"], foreach: {artifact: foreach.json}, next: [train], env: [{name: EMULATOR_RUN_SECONDS, value: \"6\"}]}\n    - {name: train, command: [\"true\"], next: [join]}\n    - {name: join, join: true, command: [\"true\"], next: [end]}\n    - {name: end, command: [\"true\"]}\n",
+    );
+    apply(&ns.name, &run("sweep-1", "sweep", "{}"));
+    // Play the start task: write the item list where the foreach reads it.
+    let root = wait_for("the Run's artifact root", TIMEOUT, || {
+        let root = jsonpath(&ns.name, "run/sweep-1", "{.status.artifactRoot}");
+        (!root.is_empty()).then_some(root)
+    });
+    let (bucket, prefix) = root
+        .trim_start_matches("s3://")
+        .split_once('/')
+        .expect("s3://bucket/prefix");
+    let config = aws_config().await;
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    )
+    .put_object()
+    .bucket(bucket)
+    .key(format!("{prefix}/start/0/foreach.json"))
+    .body(br#"[1, 2, 3]"#.to_vec().into())
+    .send()
+    .await
+    .expect("item list is written");
+    wait_phase(&ns.name, "sweep-1", "Succeeded");
+    let foreach = jsonpath(
+        &ns.name,
+        "run/sweep-1",
+        "{.status.foreach[0].step} {.status.foreach[0].total} {.status.foreach[0].succeeded} {.status.foreach[0].finished}",
+    );
+    assert_eq!(foreach, "start 3 3 true");
+    let train = jsonpath(
+        &ns.name,
+        "run/sweep-1",
+        "{.status.steps[?(@.name==\"train\")].phase} {.status.steps[?(@.name==\"train\")].jobIds}",
+    );
+    let (phase, jobs) = train.split_once(' ').expect("train's status");
+    assert_eq!(phase, "Succeeded");
+    let jobs: Vec<String> = serde_json::from_str(jobs).expect("job ids");
+    assert_eq!(jobs.len(), 3, "one Batch job per task: {jobs:?}");
+    let steps = jsonpath(&ns.name, "run/sweep-1", "{.status.steps[*].name}");
+    for step in ["start", "train", "join", "end"] {
+        assert!(
+            steps.split_whitespace().any(|s| s == step),
+            "{step} in {steps}"
+        );
+    }
+}
