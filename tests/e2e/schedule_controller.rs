@@ -56,6 +56,18 @@ fn emulator_post(path: &str, body: &serde_json::Value) -> serde_json::Value {
 }
 
 /// Names of the Runs in a namespace with a label selector.
+/// A Run's execution ARN, once the controller has recorded it.
+fn execution_of(namespace: &str, run: &str) -> String {
+    wait_for(
+        &format!("Run {run} to track its execution"),
+        TIMEOUT,
+        || {
+            let arn = jsonpath(namespace, &format!("run/{run}"), "{.status.executionArn}");
+            (!arn.is_empty()).then_some(arn)
+        },
+    )
+}
+
 fn runs(namespace: &str, selector: &str) -> Vec<String> {
     kubectl(
         &[
@@ -247,10 +259,7 @@ async fn cron_schedule_rule_suspend_fire_and_delete() {
     let run = wait_for("a Run for the scheduled execution", TIMEOUT, || {
         runs(&ns.name, "flowline.io/schedule=nightly-report").pop()
     });
-    assert_eq!(
-        jsonpath(&ns.name, &format!("run/{run}"), "{.status.executionArn}"),
-        execution
-    );
+    assert_eq!(execution_of(&ns.name, &run), execution);
     assert_eq!(
         jsonpath(&ns.name, &format!("run/{run}"), "{.status.origin}"),
         "Schedule"
@@ -554,14 +563,7 @@ async fn an_execution_started_outside_flowline_becomes_a_run() {
     let adopted = wait_for("a Run for the console's execution", TIMEOUT, || {
         runs(&ns.name, "flowline.io/origin=external").pop()
     });
-    assert_eq!(
-        jsonpath(
-            &ns.name,
-            &format!("run/{adopted}"),
-            "{.status.executionArn}"
-        ),
-        started.execution_arn()
-    );
+    assert_eq!(execution_of(&ns.name, &adopted), started.execution_arn());
     assert_eq!(
         jsonpath(&ns.name, &format!("run/{adopted}"), "{.status.origin}"),
         "External"
