@@ -233,6 +233,11 @@ impl<'a> Arns<'a> {
         )
     }
 
+    /// Distributed Map runs (the foreach of a Flow) of Flowline's state machines.
+    fn map_runs(&self) -> String {
+        self.arn("states", self.region, &format!("mapRun:{}*", self.prefix))
+    }
+
     fn job_definitions(&self) -> String {
         // Also matches revisions (`name:3`).
         self.arn(
@@ -378,6 +383,12 @@ fn controller(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<Stat
                 "states:GetExecutionHistory",
             ],
             vec![arns.executions()],
+        ),
+        // Foreach progress: the map run's counts and its child executions.
+        allow(
+            "ForeachProgress",
+            &["states:DescribeMapRun", "states:ListExecutions"],
+            vec![arns.map_runs()],
         ),
         allow(
             "ScheduleRules",
