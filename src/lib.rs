@@ -9,5 +9,6 @@ pub mod api;
 pub mod aws;
 pub mod compile;
 pub mod controller;
+pub mod metrics;
 pub mod reconcilers;
 pub mod settings;

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod error;
+pub mod limits;
 pub mod s3;
 pub mod secrets;
 pub mod sfn;

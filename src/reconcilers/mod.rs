@@ -4,3 +4,4 @@
 pub mod conditions;
 pub mod flow;
 pub mod run;
+pub mod tenancy;

@@ -8,5 +8,6 @@ mod api;
 mod emulator;
 mod flow_controller;
 mod foundation;
+mod operations;
 mod render;
 mod run_controller;
