@@ -29,7 +29,9 @@ log "installing the CRDs"
 "$flowline" crds | kubectl apply --server-side --force-conflicts -f - >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/flows.flowline.io crd/runs.flowline.io crd/schedules.flowline.io >/dev/null
 
-# The controller runs beside the environment; env-down stops it with the rest.
+# The controller runs beside the environment; env-down stops it with the rest. One replica:
+# no leader Lease; its metrics endpoint takes a free loopback port (logged at start).
+export FLOWLINE_LEADER_ELECTION=false FLOWLINE_HTTP_ADDR=127.0.0.1:0
 if ! kill -0 "$(cat "$FLOWLINE_ENV_DIR/pids/flowline-controller.pid" 2>/dev/null)" 2>/dev/null; then
   log "starting the flowline controller (log: $FLOWLINE_ENV_DIR/logs/flowline-controller.log)"
   FLOWLINE_S3_ENDPOINT="$AWS_ENDPOINT_URL" FLOWLINE_S3_FORCE_PATH_STYLE=true \

@@ -10,5 +10,6 @@ pub mod aws;
 pub mod compile;
 pub mod controller;
 pub mod iam;
+pub mod metrics;
 pub mod reconcilers;
 pub mod settings;

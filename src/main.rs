@@ -145,13 +145,16 @@ fn run_controller(
     settings: Settings,
     options: flowline::controller::Options,
 ) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .json()
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match std::env::var("FLOWLINE_LOG_FORMAT").as_deref() {
+        Ok("text") => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        Ok("json") | Err(_) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init(),
+        Ok(other) => anyhow::bail!("FLOWLINE_LOG_FORMAT must be json or text, not {other:?}"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

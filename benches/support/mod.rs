@@ -51,6 +51,11 @@ impl Bench {
             .env("AWS_ACCESS_KEY_ID", &access_key)
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("RUST_LOG", "warn")
+            // One controller alone, measured against the emulator: no Lease, no endpoint,
+            // and no client-side AWS rate limits (AWS's quotas would dominate the figures).
+            .env("FLOWLINE_LEADER_ELECTION", "false")
+            .env("FLOWLINE_HTTP_ADDR", "off")
+            .env("FLOWLINE_AWS_RATE_SCALE", "0")
             .envs(extra_env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)

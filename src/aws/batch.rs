@@ -8,7 +8,8 @@ use crate::compile::job_definition::{
     ContainerProperties, JobDefinition, LinuxParameters, RetryStrategy,
 };
 
-use super::error::{AwsError, classify};
+use super::error::AwsError;
+use super::limits::{Operation, call};
 
 /// Registers a job definition and returns the ARN of the new revision.
 pub async fn register_job_definition(
@@ -68,7 +69,7 @@ pub async fn register_job_definition(
                 .build(),
         );
     }
-    let output = request.send().await.map_err(classify)?;
+    let output = call(Operation::RegisterJobDefinition, request.send()).await?;
     Ok(output.job_definition_arn().unwrap_or_default().to_owned())
 }
 
@@ -210,12 +211,14 @@ pub async fn active_revisions_by_arn(
 ) -> Result<Vec<ActiveRevision>, AwsError> {
     let mut found = Vec::new();
     for chunk in arns.chunks(100) {
-        let output = client
-            .describe_job_definitions()
-            .set_job_definitions(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(classify)?;
+        let output = call(
+            Operation::DescribeJobDefinitions,
+            client
+                .describe_job_definitions()
+                .set_job_definitions(Some(chunk.to_vec()))
+                .send(),
+        )
+        .await?;
         found.extend(active(output.job_definitions()));
     }
     Ok(found)
@@ -226,13 +229,15 @@ pub async fn active_revisions_by_name(
     client: &Client,
     name: &str,
 ) -> Result<Vec<ActiveRevision>, AwsError> {
-    let output = client
-        .describe_job_definitions()
-        .job_definition_name(name)
-        .status("ACTIVE")
-        .send()
-        .await
-        .map_err(classify)?;
+    let output = call(
+        Operation::DescribeJobDefinitions,
+        client
+            .describe_job_definitions()
+            .job_definition_name(name)
+            .status("ACTIVE")
+            .send(),
+    )
+    .await?;
     Ok(active(output.job_definitions()))
 }
 
@@ -252,15 +257,17 @@ fn active(definitions: &[sdk::JobDefinition]) -> Vec<ActiveRevision> {
 
 /// Deregisters a revision; one already gone counts as deregistered.
 pub async fn deregister(client: &Client, arn: &str) -> Result<(), AwsError> {
-    match client
-        .deregister_job_definition()
-        .job_definition(arn)
-        .send()
-        .await
+    match call(
+        Operation::DeregisterJobDefinition,
+        client
+            .deregister_job_definition()
+            .job_definition(arn)
+            .send(),
+    )
+    .await
     {
         Ok(_) => Ok(()),
         Err(error) => {
-            let error = classify(error);
             if error.message.contains("does not exist") || error.message.contains("not found") {
                 Ok(())
             } else {
@@ -275,12 +282,14 @@ pub async fn missing_queues(client: &Client, queues: &[String]) -> Result<Vec<St
     if queues.is_empty() {
         return Ok(Vec::new());
     }
-    let output = client
-        .describe_job_queues()
-        .set_job_queues(Some(queues.to_vec()))
-        .send()
-        .await
-        .map_err(classify)?;
+    let output = call(
+        Operation::DescribeJobQueues,
+        client
+            .describe_job_queues()
+            .set_job_queues(Some(queues.to_vec()))
+            .send(),
+    )
+    .await?;
     let found: Vec<(Option<&str>, Option<&str>)> = output
         .job_queues()
         .iter()
@@ -300,13 +309,11 @@ pub async fn missing_queues(client: &Client, queues: &[String]) -> Result<Vec<St
 
 /// Terminates a job (running or not yet started); a finished one is left as it is.
 pub async fn terminate_job(client: &Client, job_id: &str, reason: &str) -> Result<(), AwsError> {
-    client
-        .terminate_job()
-        .job_id(job_id)
-        .reason(reason)
-        .send()
-        .await
-        .map_err(classify)?;
+    call(
+        Operation::TerminateJob,
+        client.terminate_job().job_id(job_id).reason(reason).send(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -322,12 +329,11 @@ pub struct JobState {
 pub async fn describe_jobs(client: &Client, ids: &[String]) -> Result<Vec<JobState>, AwsError> {
     let mut states = Vec::new();
     for chunk in ids.chunks(100) {
-        let output = client
-            .describe_jobs()
-            .set_jobs(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(classify)?;
+        let output = call(
+            Operation::DescribeJobs,
+            client.describe_jobs().set_jobs(Some(chunk.to_vec())).send(),
+        )
+        .await?;
         states.extend(output.jobs().iter().map(|job| {
             JobState {
                 id: job.job_id().unwrap_or_default().to_owned(),

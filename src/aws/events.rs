@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::types::{InputTransformer, RuleState, Tag, Target};
 
-use super::error::{AwsError, classify};
+use super::error::AwsError;
+use super::limits::{Operation, call};
 
 /// A rule as Flowline writes it and reads it back.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -41,7 +42,12 @@ pub struct ObservedRule {
 
 /// Describes a rule; `None` when it does not exist.
 pub async fn describe_rule(client: &Client, name: &str) -> Result<Option<ObservedRule>, AwsError> {
-    match client.describe_rule().name(name).send().await {
+    match call(
+        Operation::DescribeRule,
+        client.describe_rule().name(name).send(),
+    )
+    .await
+    {
         Ok(output) => Ok(Some(ObservedRule {
             arn: output.arn().unwrap_or_default().to_owned(),
             rule: Rule {
@@ -58,7 +64,7 @@ pub async fn describe_rule(client: &Client, name: &str) -> Result<Option<Observe
                 description: output.description().unwrap_or_default().to_owned(),
             },
         })),
-        Err(error) => not_found_is_none(classify(error)),
+        Err(error) => not_found_is_none(error),
     }
 }
 
@@ -68,7 +74,7 @@ pub async fn put_rule(
     rule: &Rule,
     tags: &BTreeMap<String, String>,
 ) -> Result<String, AwsError> {
-    let output = client
+    let request = client
         .put_rule()
         .name(&rule.name)
         .set_schedule_expression(rule.schedule_expression.clone())
@@ -85,9 +91,8 @@ pub async fn put_rule(
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(AwsError::request)?,
         ))
-        .send()
-        .await
-        .map_err(classify)?;
+        .send();
+    let output = call(Operation::PutRule, request).await?;
     Ok(output.rule_arn().unwrap_or_default().to_owned())
 }
 
@@ -96,16 +101,14 @@ pub async fn list_targets(client: &Client, rule: &str) -> Result<Vec<RuleTarget>
     let mut targets = Vec::new();
     let mut token = None;
     loop {
-        let output = match client
+        let request = client
             .list_targets_by_rule()
             .rule(rule)
             .set_next_token(token)
-            .send()
-            .await
-        {
+            .send();
+        let output = match call(Operation::ListTargetsByRule, request).await {
             Ok(output) => output,
             Err(error) => {
-                let error = classify(error);
                 return if is_not_found(&error) {
                     Ok(targets)
                 } else {
@@ -154,13 +157,11 @@ pub async fn put_target(client: &Client, rule: &str, target: &RuleTarget) -> Res
         .set_input_transformer(transformer)
         .build()
         .map_err(AwsError::request)?;
-    let output = client
-        .put_targets()
-        .rule(rule)
-        .targets(built)
-        .send()
-        .await
-        .map_err(classify)?;
+    let output = call(
+        Operation::PutTargets,
+        client.put_targets().rule(rule).targets(built).send(),
+    )
+    .await?;
     match output.failed_entries().first() {
         Some(failed) => Err(AwsError {
             class: super::error::class_of_code(failed.error_code().unwrap_or("Unknown")),
@@ -176,34 +177,37 @@ pub async fn remove_targets(client: &Client, rule: &str, ids: &[String]) -> Resu
     if ids.is_empty() {
         return Ok(());
     }
-    match client
+    let request = client
         .remove_targets()
         .rule(rule)
         .set_ids(Some(ids.to_vec()))
-        .send()
-        .await
-    {
+        .send();
+    match call(Operation::RemoveTargets, request).await {
         Ok(_) => Ok(()),
-        Err(error) => not_found_is_none(classify(error)).map(|_: Option<()>| ()),
+        Err(error) => not_found_is_none(error).map(|_: Option<()>| ()),
     }
 }
 
 /// Deletes a rule (its targets must be removed first); a missing rule counts as deleted.
 pub async fn delete_rule(client: &Client, rule: &str) -> Result<(), AwsError> {
-    match client.delete_rule().name(rule).send().await {
+    match call(
+        Operation::DeleteRule,
+        client.delete_rule().name(rule).send(),
+    )
+    .await
+    {
         Ok(_) => Ok(()),
-        Err(error) => not_found_is_none(classify(error)).map(|_: Option<()>| ()),
+        Err(error) => not_found_is_none(error).map(|_: Option<()>| ()),
     }
 }
 
 /// The tags of a rule.
 pub async fn tags(client: &Client, arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
-    let output = client
-        .list_tags_for_resource()
-        .resource_arn(arn)
-        .send()
-        .await
-        .map_err(classify)?;
+    let output = call(
+        Operation::ListRuleTags,
+        client.list_tags_for_resource().resource_arn(arn).send(),
+    )
+    .await?;
     Ok(output
         .tags()
         .iter()

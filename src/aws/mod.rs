@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod error;
 pub mod events;
+pub mod limits;
 pub mod s3;
 pub mod secrets;
 pub mod sfn;

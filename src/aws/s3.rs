@@ -5,7 +5,8 @@ use aws_sdk_s3::Client;
 use crate::api::Artifact;
 use crate::compile::state_machine::split_s3;
 
-use super::error::{AwsError, classify};
+use super::error::AwsError;
+use super::limits::{Operation, call};
 
 /// What lies under a prefix: the first `limit` objects, and how many there are (counted up
 /// to `count_limit`, beyond which `truncated` says the count is a lower bound).
@@ -27,14 +28,16 @@ pub async fn list(
     let mut listing = Listing::default();
     let mut token = None;
     loop {
-        let page = client
-            .list_objects_v2()
-            .bucket(&bucket)
-            .prefix(&prefix)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .map_err(classify)?;
+        let page = call(
+            Operation::ListObjectsV2,
+            client
+                .list_objects_v2()
+                .bucket(&bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token)
+                .send(),
+        )
+        .await?;
         for object in page.contents() {
             listing.count += 1;
             if listing.artifacts.len() < limit {

@@ -4,14 +4,19 @@
 
 use aws_sdk_secretsmanager::Client;
 
-use super::error::{AwsError, classify};
+use super::error::AwsError;
+use super::limits::{Operation, call};
 
 /// A secret's ARN, or `None` when it does not exist.
 pub async fn arn(client: &Client, id: &str) -> Result<Option<String>, AwsError> {
-    match client.describe_secret().secret_id(id).send().await {
+    match call(
+        Operation::DescribeSecret,
+        client.describe_secret().secret_id(id).send(),
+    )
+    .await
+    {
         Ok(output) => Ok(output.arn().map(str::to_owned)),
         Err(error) => {
-            let error = classify(error);
             if error.code == "ResourceNotFoundException" {
                 Ok(None)
             } else {
@@ -24,12 +29,11 @@ pub async fn arn(client: &Client, id: &str) -> Result<Option<String>, AwsError> 
 /// The top-level keys of a JSON secret, sorted. A secret whose value is not a JSON object
 /// has none.
 pub async fn json_keys(client: &Client, id: &str) -> Result<Vec<String>, AwsError> {
-    let output = client
-        .get_secret_value()
-        .secret_id(id)
-        .send()
-        .await
-        .map_err(classify)?;
+    let output = call(
+        Operation::GetSecretValue,
+        client.get_secret_value().secret_id(id).send(),
+    )
+    .await?;
     let keys = output
         .secret_string()
         .and_then(|text| {

@@ -5,7 +5,8 @@ use aws_sdk_sfn::types::{StateMachineType, Tag};
 
 use crate::compile::StateMachine;
 
-use super::error::{AwsError, classify};
+use super::error::AwsError;
+use super::limits::{Operation, call};
 
 /// Creates the state machine (publishing version 1) and returns its ARN.
 pub async fn create_state_machine(
@@ -28,11 +29,14 @@ pub async fn describe_state_machine(
     client: &Client,
     arn: &str,
 ) -> Result<Option<ObservedMachine>, AwsError> {
-    match client
-        .describe_state_machine()
-        .state_machine_arn(arn)
-        .send()
-        .await
+    match call(
+        Operation::DescribeStateMachine,
+        client
+            .describe_state_machine()
+            .state_machine_arn(arn)
+            .send(),
+    )
+    .await
     {
         Ok(output) => Ok(Some(ObservedMachine {
             arn: output.state_machine_arn().to_owned(),
@@ -42,7 +46,6 @@ pub async fn describe_state_machine(
             role_arn: output.role_arn().to_owned(),
         })),
         Err(error) => {
-            let error = classify(error);
             if is_not_found(&error) {
                 Ok(None)
             } else {
@@ -57,12 +60,11 @@ pub async fn tags(
     client: &Client,
     arn: &str,
 ) -> Result<std::collections::BTreeMap<String, String>, AwsError> {
-    let output = client
-        .list_tags_for_resource()
-        .resource_arn(arn)
-        .send()
-        .await
-        .map_err(classify)?;
+    let output = call(
+        Operation::ListTagsForResource,
+        client.list_tags_for_resource().resource_arn(arn).send(),
+    )
+    .await?;
     Ok(output
         .tags()
         .iter()
@@ -77,15 +79,17 @@ pub async fn update_state_machine(
     arn: &str,
     machine: &StateMachine,
 ) -> Result<String, AwsError> {
-    let output = client
-        .update_state_machine()
-        .state_machine_arn(arn)
-        .definition(machine.definition.to_string())
-        .role_arn(&machine.role_arn)
-        .publish(true)
-        .send()
-        .await
-        .map_err(classify)?;
+    let output = call(
+        Operation::UpdateStateMachine,
+        client
+            .update_state_machine()
+            .state_machine_arn(arn)
+            .definition(machine.definition.to_string())
+            .role_arn(&machine.role_arn)
+            .publish(true)
+            .send(),
+    )
+    .await?;
     Ok(output
         .state_machine_version_arn()
         .unwrap_or_default()
@@ -94,13 +98,15 @@ pub async fn update_state_machine(
 
 /// The newest published version of a state machine, if any.
 pub async fn latest_version(client: &Client, arn: &str) -> Result<Option<String>, AwsError> {
-    let output = client
-        .list_state_machine_versions()
-        .state_machine_arn(arn)
-        .max_results(1)
-        .send()
-        .await
-        .map_err(classify)?;
+    let output = call(
+        Operation::ListStateMachineVersions,
+        client
+            .list_state_machine_versions()
+            .state_machine_arn(arn)
+            .max_results(1)
+            .send(),
+    )
+    .await?;
     Ok(output
         .state_machine_versions()
         .first()
@@ -109,15 +115,14 @@ pub async fn latest_version(client: &Client, arn: &str) -> Result<Option<String>
 
 /// Deletes a state machine (and its versions); a missing one counts as deleted.
 pub async fn delete_state_machine(client: &Client, arn: &str) -> Result<(), AwsError> {
-    match client
-        .delete_state_machine()
-        .state_machine_arn(arn)
-        .send()
-        .await
+    match call(
+        Operation::DeleteStateMachine,
+        client.delete_state_machine().state_machine_arn(arn).send(),
+    )
+    .await
     {
         Ok(_) => Ok(()),
         Err(error) => {
-            let error = classify(error);
             if is_not_found(&error) {
                 Ok(())
             } else {
@@ -132,23 +137,25 @@ pub async fn create_published(
     client: &Client,
     machine: &StateMachine,
 ) -> Result<(String, String), AwsError> {
-    let output = client
-        .create_state_machine()
-        .name(&machine.name)
-        .role_arn(&machine.role_arn)
-        .definition(machine.definition.to_string())
-        .r#type(StateMachineType::from(machine.kind.as_str()))
-        .publish(true)
-        .set_tags(Some(
-            machine
-                .tags
-                .iter()
-                .map(|(key, value)| Tag::builder().key(key).value(value).build())
-                .collect(),
-        ))
-        .send()
-        .await
-        .map_err(classify)?;
+    let output = call(
+        Operation::CreateStateMachine,
+        client
+            .create_state_machine()
+            .name(&machine.name)
+            .role_arn(&machine.role_arn)
+            .definition(machine.definition.to_string())
+            .r#type(StateMachineType::from(machine.kind.as_str()))
+            .publish(true)
+            .set_tags(Some(
+                machine
+                    .tags
+                    .iter()
+                    .map(|(key, value)| Tag::builder().key(key).value(value).build())
+                    .collect(),
+            ))
+            .send(),
+    )
+    .await?;
     Ok((
         output.state_machine_arn().to_owned(),
         output
@@ -174,17 +181,19 @@ pub async fn start_execution(
     name: &str,
     input: &str,
 ) -> Result<String, AwsError> {
-    match client
-        .start_execution()
-        .state_machine_arn(state_machine)
-        .name(name)
-        .input(input)
-        .send()
-        .await
+    match call(
+        Operation::StartExecution,
+        client
+            .start_execution()
+            .state_machine_arn(state_machine)
+            .name(name)
+            .input(input)
+            .send(),
+    )
+    .await
     {
         Ok(output) => Ok(output.execution_arn().to_owned()),
         Err(error) => {
-            let error = classify(error);
             if error.code == "ExecutionAlreadyExists" {
                 Ok(execution_arn(machine_arn, name))
             } else {
@@ -215,12 +224,11 @@ pub struct ExecutionState {
 }
 
 pub async fn describe_execution(client: &Client, arn: &str) -> Result<ExecutionState, AwsError> {
-    let output = client
-        .describe_execution()
-        .execution_arn(arn)
-        .send()
-        .await
-        .map_err(classify)?;
+    let output = call(
+        Operation::DescribeExecution,
+        client.describe_execution().execution_arn(arn).send(),
+    )
+    .await?;
     let time =
         |t: &aws_smithy_types::DateTime| k8s_openapi::jiff::Timestamp::from_second(t.secs()).ok();
     Ok(ExecutionState {
@@ -252,14 +260,16 @@ pub async fn list_executions_since(
     let mut listed = Vec::new();
     let mut token = None;
     loop {
-        let output = client
-            .list_executions()
-            .state_machine_arn(machine_arn)
-            .max_results(100)
-            .set_next_token(token)
-            .send()
-            .await
-            .map_err(classify)?;
+        let output = call(
+            Operation::ListExecutions,
+            client
+                .list_executions()
+                .state_machine_arn(machine_arn)
+                .max_results(100)
+                .set_next_token(token)
+                .send(),
+        )
+        .await?;
         let mut older_seen = false;
         for execution in output.executions() {
             let start = execution.start_date();
@@ -301,15 +311,17 @@ pub async fn history_after(
     let mut events = Vec::new();
     let mut token = None;
     loop {
-        let page = client
-            .get_execution_history()
-            .execution_arn(arn)
-            .reverse_order(true)
-            .max_results(if after_id > 0 { 100 } else { 1000 })
-            .set_next_token(token)
-            .send()
-            .await
-            .map_err(classify)?;
+        let page = call(
+            Operation::GetExecutionHistory,
+            client
+                .get_execution_history()
+                .execution_arn(arn)
+                .reverse_order(true)
+                .max_results(if after_id > 0 { 100 } else { 1000 })
+                .set_next_token(token)
+                .send(),
+        )
+        .await?;
         let mut reached_known = false;
         for event in page.events() {
             if event.id() <= after_id {
@@ -370,12 +382,11 @@ pub struct MapRunCounts {
 
 /// The item counts of a Distributed Map run.
 pub async fn map_run_counts(client: &Client, map_run_arn: &str) -> Result<MapRunCounts, AwsError> {
-    let output = client
-        .describe_map_run()
-        .map_run_arn(map_run_arn)
-        .send()
-        .await
-        .map_err(classify)?;
+    let output = call(
+        Operation::DescribeMapRun,
+        client.describe_map_run().map_run_arn(map_run_arn).send(),
+    )
+    .await?;
     let finished = output.status() != &aws_sdk_sfn::types::MapRunStatus::Running;
     Ok(output
         .item_counts()
@@ -400,14 +411,16 @@ pub async fn map_run_executions(
     let mut arns = Vec::new();
     let mut token = None;
     loop {
-        let page = client
-            .list_executions()
-            .map_run_arn(map_run_arn)
-            .max_results(100)
-            .set_next_token(token)
-            .send()
-            .await
-            .map_err(classify)?;
+        let page = call(
+            Operation::ListExecutions,
+            client
+                .list_executions()
+                .map_run_arn(map_run_arn)
+                .max_results(100)
+                .set_next_token(token)
+                .send(),
+        )
+        .await?;
         arns.extend(
             page.executions()
                 .iter()
@@ -423,16 +436,18 @@ pub async fn map_run_executions(
 
 /// Stops an execution; one already finished counts as stopped.
 pub async fn stop_execution(client: &Client, arn: &str) -> Result<(), AwsError> {
-    match client
-        .stop_execution()
-        .execution_arn(arn)
-        .cause("stopped by Flowline: spec.stop")
-        .send()
-        .await
+    match call(
+        Operation::StopExecution,
+        client
+            .stop_execution()
+            .execution_arn(arn)
+            .cause("stopped by Flowline: spec.stop")
+            .send(),
+    )
+    .await
     {
         Ok(_) => Ok(()),
         Err(error) => {
-            let error = classify(error);
             if error.code == "ExecutionDoesNotExist" {
                 Ok(())
             } else {

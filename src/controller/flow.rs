@@ -22,6 +22,7 @@ use crate::compile::{self, Rendered, TAG_UID, naming};
 use crate::reconcilers::flow::{
     Change, Observed, Outcome, job_definition_name, owner_uid, plan, status,
 };
+use crate::reconcilers::tenancy;
 
 use super::report::{now, publish, write_status};
 use super::{Context, ReconcileError};
@@ -55,6 +56,25 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
     // Validate offline first: an invalid Flow costs no AWS call.
     if let Err(error) = compile::render(flow, &ctx.settings, Lookups::Offline) {
         return stall(flow, api, ctx, "InvalidFlow", &error.to_string(), None).await;
+    }
+
+    // Only the roles and job queues the namespace may use; checked before any AWS call,
+    // since looking a secret up may already assume its role. Allow lists can change
+    // outside the Flow, so a refused Flow is checked again later.
+    let namespace = flow.namespace().unwrap_or_default();
+    let policy = super::operations::tenancy_policy(ctx, &namespace).await?;
+    let violations = tenancy::check(&flow.spec, &ctx.settings, &policy);
+    if !violations.is_empty() {
+        let message = tenancy::message(&namespace, &violations);
+        return stall(
+            flow,
+            api,
+            ctx,
+            "NotAllowed",
+            &message,
+            Some(ctx.recheck_interval),
+        )
+        .await;
     }
 
     // Secrets must exist; their ARNs (never their values) are recorded.
@@ -344,6 +364,7 @@ async fn stall(
         reason: reason.to_owned(),
         message: message.to_owned(),
     };
+    ctx.metrics.reconcile_failed("Flow", "terminal", reason);
     let next = status(previous, flow.metadata.generation, &outcome, now());
     if previous.and_then(|s| s.message.as_deref()) != Some(message) {
         warn!(flow = %flow.name_any(), namespace = %flow.namespace().unwrap_or_default(), reason, message, "stalled");

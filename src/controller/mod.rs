@@ -2,26 +2,30 @@
 
 pub mod discovery;
 pub mod flow;
+pub mod http;
+pub mod leader;
+pub mod operations;
 mod report;
 pub mod run;
 pub mod schedule;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::finalizer;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, finalizer, watcher};
 use kube::{Client, Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::api::{Flow, Run, Schedule};
 use crate::aws::error::{AwsError, ErrorClass};
+use crate::metrics::Metrics;
 use crate::settings::Settings;
 
 /// How the controller runs (beyond the Flow defaults in [`Settings`]).
@@ -76,6 +80,9 @@ pub struct Options {
     /// Flows reconciled at the same time.
     #[arg(long, env = "FLOWLINE_WORKERS", default_value_t = 8)]
     pub workers: u16,
+
+    #[command(flatten)]
+    pub operations: operations::OperationsOptions,
 }
 
 /// An optional role to assume and an optional region.
@@ -102,6 +109,12 @@ pub struct Context {
     pub keep_runs: (usize, usize),
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    pub metrics: Arc<Metrics>,
+    /// Namespaces' metadata, for their tenancy annotations.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Controller-wide allow lists (`FLOWLINE_ALLOWED_ROLES`, `FLOWLINE_ALLOWED_JOB_QUEUES`).
+    pub allowed_roles: Option<String>,
+    pub allowed_job_queues: Option<String>,
     /// Polls of running executions per second, shared by all running Runs.
     pub tracking_rate: f64,
     /// The Runs whose execution is being polled (`namespace/name`).
@@ -205,6 +218,25 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// The error's code, for metrics: the AWS error code or the API server's HTTP status.
+    fn code(&self) -> String {
+        match self {
+            ReconcileError::Aws(error) => error.code.clone(),
+            ReconcileError::Kube(kube::Error::Api(status)) => status.code.to_string(),
+            ReconcileError::Kube(_) => "Transport".into(),
+            ReconcileError::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => {
+                    error.code()
+                }
+                finalizer::Error::AddFinalizer(kube::Error::Api(status))
+                | finalizer::Error::RemoveFinalizer(kube::Error::Api(status)) => {
+                    status.code.to_string()
+                }
+                _ => "Finalizer".into(),
+            },
+        }
+    }
+
     fn class(&self) -> ErrorClass {
         match self {
             ReconcileError::Aws(error) => error.class,
@@ -235,6 +267,13 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     error: &ReconcileError,
     ctx: Arc<Context>,
 ) -> Action {
+    let class = match error.class() {
+        ErrorClass::Terminal => "terminal",
+        ErrorClass::Retryable => "retryable",
+        ErrorClass::Conflict => "conflict",
+    };
+    ctx.metrics
+        .reconcile_failed(&K::kind(&()), class, &error.code());
     retry_after(failure_key(object.as_ref()), error, &ctx)
 }
 
@@ -273,9 +312,53 @@ fn jitter_fraction() -> f64 {
     f64::from(nanos % 1_000_000) / 1_000_000.0
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C.
+/// Runs the controller until SIGTERM or Ctrl-C: serves the health and metrics endpoint,
+/// waits for the leader Lease (when leader election is on), reconciles while leading, and on
+/// a signal lets the reconciles in flight finish and releases the Lease. Losing the Lease
+/// ends the process with an error (the pod restarts as a follower).
 pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
+    let ops = &options.operations;
+    let metrics = Arc::new(Metrics::new());
+    crate::aws::limits::install(ops.aws_rate_scale, Some(metrics.clone()));
+    let health = Arc::new(http::Health::default());
+    if let Some(addr) = ops.http_addr()? {
+        http::serve(addr, health.clone(), metrics.clone()).await?;
+    }
+    let shutdown = operations::shutdown_signal()?;
     let kube = Client::try_default().await?;
+
+    let mut elector = if ops.leader_election {
+        let timing = leader::Timing::new(
+            ops.lease_duration_seconds,
+            ops.lease_renew_seconds,
+            ops.lease_retry_seconds,
+        )?;
+        let namespace = ops.lease_namespace();
+        let identity = leader::identity();
+        info!(lease = %ops.lease_name, %namespace, %identity, "waiting for the leader lease");
+        Some(leader::Elector::new(
+            kube.clone(),
+            &namespace,
+            &ops.lease_name,
+            &identity,
+            timing,
+        ))
+    } else {
+        None
+    };
+    if let Some(elector) = elector.as_mut() {
+        health.following();
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = shutdown.clone() => {
+                info!("stopped while following");
+                return Ok(());
+            }
+        }
+    }
+    health.leading();
+    metrics.leader.set(1);
+
     // The SDK honours AWS_ENDPOINT_URL (an emulator) and the usual credential chain (IRSA,
     // EKS Pod Identity, instance roles).
     // Every call has a deadline: a hung call would otherwise hold a worker forever.
@@ -293,6 +376,26 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         controller: "flowline".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    // Namespaces' metadata only (their annotations), limited to the watched namespace.
+    let (namespaces, writer) = reflector::store();
+    let namespace_config = match &options.namespace {
+        Some(namespace) => watcher::Config::default().fields(&format!("metadata.name={namespace}")),
+        None => watcher::Config::default(),
+    };
+    let namespace_watch = reflector::reflector(
+        writer,
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(kube.clone()),
+            namespace_config,
+        ),
+    )
+    .default_backoff()
+    .for_each(|event| async move {
+        if let Err(error) = event {
+            warn!(%error, "watching namespaces failed; retrying");
+        }
+    });
+    tokio::spawn(namespace_watch);
     let ctx = Arc::new(Context {
         recorder: Recorder::new(kube.clone(), reporter),
         sfn: aws_sdk_sfn::Client::new(&aws),
@@ -312,6 +415,10 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         runnable_timeout: Duration::from_secs(options.runnable_timeout_seconds),
         keep_runs: (options.keep_succeeded_runs, options.keep_failed_runs),
         failures: Mutex::new(HashMap::new()),
+        metrics: metrics.clone(),
+        namespaces: namespaces.clone(),
+        allowed_roles: ops.allowed_roles.clone(),
+        allowed_job_queues: ops.allowed_job_queues.clone(),
         tracking_rate: options.tracking_calls_per_second,
         running_runs: Mutex::new(std::collections::HashSet::new()),
         histories: Mutex::new(HashMap::new()),
@@ -332,15 +439,10 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
     info!(namespace = ?options.namespace, workers = options.workers, "flowline controller starting");
     let flow_controller = Controller::new(flows.clone(), watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(options.workers))
-        .shutdown_on_signal()
-        .run(reconcile_flow, error_policy::<Flow>, ctx.clone())
-        .for_each(|_| async {});
+        .graceful_shutdown_on(shutdown.clone());
     let run_controller = Controller::new(runs.clone(), watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(options.workers))
-        .shutdown_on_signal()
-        .run(reconcile_run, error_policy::<Run>, ctx.clone())
-        .for_each(|_| async {});
-    let runs_of_schedules = runs.clone();
+        .graceful_shutdown_on(shutdown.clone());
     let schedule_controller = Controller::new(schedules, watcher::Config::default());
     let known_schedules = schedule_controller.store();
     let schedule_controller = schedule_controller
@@ -361,7 +463,7 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         )
         // A Run created for a Schedule's execution updates the Schedule's last runs.
         .watches(
-            runs_of_schedules,
+            runs,
             watcher::Config::default().labels(crate::api::SCHEDULE_LABEL),
             |run: Run| {
                 run.labels()
@@ -370,23 +472,95 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
             },
         )
         .with_config(ControllerConfig::default().concurrency(options.workers))
-        .shutdown_on_signal()
-        .run(reconcile_schedule, error_policy::<Schedule>, ctx.clone())
-        .for_each(|_| async {});
-    let discovery = tokio::spawn(discovery::sweep_forever(
-        ctx,
-        flows,
-        Duration::from_secs(options.discovery_interval_seconds.max(1)),
-    ));
-    futures::join!(flow_controller, run_controller, schedule_controller);
-    discovery.abort();
+        .graceful_shutdown_on(shutdown.clone());
+    let (flow_store, run_store) = (flow_controller.store(), run_controller.store());
+    let schedule_store = schedule_controller.store();
+    health.set_stores(flow_store.clone(), run_store.clone());
+    let synced = {
+        let health = health.clone();
+        async move {
+            until_ready(&flow_store).await;
+            until_ready(&run_store).await;
+            until_ready(&schedule_store).await;
+            until_ready(&namespaces).await;
+            info!("watches synced");
+            health.synced();
+        }
+    };
+    tokio::spawn(synced);
+    let discovery_interval = Duration::from_secs(options.discovery_interval_seconds.max(1));
+    let controllers = async {
+        // Only the leader reaches this point, so only the leader adopts executions.
+        let discovery = tokio::spawn(discovery::sweep_forever(
+            ctx.clone(),
+            flows,
+            discovery_interval,
+        ));
+        futures::join!(
+            flow_controller
+                .run(reconcile_flow, error_policy::<Flow>, ctx.clone())
+                .for_each(|_| async {}),
+            run_controller
+                .run(reconcile_run, error_policy::<Run>, ctx.clone())
+                .for_each(|_| async {}),
+            schedule_controller
+                .run(reconcile_schedule, error_policy::<Schedule>, ctx.clone())
+                .for_each(|_| async {}),
+        );
+        discovery.abort();
+    };
+    match elector.as_mut() {
+        None => {
+            controllers.await;
+        }
+        Some(elector) => {
+            let lost = tokio::select! {
+                _ = controllers => None,
+                lost = elector.hold() => Some(lost),
+            };
+            metrics.leader.set(0);
+            if let Some(lost) = lost {
+                error!(error = %lost, "leadership lost: exiting so a new leader takes over alone");
+                return Err(lost.into());
+            }
+            if let Err(error) = elector.release().await {
+                warn!(%error, "could not release the leader lease; it expires by itself");
+            }
+        }
+    }
     info!("flowline controller stopped");
     Ok(())
 }
 
+/// Waits until a watch cache has its initial list. A store wakes only its most recent
+/// waiter, and the controller itself waits on its own store, so this waiter polls again
+/// every half second instead of relying on a wake-up.
+async fn until_ready<K>(store: &Store<K>)
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(result) =
+            tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await
+        {
+            if result.is_err() {
+                warn!("a watch stopped before its initial list");
+            }
+            return;
+        }
+    }
+}
+
 async fn reconcile_run(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let key = failure_key(run.as_ref());
-    forget_on_success(&ctx, &key, run::reconcile(run, ctx.clone()).await)
+    let started = Instant::now();
+    let in_flight = ctx.metrics.in_flight("Run");
+    in_flight.inc();
+    let result = run::reconcile(run, ctx.clone()).await;
+    in_flight.dec();
+    measured(&ctx, "Run", started, &result);
+    forget_on_success(&ctx, &key, result)
 }
 
 async fn reconcile_schedule(
@@ -399,7 +573,20 @@ async fn reconcile_schedule(
 
 async fn reconcile_flow(flow: Arc<Flow>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let key = failure_key(flow.as_ref());
-    forget_on_success(&ctx, &key, flow::reconcile(flow, ctx.clone()).await)
+    let started = Instant::now();
+    let in_flight = ctx.metrics.in_flight("Flow");
+    in_flight.inc();
+    let result = flow::reconcile(flow, ctx.clone()).await;
+    in_flight.dec();
+    measured(&ctx, "Flow", started, &result);
+    forget_on_success(&ctx, &key, result)
+}
+
+/// Counts a finished reconcile and its duration.
+fn measured(ctx: &Context, kind: &str, started: Instant, result: &Result<Action, ReconcileError>) {
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    ctx.metrics
+        .reconciled(kind, outcome, started.elapsed().as_secs_f64());
 }
 
 /// `Kind:namespace/name`: the key of an object's failure count.

@@ -591,6 +591,7 @@ async fn stall(
     reason: &str,
     message: &str,
 ) -> Result<Action, ReconcileError> {
+    ctx.metrics.reconcile_failed("Run", "terminal", reason);
     if status.message.as_deref() != Some(message) {
         warn!(run = %run.name_any(), reason, message, "stalled");
         publish(ctx, run, EventType::Warning, reason, message, "Start").await;

@@ -6,3 +6,4 @@ pub mod discovery;
 pub mod flow;
 pub mod run;
 pub mod schedule;
+pub mod tenancy;

@@ -253,11 +253,14 @@ pub async fn aws_config() -> aws_config::SdkConfig {
 
 /// A `flowline controller` process watching one namespace, with an AWS access key of its own
 /// so the emulator's request counts can be read for it alone. Killed when dropped; its log is
-/// in the environment's `logs/` folder, which failure dumps print.
+/// in the environment's `logs/` folder, which failure dumps print. It serves `/metrics` and
+/// the health endpoints on a free loopback port, and runs without leader election unless the
+/// test turns it on (`FLOWLINE_LEADER_ELECTION=true` with a Lease of the test's own).
 pub struct ControllerProcess {
     child: std::process::Child,
     pub access_key: String,
     pub log: PathBuf,
+    pub http_port: u16,
     namespace: String,
     extra_env: Vec<(String, String)>,
 }
@@ -269,35 +272,97 @@ impl ControllerProcess {
 
     /// Starts a controller with extra environment (e.g. a short drift interval).
     pub fn start_with(namespace: &str, extra_env: &[(&str, &str)]) -> ControllerProcess {
-        let access_key = format!("CTL{}", namespace.replace('-', "").to_uppercase());
+        Self::start_replica(namespace, "", extra_env)
+    }
+
+    /// Starts one of several controllers watching the same namespace; `replica` tells their
+    /// access keys and logs apart.
+    pub fn start_replica(
+        namespace: &str,
+        replica: &str,
+        extra_env: &[(&str, &str)],
+    ) -> ControllerProcess {
+        let access_key = format!(
+            "CTL{}{}",
+            namespace.replace('-', "").to_uppercase(),
+            replica.to_uppercase()
+        );
+        let suffix = if replica.is_empty() {
+            String::new()
+        } else {
+            format!("-{replica}")
+        };
         let log = env()
             .env_dir
             .join("logs")
-            .join(format!("controller-{namespace}.log"));
+            .join(format!("controller-{namespace}{suffix}.log"));
         let extra_env: Vec<(String, String)> = extra_env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let child = spawn_controller(namespace, &access_key, &log, &extra_env);
+        let http_port = free_port();
+        let child = spawn_controller(namespace, &access_key, &log, http_port, &extra_env);
         ControllerProcess {
             child,
             access_key,
             log,
+            http_port,
             namespace: namespace.to_owned(),
             extra_env,
         }
     }
 
-    /// Kills the process at once (SIGKILL: no graceful shutdown) and starts it again.
-    pub fn kill_and_restart(&mut self) {
+    /// The process id (part of its leader identity, `hostname-pid`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process at once (SIGKILL: no graceful shutdown).
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Kills the process at once (SIGKILL: no graceful shutdown) and starts it again.
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
         self.child = spawn_controller(
             &self.namespace,
             &self.access_key,
             &self.log,
+            self.http_port,
             &self.extra_env,
         );
+    }
+
+    /// Sends SIGTERM (a graceful stop).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGTERM delivered");
+    }
+
+    /// Waits until the process exits, returning its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        wait_for("the controller to exit", timeout, || {
+            self.child.try_wait().expect("process state")
+        })
+    }
+
+    /// `(HTTP status, body)` of a path on the controller's endpoint; `None` while it does not
+    /// answer.
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        let url = format!("http://127.0.0.1:{}{path}", self.http_port);
+        let output = Command::new("curl")
+            .args(["-s", "-m", "5", "-w", "\n%{http_code}", &url])
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n')?;
+        let code: u16 = code.trim().parse().ok()?;
+        (code != 0).then(|| (code, body.to_owned()))
     }
 
     /// Requests this controller made to the emulator, by `service:Operation`.
@@ -313,10 +378,19 @@ impl Drop for ControllerProcess {
     }
 }
 
+/// A loopback port no one listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 fn spawn_controller(
     namespace: &str,
     access_key: &str,
     log: &Path,
+    http_port: u16,
     extra_env: &[(String, String)],
 ) -> std::process::Child {
     let output = std::fs::OpenOptions::new()
@@ -334,6 +408,8 @@ fn spawn_controller(
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
         .env("FLOWLINE_S3_FORCE_PATH_STYLE", "true")
+        .env("FLOWLINE_LEADER_ELECTION", "false")
+        .env("FLOWLINE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
         .env("RUST_LOG", "info,flowline=debug")
         .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())

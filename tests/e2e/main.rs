@@ -8,6 +8,7 @@ mod api;
 mod emulator;
 mod flow_controller;
 mod foundation;
+mod operations;
 mod render;
 mod run_controller;
 mod schedule_controller;
