@@ -259,6 +259,7 @@ pub struct ControllerProcess {
     pub access_key: String,
     pub log: PathBuf,
     namespace: String,
+    kubeconfig: PathBuf,
     extra_env: Vec<(String, String)>,
 }
 
@@ -269,6 +270,16 @@ impl ControllerProcess {
 
     /// Starts a controller with extra environment (e.g. a short drift interval).
     pub fn start_with(namespace: &str, extra_env: &[(&str, &str)]) -> ControllerProcess {
+        Self::start_as(namespace, &env().kubeconfig, extra_env)
+    }
+
+    /// Starts a controller that talks to the API server with `kubeconfig` (e.g. a
+    /// ServiceAccount's token) instead of the cluster admin's.
+    pub fn start_as(
+        namespace: &str,
+        kubeconfig: &Path,
+        extra_env: &[(&str, &str)],
+    ) -> ControllerProcess {
         let access_key = format!("CTL{}", namespace.replace('-', "").to_uppercase());
         let log = env()
             .env_dir
@@ -278,12 +289,13 @@ impl ControllerProcess {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let child = spawn_controller(namespace, &access_key, &log, &extra_env);
+        let child = spawn_controller(namespace, kubeconfig, &access_key, &log, &extra_env);
         ControllerProcess {
             child,
             access_key,
             log,
             namespace: namespace.to_owned(),
+            kubeconfig: kubeconfig.to_owned(),
             extra_env,
         }
     }
@@ -294,6 +306,7 @@ impl ControllerProcess {
         let _ = self.child.wait();
         self.child = spawn_controller(
             &self.namespace,
+            &self.kubeconfig,
             &self.access_key,
             &self.log,
             &self.extra_env,
@@ -315,6 +328,7 @@ impl Drop for ControllerProcess {
 
 fn spawn_controller(
     namespace: &str,
+    kubeconfig: &Path,
     access_key: &str,
     log: &Path,
     extra_env: &[(String, String)],
@@ -327,7 +341,7 @@ fn spawn_controller(
     let errors = output.try_clone().expect("log handle clones");
     Command::new(env!("CARGO_BIN_EXE_flowline"))
         .arg("controller")
-        .env("KUBECONFIG", &env().kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .env("FLOWLINE_WATCH_NAMESPACE", namespace)
         .env("AWS_ENDPOINT_URL", &env().aws_endpoint)
         .env("AWS_ACCESS_KEY_ID", access_key)

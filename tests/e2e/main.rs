@@ -8,5 +8,7 @@ mod api;
 mod emulator;
 mod flow_controller;
 mod foundation;
+mod health_script;
+mod helm;
 mod render;
 mod run_controller;
