@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: formatting and lints, unit and integration tests, the Helm chart's lint
 # and templates, then the end-to-end tests against a fresh local environment (real
-# kube-apiserver + AWS emulator) that is torn down at the end, whatever the outcome. This is the README's test command and what CI runs.
+# kube-apiserver + AWS emulator) that is torn down at the end, whatever the outcome. This is
+# the README's test command and what CI runs.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

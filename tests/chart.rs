@@ -1,5 +1,6 @@
 //! The Helm chart against the code and its docs, offline: every controller setting is a chart
 //! value, and the chart's README carries the Argo CD health script exactly as it is tested.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // Test code: failing loudly is the point.
 
 use std::path::Path;
 
