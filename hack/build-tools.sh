@@ -19,8 +19,11 @@ build_set() {
   local name="$1" moddir="$2" ldflags="$3"
   shift 3
   local key
-  # The key covers everything that changes the output: the pins and the build flags.
-  key="$( (cat "$moddir/go.mod" "$moddir/go.sum"; echo "$ldflags $*") | sha256sum | cut -c1-16)"
+  # The key covers everything that changes the output: the pins, the module's own sources
+  # (hack/lua has some; the wrapper modules have none) and the build flags.
+  key="$( (cat "$moddir/go.mod" "$moddir/go.sum"
+    find "$moddir" -maxdepth 1 -name '*.go' -print0 | sort -z | xargs -0 -r cat
+    echo "$ldflags $*") | sha256sum | cut -c1-16)"
   local out="$FLOWLINE_CACHE/bin/$name-$key"
   if [[ -f "$out/.complete" ]]; then
     echo "$out"
