@@ -43,7 +43,8 @@ log "chart: lint and template passed with ${#value_sets[@]} value sets"
 
 # The schema must reject unknown keys, wrong types and values outside the enums.
 for bad in "unknownKey=1" "replicaCount=two" "flowDefaults.s3ServerSideEncryption=DES" \
-  "aws.accountId=123" "controller.workers=0" "image.pullPolicy=Sometimes"; do
+  "aws.accountId=123" "controller.workers=0" "image.pullPolicy=Sometimes" \
+  "flowDefaults.statesRole=" "serviceAccount.roleArn=role/flowline"; do
   if "$helm" template flowline "$chart" --set "$bad" >/dev/null 2>&1; then
     die "values.schema.json accepted $bad"
   fi
