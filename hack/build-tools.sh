@@ -5,8 +5,8 @@
 #
 # The pins live in hack/kube/go.mod, hack/etcd/go.mod and hack/helm/go.mod (wrapper modules:
 # k8s.io/kubernetes cannot be `go install`ed directly because of its replace directives) and
-# hack/lua/go.mod (a small program of ours). A build is skipped when the cached binaries were
-# built from the same go.mod/go.sum, so warm runs take milliseconds.
+# hack/lua (a small program of ours). A build is skipped when the cached binaries were built
+# from the same go.mod/go.sum (and sources), so warm runs take milliseconds.
 #
 # Prints the binary directory on stdout (last line); logs go to stderr.
 set -euo pipefail
