@@ -20,9 +20,10 @@ env-down:
 env-status:
 	hack/env-status.sh
 
-## Regenerate crds/ from the Rust types.
+## Regenerate crds/ from the Rust types, and the Helm chart's copy of them.
 crds:
 	cargo run --quiet -- crds > crds/flowline.io_crds.yaml
+	cp crds/flowline.io_crds.yaml charts/flowline/crds/flowline.io_crds.yaml
 
 fmt:
 	cargo fmt --all

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds the local control plane's binaries (kube-apiserver, kube-controller-manager, kubectl,
-# etcd, etcdctl) from the Go module proxy into a cache outside the checkout.
+# etcd, etcdctl) and the chart tools (helm, and `lua`, which runs Argo CD health scripts) from
+# the Go module proxy into a cache outside the checkout.
 #
-# The pins live in hack/kube/go.mod and hack/etcd/go.mod (wrapper modules: k8s.io/kubernetes
-# cannot be `go install`ed directly because of its replace directives). A build is skipped when
-# the cached binaries were built from the same go.mod/go.sum, so warm runs take milliseconds.
+# The pins live in hack/kube/go.mod, hack/etcd/go.mod and hack/helm/go.mod (wrapper modules:
+# k8s.io/kubernetes cannot be `go install`ed directly because of its replace directives) and
+# hack/lua (a small program of ours). A build is skipped when the cached binaries were built
+# from the same go.mod/go.sum (and sources), so warm runs take milliseconds.
 #
 # Prints the binary directory on stdout (last line); logs go to stderr.
 set -euo pipefail
@@ -17,14 +19,17 @@ build_set() {
   local name="$1" moddir="$2" ldflags="$3"
   shift 3
   local key
-  # The key covers everything that changes the output: the pins and the build flags.
-  key="$( (cat "$moddir/go.mod" "$moddir/go.sum"; echo "$ldflags $*") | sha256sum | cut -c1-16)"
+  # The key covers everything that changes the output: the pins, the module's own sources
+  # (hack/lua has some; the wrapper modules have none) and the build flags.
+  key="$( (cat "$moddir/go.mod" "$moddir/go.sum"
+    find "$moddir" -maxdepth 1 -name '*.go' -print0 | sort -z | xargs -0 -r cat
+    echo "$ldflags $*") | sha256sum | cut -c1-16)"
   local out="$FLOWLINE_CACHE/bin/$name-$key"
   if [[ -f "$out/.complete" ]]; then
     echo "$out"
     return 0
   fi
-  log "building $name ($*) into $out — a cold build takes 15-30 minutes on 2 cores"
+  log "building $name ($*) into $out (cold: kube 15-30 minutes on 2 cores, etcd and helm a few)"
   rm -rf "$out.tmp"
   mkdir -p "$out.tmp"
   (
@@ -59,9 +64,24 @@ etcd_dir="$(build_set etcd "$here/etcd" "" \
   go.etcd.io/etcd/server/v3 \
   go.etcd.io/etcd/etcdctl/v3)"
 
+# Helm, stamped like upstream's Makefile does: its own version, and the Kubernetes version its
+# client libraries speak (the default capabilities of `helm template` and `helm lint`).
+helm_version="$(grep -oE '^\s*helm\.sh/helm/v3 v[0-9.]+' "$here/helm/go.mod" | head -n1 | awk '{print $2}')"
+[[ -n "$helm_version" ]] || die "no helm.sh/helm/v3 version in hack/helm/go.mod"
+helm_kube_minor="$(grep -oE '^\s*k8s\.io/client-go v0\.[0-9]+' "$here/helm/go.mod" | head -n1 | cut -d. -f3)"
+[[ -n "$helm_kube_minor" ]] || die "no k8s.io/client-go version in hack/helm/go.mod"
+helm_ldflags="-X helm.sh/helm/v3/internal/version.version=$helm_version"
+helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$helm_kube_minor"
+done
+helm_dir="$(build_set helm "$here/helm" "$helm_ldflags" helm.sh/helm/v3/cmd/helm)"
+# hack/lua: runs an Argo CD health script (charts/flowline/health/) against an object.
+lua_dir="$(build_set lua "$here/lua" "" .)"
+
 # One stable directory of links so scripts and tests need a single PATH entry.
 mkdir -p "$FLOWLINE_CACHE/bin/current"
-for f in "$kube_dir"/* "$etcd_dir"/*; do
+for f in "$kube_dir"/* "$etcd_dir"/* "$helm_dir"/* "$lua_dir"/*; do
   ln -sfn "$f" "$FLOWLINE_CACHE/bin/current/$(basename "$f")"
 done
 # etcd's server main package builds as "server": link it under its usual name.

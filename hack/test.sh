@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: formatting and lints, unit and integration tests, then the end-to-end tests
-# against a fresh local environment (real kube-apiserver + AWS emulator) that is torn down at
-# the end, whatever the outcome. This is the README's test command and what CI runs.
+# Runs every test: formatting and lints, unit and integration tests, the Helm chart's lint
+# and templates, then the end-to-end tests against a fresh local environment (real
+# kube-apiserver + AWS emulator) that is torn down at the end, whatever the outcome. This is
+# the README's test command and what CI runs.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,6 +32,9 @@ if ! wait "$tools_pid"; then
   cat "$tools_log" >&2
   die "building the control plane failed"
 fi
+
+log "Helm chart: lint, template, schema"
+"$here/chart-check.sh" "$(tail -n1 "$tools_log")/helm"
 
 # A separate environment per test run, so a running demo is left alone.
 FLOWLINE_ENV_DIR="$(mktemp -d "${TMPDIR:-/tmp}/flowline-test.XXXXXX")"

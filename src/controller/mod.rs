@@ -73,9 +73,19 @@ pub struct Options {
     #[arg(
         long,
         env = "FLOWLINE_TRACKING_CALLS_PER_SECOND",
-        default_value_t = 10.0
+        default_value_t = 12.0
     )]
     pub tracking_calls_per_second: f64,
+
+    /// Reads of running executions' histories per second, shared by all running Runs: when
+    /// polls come faster, each Run reads its history on every n-th poll only (and always when
+    /// it finishes). Sized under GetExecutionHistory's quota (5/s in the smaller regions).
+    #[arg(
+        long,
+        env = "FLOWLINE_TRACKING_HISTORY_CALLS_PER_SECOND",
+        default_value_t = 4.0
+    )]
+    pub tracking_history_calls_per_second: f64,
 
     /// Flows reconciled at the same time.
     #[arg(long, env = "FLOWLINE_WORKERS", default_value_t = 8)]
@@ -87,6 +97,9 @@ pub struct Options {
 
 /// An optional role to assume and an optional region.
 type RoleAndRegion = (Option<String>, Option<String>);
+
+/// The events of an execution read so far, and the polls since the last read.
+type HistoryCache = (Vec<crate::reconcilers::run::HistoryEvent>, u32);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -119,22 +132,38 @@ pub struct Context {
     pub tracking_rate: f64,
     /// The Runs whose execution is being polled (`namespace/name`).
     running_runs: Mutex<std::collections::HashSet<String>>,
-    /// The history read so far of each running execution, so a poll reads new events only.
-    histories: Mutex<HashMap<String, Vec<crate::reconcilers::run::HistoryEvent>>>,
+    /// The history read so far of each running execution, so a poll reads new events only,
+    /// with the number of polls since it was last read.
+    histories: Mutex<HashMap<String, HistoryCache>>,
+    /// History reads per second, shared by all running Runs.
+    pub history_rate: f64,
 }
 
 impl Context {
-    /// The whole history of a running execution: what was read before plus the new events.
+    /// The history of a running execution: what was read before plus the new events. The
+    /// history is read on one poll in `every` (always when `force`); the other polls reuse
+    /// what was read.
     pub async fn history(
         &self,
         execution_arn: &str,
+        every: u32,
+        force: bool,
     ) -> Result<Vec<crate::reconcilers::run::HistoryEvent>, ReconcileError> {
-        let mut events = self
+        let (mut events, skipped) = self
             .histories
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(execution_arn)
             .unwrap_or_default();
+        let cached = !events.is_empty();
+        if cached && !force && skipped.saturating_add(1) < every {
+            let kept = events.clone();
+            self.histories
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(execution_arn.to_owned(), (events, skipped + 1));
+            return Ok(kept);
+        }
         let after = events.last().map_or(0, |e| e.id);
         let new = crate::aws::sfn::history_after(&self.sfn, execution_arn, after)
             .await
@@ -143,8 +172,16 @@ impl Context {
         self.histories
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(execution_arn.to_owned(), events.clone());
+            .insert(execution_arn.to_owned(), (events.clone(), 0));
         Ok(events)
+    }
+
+    /// How many Runs are being polled.
+    pub fn running_count(&self) -> usize {
+        self.running_runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Drops the history kept for an execution that has finished.
@@ -422,6 +459,7 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         tracking_rate: options.tracking_calls_per_second,
         running_runs: Mutex::new(std::collections::HashSet::new()),
         histories: Mutex::new(HashMap::new()),
+        history_rate: options.tracking_history_calls_per_second,
         kube: kube.clone(),
     });
     let (flows, runs, schedules): (Api<Flow>, Api<Run>, Api<Schedule>) = match &options.namespace {

@@ -24,8 +24,8 @@ use crate::aws::error::ErrorClass;
 use crate::compile::{self, naming};
 use crate::reconcilers::conditions::{Health, set_health};
 use crate::reconcilers::run::{
-    FinishedRun, RUNNABLE_HINT, check_parameters, failure_message, map_runs, merge_task_steps,
-    phase_of, poll_interval, runs_to_prune, step_statuses,
+    FinishedRun, RUNNABLE_HINT, check_parameters, failure_message, history_every, map_runs,
+    merge_task_steps, phase_of, poll_interval, runs_to_prune, step_statuses,
 };
 
 use super::report::{now, publish, write_status};
@@ -238,7 +238,14 @@ async fn track(
     let execution = aws::sfn::describe_execution(&ctx.sfn, execution_arn)
         .await
         .map_err(ReconcileError::Aws)?;
-    let events = ctx.history(execution_arn).await?;
+    let running = ctx.running_count();
+    let every = history_every(
+        running,
+        poll_interval(running, ctx.tracking_rate, POLL),
+        ctx.history_rate,
+    );
+    let force = phase_of(&execution.status).is_finished();
+    let events = ctx.history(execution_arn, every, force).await?;
     let mut steps = step_statuses(&events);
     status.foreach = track_foreach(ctx, &status, &events, &mut steps).await?;
     // Steps never disappear: ones read before (foreach tasks) stay.

@@ -521,6 +521,28 @@ pub fn poll_interval(
     shared.max(fastest)
 }
 
+/// Every how many polls a running Run reads its history: 1 while all running Runs' polls fit
+/// in `history_calls_per_second` (GetExecutionHistory's quota is a third of
+/// DescribeExecution's), else as rarely as it takes to fit. A Run that has just finished
+/// always reads it, whatever this says.
+pub fn history_every(
+    running: usize,
+    interval: std::time::Duration,
+    history_calls_per_second: f64,
+) -> u32 {
+    let polls_per_second = running as f64 / interval.as_secs_f64().max(0.001);
+    if history_calls_per_second <= 0.0 || polls_per_second <= history_calls_per_second {
+        return 1;
+    }
+    // The tolerance keeps float noise (12.000000001 / 4) from adding a poll.
+    let every = (polls_per_second / history_calls_per_second - 1e-9).ceil();
+    if every >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        every as u32
+    }
+}
+
 #[cfg(test)]
 mod poll_tests {
     use std::time::Duration;
@@ -539,6 +561,20 @@ mod poll_tests {
             "{at_scale:?}"
         );
         assert_eq!(poll_interval(10, 0.0, fastest), fastest);
+    }
+
+    #[test]
+    fn history_is_read_less_often_than_the_execution_when_its_quota_is_tighter() {
+        use super::history_every;
+        let fastest = Duration::from_secs(3);
+        assert_eq!(history_every(12, fastest, 4.0), 1);
+        assert_eq!(history_every(36, fastest, 4.0), 3);
+        let interval = poll_interval(10_000, 12.0, fastest);
+        let every = history_every(10_000, interval, 4.0);
+        assert_eq!(every, 3);
+        let history_calls = 10_000.0 / interval.as_secs_f64() / f64::from(every);
+        assert!(history_calls <= 4.0 + 1e-6, "{history_calls}");
+        assert_eq!(history_every(10, fastest, 0.0), 1);
     }
 }
 

@@ -262,6 +262,7 @@ pub struct ControllerProcess {
     pub log: PathBuf,
     pub http_port: u16,
     namespace: String,
+    kubeconfig: PathBuf,
     extra_env: Vec<(String, String)>,
 }
 
@@ -272,7 +273,7 @@ impl ControllerProcess {
 
     /// Starts a controller with extra environment (e.g. a short drift interval).
     pub fn start_with(namespace: &str, extra_env: &[(&str, &str)]) -> ControllerProcess {
-        Self::start_replica(namespace, "", extra_env)
+        Self::start_full(namespace, "", &env().kubeconfig, extra_env)
     }
 
     /// Starts one of several controllers watching the same namespace; `replica` tells their
@@ -280,6 +281,25 @@ impl ControllerProcess {
     pub fn start_replica(
         namespace: &str,
         replica: &str,
+        extra_env: &[(&str, &str)],
+    ) -> ControllerProcess {
+        Self::start_full(namespace, replica, &env().kubeconfig, extra_env)
+    }
+
+    /// Starts a controller that talks to the API server with `kubeconfig` (e.g. a
+    /// ServiceAccount's token) instead of the cluster admin's.
+    pub fn start_as(
+        namespace: &str,
+        kubeconfig: &Path,
+        extra_env: &[(&str, &str)],
+    ) -> ControllerProcess {
+        Self::start_full(namespace, "", kubeconfig, extra_env)
+    }
+
+    fn start_full(
+        namespace: &str,
+        replica: &str,
+        kubeconfig: &Path,
         extra_env: &[(&str, &str)],
     ) -> ControllerProcess {
         let access_key = format!(
@@ -301,13 +321,21 @@ impl ControllerProcess {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let http_port = free_port();
-        let child = spawn_controller(namespace, &access_key, &log, http_port, &extra_env);
+        let child = spawn_controller(
+            namespace,
+            kubeconfig,
+            &access_key,
+            &log,
+            http_port,
+            &extra_env,
+        );
         ControllerProcess {
             child,
             access_key,
             log,
             http_port,
             namespace: namespace.to_owned(),
+            kubeconfig: kubeconfig.to_owned(),
             extra_env,
         }
     }
@@ -328,6 +356,7 @@ impl ControllerProcess {
         self.kill();
         self.child = spawn_controller(
             &self.namespace,
+            &self.kubeconfig,
             &self.access_key,
             &self.log,
             self.http_port,
@@ -388,6 +417,7 @@ pub fn free_port() -> u16 {
 
 fn spawn_controller(
     namespace: &str,
+    kubeconfig: &Path,
     access_key: &str,
     log: &Path,
     http_port: u16,
@@ -401,7 +431,7 @@ fn spawn_controller(
     let errors = output.try_clone().expect("log handle clones");
     Command::new(env!("CARGO_BIN_EXE_flowline"))
         .arg("controller")
-        .env("KUBECONFIG", &env().kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .env("FLOWLINE_WATCH_NAMESPACE", namespace)
         .env("AWS_ENDPOINT_URL", &env().aws_endpoint)
         .env("AWS_ACCESS_KEY_ID", access_key)

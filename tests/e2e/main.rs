@@ -8,6 +8,8 @@ mod api;
 mod emulator;
 mod flow_controller;
 mod foundation;
+mod health_script;
+mod helm;
 mod operations;
 mod render;
 mod run_controller;
