@@ -1930,6 +1930,25 @@ def patch_sfn_executions() -> None:
     StepFunctionsParserBackend.start_execution = start_execution
     StepFunctionsParserBackend.stop_execution = stop_execution
 
+    # A stopped execution is ABORTED for good. moto's worker may still be inside a .sync task
+    # when StopExecution arrives; the job terminated by the stop then fails that task and the
+    # worker's final state (an error) would turn the execution FAILED.
+    from moto.stepfunctions.parser.backend import execution as execution_module
+
+    communication = execution_module.BaseExecutionWorkerCommunication
+    original_reflect = communication._reflect_execution_status
+
+    def _reflect_execution_status(self):
+        original_reflect(self)
+        with _EXECUTION_JOBS_LOCK:
+            stopped = self.execution.exec_arn in _STOPPED_EXECUTIONS
+        if stopped:
+            self.execution.exec_status = execution_module.ExecutionStatus.ABORTED
+            self.execution.error = None
+            self.execution.cause = None
+
+    communication._reflect_execution_status = _reflect_execution_status
+
 
 # The iterations of each Distributed Map run: map run ARN -> (record, their EventManager).
 _MAP_RUNS: dict[str, tuple[Any, Any]] = {}
