@@ -1845,24 +1845,18 @@ class FlowlineTestRoutes:
         method = environ.get("REQUEST_METHOD")
         route = path.rstrip("/")
         status, payload = 404, {"message": f"unknown endpoint {path}"}
-        if route == "/flowline-test/fire-rule":
+        handlers = {
+            "/flowline-test/fire-rule": fire_rule,
+            "/flowline-test/redeliver-s3-event": redeliver_s3_event,
+        }
+        if route in handlers:
             if method != "POST":
                 status, payload = 405, {"message": "POST a JSON body"}
             else:
                 try:
                     length = int(environ.get("CONTENT_LENGTH") or 0)
                     body = json.loads(environ["wsgi.input"].read(length) or b"{}")
-                    status, payload = fire_rule(body)
-                except ValueError as err:
-                    status, payload = 400, {"message": f"bad JSON body: {err}"}
-        elif route == "/flowline-test/redeliver-s3-event":
-            if method != "POST":
-                status, payload = 405, {"message": "POST a JSON body"}
-            else:
-                try:
-                    length = int(environ.get("CONTENT_LENGTH") or 0)
-                    body = json.loads(environ["wsgi.input"].read(length) or b"{}")
-                    status, payload = redeliver_s3_event(body)
+                    status, payload = handlers[route](body)
                 except ValueError as err:
                     status, payload = 400, {"message": f"bad JSON body: {err}"}
         elif route == "/flowline-test/requests":

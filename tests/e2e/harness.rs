@@ -251,6 +251,23 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// Writes an object to the emulator's S3 (path-style addressing, as the emulator needs).
+pub async fn put_s3_object(bucket: &str, key: &str, body: &[u8]) {
+    let config = aws_config().await;
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    )
+    .put_object()
+    .bucket(bucket)
+    .key(key)
+    .body(body.to_vec().into())
+    .send()
+    .await
+    .unwrap_or_else(|error| panic!("s3://{bucket}/{key} is written: {error:?}"));
+}
+
 /// A `flowline controller` process watching one namespace, with an AWS access key of its own
 /// so the emulator's request counts can be read for it alone. Killed when dropped; its log is
 /// in the environment's `logs/` folder, which failure dumps print. It serves `/metrics` and

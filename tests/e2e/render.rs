@@ -156,18 +156,7 @@ async fn runs_to_success(file: &str, expected_jobs: &[(&str, usize)], prepare: O
         let root = compile::artifact_root(&flow, &Settings::default());
         let (bucket, prefix) = split_s3(&root);
         let key = format!("{prefix}{execution_name}/{foreach_step}/0/foreach.json");
-        aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&config)
-                .force_path_style(true)
-                .build(),
-        )
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(br#"["a", "b", {"c": 3}]"#.to_vec().into())
-        .send()
-        .await
-        .expect("item list is written");
+        crate::harness::put_s3_object(&bucket, &key, br#"["a", "b", {"c": 3}]"#).await;
     }
     let finished = run(&config, &machine, &execution_name).await;
     assert_eq!(

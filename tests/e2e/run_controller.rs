@@ -432,19 +432,12 @@ async fn foreach_run_reports_its_tasks_and_their_steps() {
         .trim_start_matches("s3://")
         .split_once('/')
         .expect("s3://bucket/prefix");
-    let config = aws_config().await;
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build(),
+    crate::harness::put_s3_object(
+        bucket,
+        &format!("{prefix}/start/0/foreach.json"),
+        b"[1, 2, 3]",
     )
-    .put_object()
-    .bucket(bucket)
-    .key(format!("{prefix}/start/0/foreach.json"))
-    .body(br#"[1, 2, 3]"#.to_vec().into())
-    .send()
-    .await
-    .expect("item list is written");
+    .await;
     wait_phase(&ns.name, "sweep-1", "Succeeded");
     let foreach = jsonpath(
         &ns.name,

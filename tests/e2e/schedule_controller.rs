@@ -88,6 +88,30 @@ fn runs(namespace: &str, selector: &str) -> Vec<String> {
     .collect()
 }
 
+fn set_suspend(namespace: &str, schedule: &str, suspend: bool) {
+    kubectl(
+        &[
+            "patch",
+            "-n",
+            namespace,
+            &format!("schedule/{schedule}"),
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"suspend":{suspend}}}}}"#),
+        ],
+        None,
+    )
+    .ok();
+}
+
+async fn wait_rule_state(events: &aws_sdk_eventbridge::Client, rule: &str, state: RuleState) {
+    wait_for_async(&format!("rule {rule} to be {state:?}"), TIMEOUT, || async {
+        let described = events.describe_rule().name(rule).send().await.unwrap();
+        (described.state() == Some(&state)).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn cron_schedule_rule_suspend_fire_and_delete() {
     install_crds();
@@ -158,29 +182,8 @@ async fn cron_schedule_rule_suspend_fire_and_delete() {
     assert_eq!(writes(&controller.aws_requests()), before, "no AWS writes");
 
     // Suspend and resume flip the rule's state.
-    kubectl(
-        &[
-            "patch",
-            "-n",
-            &ns.name,
-            "schedule/nightly-report",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"suspend":true}}"#,
-        ],
-        None,
-    )
-    .ok();
-    wait_for_async("the rule to be disabled", TIMEOUT, || async {
-        let rule = events
-            .describe_rule()
-            .name(&rule_name)
-            .send()
-            .await
-            .unwrap();
-        (rule.state() == Some(&RuleState::Disabled)).then_some(())
-    })
-    .await;
+    set_suspend(&ns.name, "nightly-report", true);
+    wait_rule_state(&events, &rule_name, RuleState::Disabled).await;
     wait_for("fire times to clear", TIMEOUT, || {
         jsonpath(
             &ns.name,
@@ -198,29 +201,8 @@ async fn cron_schedule_rule_suspend_fire_and_delete() {
         refused["executionArns"].is_null(),
         "a disabled rule fires nothing: {refused}"
     );
-    kubectl(
-        &[
-            "patch",
-            "-n",
-            &ns.name,
-            "schedule/nightly-report",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"suspend":false}}"#,
-        ],
-        None,
-    )
-    .ok();
-    wait_for_async("the rule to be enabled", TIMEOUT, || async {
-        let rule = events
-            .describe_rule()
-            .name(&rule_name)
-            .send()
-            .await
-            .unwrap();
-        (rule.state() == Some(&RuleState::Enabled)).then_some(())
-    })
-    .await;
+    set_suspend(&ns.name, "nightly-report", false);
+    wait_rule_state(&events, &rule_name, RuleState::Enabled).await;
 
     // Drift: a rule disabled in AWS is enabled again.
     events.disable_rule().name(&rule_name).send().await.unwrap();
@@ -236,16 +218,7 @@ async fn cron_schedule_rule_suspend_fire_and_delete() {
         None,
     )
     .ok();
-    wait_for_async("the drifted rule to be repaired", TIMEOUT, || async {
-        let rule = events
-            .describe_rule()
-            .name(&rule_name)
-            .send()
-            .await
-            .unwrap();
-        (rule.state() == Some(&RuleState::Enabled)).then_some(())
-    })
-    .await;
+    wait_rule_state(&events, &rule_name, RuleState::Enabled).await;
 
     // The schedule fires: its execution shows up as a Run labeled with the Schedule.
     let fired = emulator_post(
