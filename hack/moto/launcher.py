@@ -37,6 +37,10 @@ AWS_BATCH_JOB_NODE_INDEX, AWS_BATCH_JOB_NUM_NODES, AWS_BATCH_JOB_MAIN_NODE_INDEX
 multi-node job). FLOWLINE_EMULATOR_FAIL still fails the job without running anything, and
 FLOWLINE_EMULATOR_RUN_SECONDS becomes a minimum time in RUNNING.
 
+``FLOWLINE_EMULATOR_SYNC_POLL_SECONDS`` (launcher environment) sets how often a ``.sync``
+task polls its Batch job (default 0.5 s); load tests raise it so hundreds of executions do not
+saturate the emulator with its own polling.
+
 Test-only endpoints (JSON answers; none of them is counted as an AWS request):
 
 ``POST /flowline-test/fire-rule`` with ``{"name": RULE, "eventBusName": optional, "region":
@@ -344,6 +348,20 @@ def patch_sfn_batch_integration() -> None:
     cls._normalise_parameters = _normalise_parameters
     cls._normalise_response = _normalise_response
     cls._eval_service_task = _eval_service_task
+
+
+def patch_sync_poll_interval() -> None:
+    """A ``.sync`` task in moto polls its Batch job every 0.5 s from its own thread; real Step
+    Functions waits for the job's events instead. Hundreds of running executions then keep the
+    emulator busy answering itself. ``FLOWLINE_EMULATOR_SYNC_POLL_SECONDS`` sets the interval
+    (for load tests; the default stays 0.5 s so short tests stay fast)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_callback as callback,
+    )
+
+    seconds = _float_env(os.environ, "FLOWLINE_EMULATOR_SYNC_POLL_SECONDS")
+    if seconds > 0:
+        callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = seconds
 
 
 def patch_sfn_states_integration() -> None:
@@ -2338,6 +2356,7 @@ def apply_patches() -> None:
     patch_batch_jobs()
     patch_events()
     patch_sfn_states_integration()
+    patch_sync_poll_interval()
     patch_s3_eventbridge_events()
     patch_sfn_executions()
     patch_sfn_history_paging()
