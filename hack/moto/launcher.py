@@ -2017,7 +2017,7 @@ def patch_sfn_map_run_children() -> None:
             "executionArn": map_run_child_arn(map_run_arn),
             "stateMachineArn": record.map_state_machine_arn,
             "name": map_run_child_arn(map_run_arn).rsplit(":", 1)[-1],
-            "status": status if status != "RUNNING" else "RUNNING",
+            "status": status,
             "startDate": record.start_date,
             "mapRunArn": map_run_arn,
         }
@@ -2344,6 +2344,11 @@ def patch_reset() -> None:
         with _EXECUTION_JOBS_LOCK:
             _EXECUTION_JOBS.clear()
             _STOPPED_EXECUTIONS.clear()
+        with _MAP_RUNS_LOCK:
+            _MAP_RUNS.clear()
+            _MAP_RUN_CHILDREN.clear()
+        with _S3_EVENTS_LOCK:
+            _RECENT_S3_EVENTS.clear()
 
     MotoAPIBackend.reset = reset
 

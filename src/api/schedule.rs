@@ -73,6 +73,9 @@ pub const SCHEDULE_NAME_MAX_LEN: usize = 40;
     validation = Rule::new("(has(self.cron) ? 1 : 0) + (has(self.rate) ? 1 : 0) + (has(self.event) ? 1 : 0) <= 1")
         .message("spec.cron, spec.rate and spec.event are mutually exclusive: set only one")
         .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("has(self.event) == has(oldSelf.event)")
+        .message("a Schedule cannot switch between an event trigger and a cron or rate schedule: create a new Schedule instead")
+        .reason(Reason::FieldValueForbidden),
 )]
 pub struct ScheduleSpec {
     /// The Flow to start, in the Schedule's namespace.

@@ -18,6 +18,9 @@ use crate::reconcilers::discovery::{WATERMARK_ANNOTATION, adopted_run, to_adopt,
 
 use super::{Context, ReconcileError};
 
+/// How far behind its cursor a Flow's executions are listed again.
+const LISTING_MARGIN_MS: i64 = 60_000;
+
 /// Sweeps forever, every `interval`; a failed sweep is logged and retried at the next one.
 pub async fn sweep_forever(ctx: Arc<Context>, flows: Api<Flow>, interval: Duration) {
     loop {
@@ -50,11 +53,20 @@ async fn sweep_flow(ctx: &Context, flow: &Flow) -> Result<(), ReconcileError> {
         return Ok(());
     };
     let namespace = flow.namespace().unwrap_or_default();
-    let since = watermark(flow);
+    let uid = flow.uid().unwrap_or_default();
+    let persisted = watermark(flow);
+    let cursor = ctx
+        .discovery_cursor(&uid)
+        .unwrap_or(persisted)
+        .max(persisted);
+    // Listing is eventually consistent: look a minute behind the cursor; executions seen
+    // twice are found by their Run's name and skipped.
+    let since = cursor.saturating_sub(LISTING_MARGIN_MS);
     let listed = aws::sfn::list_executions_since(&ctx.sfn, &machine_arn, since)
         .await
         .map_err(ReconcileError::Aws)?;
     let runs: Api<Run> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let mut newest_adopted = None;
     for execution in to_adopt(&listed) {
         let probe = adopted_run(flow, execution, None);
         if runs
@@ -73,17 +85,23 @@ async fn sweep_flow(ctx: &Context, flow: &Flow) -> Result<(), ReconcileError> {
         match runs.create(&PostParams::default(), &run).await {
             Ok(_) => {
                 info!(run = %run.name_any(), %namespace, execution = %execution.arn, schedule = ?schedule, "created a Run for an execution started outside Flowline");
+                newest_adopted = newest_adopted.max(Some(execution.start_ms));
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {}
+            // A Run the API refuses (e.g. invalid) would be refused on every sweep: skip it
+            // rather than stop discovery for the whole Flow.
+            Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => {
+                warn!(%namespace, execution = %execution.arn, message = %status.message, "the Run for an execution was refused; skipped");
+            }
             Err(error) => return Err(ReconcileError::Kube(error)),
         }
     }
-    if let Some(newest) = listed
-        .iter()
-        .map(|e| e.start_ms)
-        .max()
-        .filter(|n| *n > since)
-    {
+    if let Some(newest) = listed.iter().map(|e| e.start_ms).max() {
+        ctx.set_discovery_cursor(&uid, newest.max(cursor));
+    }
+    // Persisted only when a Run was created: it keeps Runs deleted by the history limits
+    // from coming back after a restart, and costs one Flow write per adoption, not per Run.
+    if let Some(newest) = newest_adopted.filter(|n| *n > persisted) {
         let flows: Api<Flow> = Api::namespaced(ctx.kube.clone(), &namespace);
         let patch =
             json!({"metadata": {"annotations": {WATERMARK_ANNOTATION: newest.to_string()}}});

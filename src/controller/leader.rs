@@ -238,24 +238,32 @@ impl Elector {
 
     /// Renews every renew interval; returns when leadership is lost or cannot be kept.
     pub async fn hold(&mut self) -> LeaderError {
-        let mut renewed = Instant::now();
+        // The term counts from the last write of the Lease that succeeded (the acquisition),
+        // not from when holding starts.
+        let mut renewed = self.seen.as_ref().map_or_else(Instant::now, |(_, at)| *at);
         let deadline = self.timing.duration.saturating_sub(self.timing.renew);
         loop {
             tokio::time::sleep(self.timing.renew).await;
-            match self.try_once().await {
-                Ok(Standing::Leading) => renewed = Instant::now(),
-                Ok(Standing::Following {
+            // A renewal that hangs (an API server that never answers) must not keep this
+            // replica leading past the deadline while a follower takes over.
+            let left = deadline.saturating_sub(renewed.elapsed());
+            match tokio::time::timeout(left, self.try_once()).await {
+                Ok(Ok(Standing::Leading)) => renewed = Instant::now(),
+                Ok(Ok(Standing::Following {
                     holder: Some(holder),
-                }) => {
+                })) => {
                     return LeaderError::Lost {
                         lease: self.name.clone(),
                         holder: Some(holder),
                     };
                 }
-                Ok(Standing::Following { holder: None }) => {
+                Ok(Ok(Standing::Following { holder: None })) => {
                     warn!(lease = %self.name, "conflict renewing the leader lease; retrying");
                 }
-                Err(error) => warn!(lease = %self.name, %error, "could not renew the leader lease"),
+                Ok(Err(error)) => {
+                    warn!(lease = %self.name, %error, "could not renew the leader lease")
+                }
+                Err(_) => warn!(lease = %self.name, "renewing the leader lease timed out"),
             }
             let elapsed = renewed.elapsed();
             if elapsed >= deadline {

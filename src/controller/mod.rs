@@ -57,7 +57,7 @@ pub struct Options {
     #[arg(long, env = "FLOWLINE_KEEP_FAILED_RUNS", default_value_t = 20)]
     pub keep_failed_runs: usize,
 
-    /// How often each Ready Flow's new executions are listed, to give executions started
+    /// How often each Flow's new executions are listed, to give executions started
     /// outside Flowline (Schedules, the console) a Run (seconds).
     #[arg(
         long,
@@ -69,21 +69,23 @@ pub struct Options {
     /// Polls of running executions per second, shared by all running Runs: each Run is
     /// polled every 3 s until there are so many that this budget would be exceeded, then
     /// less often. Sized under Step Functions' DescribeExecution quota (15/s in the large
-    /// regions), leaving room for the rest of the controller's reads.
+    /// regions) and the client-side limit (80 % of it), leaving room for discovery and
+    /// retries.
     #[arg(
         long,
         env = "FLOWLINE_TRACKING_CALLS_PER_SECOND",
-        default_value_t = 12.0
+        default_value_t = 10.0
     )]
     pub tracking_calls_per_second: f64,
 
     /// Reads of running executions' histories per second, shared by all running Runs: when
     /// polls come faster, each Run reads its history on every n-th poll only (and always when
-    /// it finishes). Sized under GetExecutionHistory's quota (5/s in the smaller regions).
+    /// it finishes). Sized under GetExecutionHistory's quota (5/s in the smaller regions) and
+    /// the client-side limit (4/s), leaving room for foreach tasks' histories.
     #[arg(
         long,
         env = "FLOWLINE_TRACKING_HISTORY_CALLS_PER_SECOND",
-        default_value_t = 4.0
+        default_value_t = 3.0
     )]
     pub tracking_history_calls_per_second: f64,
 
@@ -137,6 +139,11 @@ pub struct Context {
     histories: Mutex<HashMap<String, HistoryCache>>,
     /// History reads per second, shared by all running Runs.
     pub history_rate: f64,
+    /// When each Schedule's rule was last compared with AWS, for which desired state
+    /// (Schedule UID → fingerprint, time).
+    schedule_checks: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    /// How far execution discovery listed each Flow (Flow UID → start time in ms).
+    discovery_cursors: Mutex<HashMap<String, i64>>,
 }
 
 impl Context {
@@ -174,6 +181,51 @@ impl Context {
             .unwrap_or_else(|p| p.into_inner())
             .insert(execution_arn.to_owned(), (events.clone(), 0));
         Ok(events)
+    }
+
+    /// Whether a Schedule's rule was compared with AWS for this desired state within the
+    /// drift interval.
+    pub fn recently_checked(&self, uid: &str, fingerprint: &str) -> bool {
+        self.schedule_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(uid)
+            .is_some_and(|(known, at)| known == fingerprint && at.elapsed() < self.drift_interval)
+    }
+
+    /// Records that a Schedule's rule matches `fingerprint` now.
+    pub fn mark_checked(&self, uid: &str, fingerprint: &str) {
+        self.schedule_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                uid.to_owned(),
+                (fingerprint.to_owned(), std::time::Instant::now()),
+            );
+    }
+
+    /// Forgets a deleted Schedule.
+    pub fn forget_checked(&self, uid: &str) {
+        self.schedule_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
+    }
+
+    /// How far discovery listed a Flow's executions in this process.
+    pub fn discovery_cursor(&self, flow_uid: &str) -> Option<i64> {
+        self.discovery_cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(flow_uid)
+            .copied()
+    }
+
+    pub fn set_discovery_cursor(&self, flow_uid: &str, start_ms: i64) {
+        self.discovery_cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(flow_uid.to_owned(), start_ms);
     }
 
     /// How many Runs are being polled.
@@ -460,6 +512,8 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         running_runs: Mutex::new(std::collections::HashSet::new()),
         histories: Mutex::new(HashMap::new()),
         history_rate: options.tracking_history_calls_per_second,
+        schedule_checks: Mutex::new(HashMap::new()),
+        discovery_cursors: Mutex::new(HashMap::new()),
         kube: kube.clone(),
     });
     let (flows, runs, schedules): (Api<Flow>, Api<Run>, Api<Schedule>) = match &options.namespace {

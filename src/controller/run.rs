@@ -206,14 +206,44 @@ async fn adopt(
 ) -> Result<Action, ReconcileError> {
     let flows: Api<Flow> = Api::namespaced(ctx.kube.clone(), &run.namespace().unwrap_or_default());
     let execution_name = execution_arn.rsplit(':').next().unwrap_or_default();
-    if let Some(flow) = flows
+    let flow = flows
         .get_opt(&run.spec.flow_ref.name)
         .await
-        .map_err(ReconcileError::Kube)?
-    {
+        .map_err(ReconcileError::Kube)?;
+    let machine = flow
+        .as_ref()
+        .and_then(|f| f.status.as_ref())
+        .and_then(|s| s.state_machine_arn.clone());
+    let Some(machine) = machine else {
+        status.phase = Some(RunPhase::Pending);
+        let message = format!(
+            "waiting for Flow {} to have a state machine",
+            run.spec.flow_ref.name
+        );
+        set(
+            &mut status,
+            run,
+            Health::Reconciling {
+                reason: "FlowNotReady",
+                message: &message,
+            },
+        );
+        write_status(api, run, run.status.as_ref(), status).await?;
+        return Ok(Action::requeue(ctx.recheck_interval));
+    };
+    // Only an execution of this Flow's own state machine: the annotation must not let a Run
+    // read or stop another Flow's (or another namespace's) executions.
+    if !execution_arn.starts_with(&aws::sfn::execution_arn(&machine, "")) {
+        let message = format!(
+            "the annotation {EXECUTION_ARN_ANNOTATION} names {execution_arn}, which is not an execution of Flow {}'s state machine {machine}",
+            run.spec.flow_ref.name
+        );
+        return stall(api, run, ctx, status, "ForeignExecution", &message).await;
+    }
+    if let Some(flow) = &flow {
         status.artifact_root = Some(format!(
             "{}/{execution_name}",
-            compile::artifact_root(&flow, &ctx.settings)
+            compile::artifact_root(flow, &ctx.settings)
         ));
     }
     status.origin = Some(if run.labels().contains_key(SCHEDULE_LABEL) {
@@ -235,9 +265,19 @@ async fn track(
     mut status: RunStatus,
     execution_arn: &str,
 ) -> Result<Action, ReconcileError> {
-    let execution = aws::sfn::describe_execution(&ctx.sfn, execution_arn)
-        .await
-        .map_err(ReconcileError::Aws)?;
+    let execution = match aws::sfn::describe_execution(&ctx.sfn, execution_arn).await {
+        Ok(execution) => execution,
+        // Retrying cannot fix these: say so, and look again now and then (a permission may
+        // be granted later).
+        Err(error)
+            if error.class == ErrorClass::Terminal || error.code == "ExecutionDoesNotExist" =>
+        {
+            let message = format!("the execution {execution_arn} cannot be read: {error}");
+            stall(api, run, ctx, status, "ExecutionUnreadable", &message).await?;
+            return Ok(Action::requeue(ctx.recheck_interval));
+        }
+        Err(error) => return Err(ReconcileError::Aws(error)),
+    };
     let running = ctx.running_count();
     let every = history_every(
         running,
@@ -361,13 +401,11 @@ async fn track(
     }
     let finished = phase.is_finished();
     write_status(api, run, run.status.as_ref(), status).await?;
-    if finished {
-        prune_history(api, ctx, &run.spec.flow_ref.name).await?;
-    }
     let key = format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any());
     let running = ctx.track_running(&key, !finished);
     if finished {
         ctx.forget_history(execution_arn);
+        prune_history(api, ctx, &run.spec.flow_ref.name).await?;
     }
     Ok(if finished {
         Action::await_change()
@@ -396,10 +434,16 @@ async fn track_foreach(
             continue;
         }
         // Foreach progress is extra detail: failing to read it never fails the Run's tracking.
-        let counts = match aws::sfn::map_run_counts(&ctx.sfn, &map_run_arn).await {
+        let known = previous
+            .foreach
+            .iter()
+            .find(|f| f.map_run_arn == map_run_arn);
+        let mut counts = match aws::sfn::map_run_counts(&ctx.sfn, &map_run_arn).await {
             Ok(counts) => counts,
             Err(error) => {
+                // Keep what was known, so a passing error does not flap the status.
                 warn!(%map_run_arn, %error, "could not read a foreach's progress");
+                foreach.extend(known.cloned());
                 continue;
             }
         };
@@ -412,7 +456,11 @@ async fn track_foreach(
                         }
                     }
                 }
-                Err(error) => warn!(%map_run_arn, %error, "could not read a foreach's tasks"),
+                Err(error) => {
+                    // Not final until the tasks' steps are read: the next poll tries again.
+                    warn!(%map_run_arn, %error, "could not read a foreach's tasks");
+                    counts.finished = false;
+                }
             }
         }
         foreach.push(ForeachStatus {
@@ -577,6 +625,9 @@ async fn cleanup(run: &Run, ctx: &Context) -> Result<Action, ReconcileError> {
         &format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any()),
         false,
     );
+    if let Some(arn) = run.status.as_ref().and_then(|s| s.execution_arn.as_deref()) {
+        ctx.forget_history(arn);
+    }
     let status = run.status.clone().unwrap_or_default();
     if let (Some(arn), false) = (
         &status.execution_arn,

@@ -82,6 +82,27 @@ async fn apply(
         }
     };
     let uid = schedule.uid().unwrap_or_default();
+    // Woken by its Runs or its own status write, a Schedule whose rule was checked recently
+    // for this very desired state refreshes its status only: AWS is read at most once per
+    // drift interval unless something changed.
+    let fingerprint = naming::short_hash(&format!("{desired:?}"), 16);
+    let ready_rule = schedule
+        .status
+        .as_ref()
+        .filter(|s| {
+            s.observed_generation == schedule.metadata.generation
+                && crate::api::is_condition_true(&s.conditions, condition::READY)
+        })
+        .and_then(|s| s.rule_arn.clone());
+    if let Some(rule_arn) = ready_rule
+        && ctx.recently_checked(&uid, &fingerprint)
+    {
+        let outcome = Outcome::Ready {
+            rule_arn,
+            changed: false,
+        };
+        return finish(schedule, api, ctx, outcome, Some(&desired)).await;
+    }
     let observed = observe(ctx, schedule, &desired).await?;
     let changes = match plan(&desired, &observed, &uid) {
         Ok(changes) => changes,
@@ -121,6 +142,7 @@ async fn apply(
         )
         .await;
     }
+    ctx.mark_checked(&uid, &fingerprint);
     let outcome = Outcome::Ready {
         rule_arn: rule_arn.unwrap_or_default(),
         changed: !changes.is_empty(),
@@ -291,6 +313,12 @@ async fn finish(
             )
         }
         Outcome::Waiting { .. } => Action::requeue(WAIT_FOR_FLOW),
+        // A refusal by AWS or a foreign rule may be resolved outside the Schedule.
+        Outcome::Stalled { reason, .. }
+            if reason == "AwsRejected" || reason == "ForeignResource" =>
+        {
+            Action::requeue(ctx.recheck_interval)
+        }
         Outcome::Stalled { .. } => Action::await_change(),
         Outcome::Retrying { .. } => Action::requeue(ctx.recheck_interval),
     })
@@ -369,7 +397,8 @@ async fn cleanup(schedule: &Schedule, ctx: &Context) -> Result<Action, Reconcile
                 .map_err(ReconcileError::Aws)?;
         }
     }
-    if schedule.spec.event.is_some() {
+    // Probed whatever the spec says now: it may have been an S3 trigger before.
+    {
         let arn = format!(
             "arn:aws:states:{}:{}:stateMachine:{name}",
             ctx.settings.region, ctx.settings.account
@@ -389,6 +418,7 @@ async fn cleanup(schedule: &Schedule, ctx: &Context) -> Result<Action, Reconcile
             }
         }
     }
+    ctx.forget_checked(&uid);
     info!(schedule = %schedule.name_any(), %namespace, rule = %name, "removed");
     Ok(Action::await_change())
 }

@@ -31,8 +31,14 @@ pub fn is_run_execution(name: &str) -> bool {
     let Some(split) = name.len().checked_sub(UUID_LEN + 1) else {
         return false;
     };
-    let (head, uuid) = name.split_at(split);
-    !head.is_empty() && head != "-" && uuid.starts_with('-') && is_uuid(&uuid[1..])
+    // Names may hold any Unicode: split only where a character boundary is.
+    let (Some(head), Some(tail)) = (name.get(..split), name.get(split..)) else {
+        return false;
+    };
+    match tail.strip_prefix('-') {
+        Some(uuid) => !head.is_empty() && is_uuid(uuid),
+        None => false,
+    }
 }
 
 fn is_uuid(text: &str) -> bool {
@@ -72,6 +78,8 @@ pub fn to_adopt(listed: &[ListedExecution]) -> Vec<&ListedExecution> {
 /// execution's ARN (so creating it twice is harmless), labeled with its origin and, for a
 /// Schedule's execution, the Schedule.
 pub fn adopted_run(flow: &Flow, execution: &ListedExecution, schedule: Option<&str>) -> Run {
+    // The input is anyone's to write: a name that cannot be a Schedule's is no Schedule.
+    let schedule = schedule.filter(|name| is_schedule_name(name));
     let hash = naming::short_hash(&execution.arn, 10);
     let room = crate::api::RUN_NAME_MAX_LEN - hash.len() - 1;
     let lead: String = flow.name_any().chars().take(room).collect();
@@ -114,6 +122,18 @@ pub fn adopted_run(flow: &Flow, execution: &ListedExecution, schedule: Option<&s
     }
 }
 
+/// Whether `name` can be a Schedule's name (a DNS label of at most 40 characters), and so a
+/// label value.
+fn is_schedule_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= crate::api::SCHEDULE_NAME_MAX_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +158,9 @@ mod tests {
         assert!(!is_run_execution(&format!("s3_{uid}")));
         assert!(!is_run_execution("manual-retry"));
         assert!(!is_run_execution(&format!("x-{}", uid.to_uppercase())));
+        // A multi-byte character where the UUID would start is no panic.
+        assert!(!is_run_execution(&format!("ü{}", "a".repeat(36))));
+        assert!(!is_run_execution(&format!("{}ü", "a".repeat(36))));
     }
 
     #[test]
@@ -188,6 +211,12 @@ mod tests {
             Some("external")
         );
         assert_ne!(external.metadata.name, run.metadata.name);
+        let forged = adopted_run(&flow, &listed("console-3", 30), Some("Not A Label!"));
+        assert_eq!(
+            forged.labels().get(ORIGIN_LABEL).map(String::as_str),
+            Some("external")
+        );
+        assert!(!forged.labels().contains_key(SCHEDULE_LABEL));
     }
 
     #[test]

@@ -514,11 +514,15 @@ pub fn poll_interval(
     calls_per_second: f64,
     fastest: std::time::Duration,
 ) -> std::time::Duration {
-    if calls_per_second <= 0.0 {
+    if !calls_per_second.is_finite() || calls_per_second <= 0.0 {
         return fastest;
     }
-    let shared = std::time::Duration::from_secs_f64(running as f64 / calls_per_second);
-    shared.max(fastest)
+    // At most a day between polls, whatever the rate (and never a panic on overflow).
+    let slowest = std::time::Duration::from_secs(86_400);
+    std::time::Duration::try_from_secs_f64(running as f64 / calls_per_second)
+        .unwrap_or(slowest)
+        .min(slowest)
+        .max(fastest)
 }
 
 /// Every how many polls a running Run reads its history: 1 while all running Runs' polls fit
@@ -531,7 +535,10 @@ pub fn history_every(
     history_calls_per_second: f64,
 ) -> u32 {
     let polls_per_second = running as f64 / interval.as_secs_f64().max(0.001);
-    if history_calls_per_second <= 0.0 || polls_per_second <= history_calls_per_second {
+    if !history_calls_per_second.is_finite()
+        || history_calls_per_second <= 0.0
+        || polls_per_second <= history_calls_per_second
+    {
         return 1;
     }
     // The tolerance keeps float noise (12.000000001 / 4) from adding a poll.
@@ -561,6 +568,11 @@ mod poll_tests {
             "{at_scale:?}"
         );
         assert_eq!(poll_interval(10, 0.0, fastest), fastest);
+        assert_eq!(poll_interval(10, f64::NAN, fastest), fastest);
+        assert_eq!(
+            poll_interval(10, f64::MIN_POSITIVE, fastest),
+            Duration::from_secs(86_400)
+        );
     }
 
     #[test]

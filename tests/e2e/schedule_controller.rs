@@ -33,9 +33,16 @@ fn wait_ready(namespace: &str, resource: &str) {
     });
 }
 
-/// A controller that looks for new executions every second.
+/// A controller that looks for new executions every second and compares rules with AWS
+/// again after 5 s (instead of 5 minutes), so drift repair is seen quickly.
 fn controller(namespace: &str) -> ControllerProcess {
-    ControllerProcess::start_with(namespace, &[("FLOWLINE_DISCOVERY_INTERVAL_SECONDS", "1")])
+    ControllerProcess::start_with(
+        namespace,
+        &[
+            ("FLOWLINE_DISCOVERY_INTERVAL_SECONDS", "1"),
+            ("FLOWLINE_DRIFT_INTERVAL_SECONDS", "5"),
+        ],
+    )
 }
 
 fn emulator_post(path: &str, body: &serde_json::Value) -> serde_json::Value {
@@ -345,6 +352,29 @@ fn an_inexpressible_cron_is_stalled_and_creates_nothing() {
         "{message}"
     );
     wait_ready(&ns.name, "schedule/nightly-report");
+    let switched = kubectl(
+        &[
+            "patch",
+            "-n",
+            &ns.name,
+            "schedule/nightly-report",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"cron":null,"event":{"s3":{"bucket":"landing"}}}}"#,
+        ],
+        None,
+    );
+    assert!(
+        !switched.success,
+        "switching to an event trigger is refused"
+    );
+    assert!(
+        switched
+            .stderr
+            .contains("cannot switch between an event trigger"),
+        "{}",
+        switched.stderr
+    );
     let requests = controller.aws_requests();
     assert_eq!(
         requests.get("events:PutRule"),
@@ -550,4 +580,13 @@ async fn an_execution_started_outside_flowline_becomes_a_run() {
     std::thread::sleep(Duration::from_secs(3));
     let all = runs(&ns.name, "");
     assert_eq!(all.len(), 2, "one Run per execution: {all:?}");
+
+    // A Run may only take over an execution of its own Flow's state machine.
+    apply(
+        &ns.name,
+        "apiVersion: flowline.io/v1alpha1\nkind: Run\nmetadata:\n  name: sneaky\n  annotations: {flowline.io/execution-arn: \"arn:aws:states:us-east-1:123456789012:execution:someone-else:x\"}\nspec:\n  flowRef: {name: nightly-report}\n",
+    );
+    wait_for("the foreign takeover to stall", TIMEOUT, || {
+        (condition(&ns.name, "run/sneaky", "Stalled").1 == "ForeignExecution").then_some(())
+    });
 }
