@@ -298,6 +298,17 @@ pub struct Foreach {
     pub artifact: String,
 }
 
+impl Flow {
+    /// The status of a Flow that is Ready for its current generation: only then do its state
+    /// machine and version match the spec, so Runs and Schedules may start it.
+    pub fn ready_status(&self) -> Option<&FlowStatus> {
+        self.status.as_ref().filter(|status| {
+            super::is_condition_true(&status.conditions, super::condition::READY)
+                && status.observed_generation == self.metadata.generation
+        })
+    }
+}
+
 impl Default for Foreach {
     fn default() -> Self {
         Self {

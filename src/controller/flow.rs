@@ -42,7 +42,7 @@ pub async fn reconcile(flow: Arc<Flow>, ctx: Arc<Context>) -> Result<Action, Rec
 }
 
 /// The ARN of a state machine, from its name (the account and region are the controller's).
-fn state_machine_arn(ctx: &Context, name: &str) -> String {
+pub(super) fn state_machine_arn(ctx: &Context, name: &str) -> String {
     format!(
         "arn:aws:states:{}:{}:stateMachine:{name}",
         ctx.settings.region, ctx.settings.account

@@ -645,36 +645,43 @@ where
 }
 
 async fn reconcile_run(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let key = failure_key(run.as_ref());
-    let started = Instant::now();
-    let in_flight = ctx.metrics.in_flight("Run");
-    in_flight.inc();
-    let result = run::reconcile(run, ctx.clone()).await;
-    in_flight.dec();
-    measured(&ctx, "Run", started, &result);
-    forget_on_success(&ctx, &key, result)
+    instrumented(run, ctx, run::reconcile).await
 }
 
 async fn reconcile_schedule(
     schedule: Arc<Schedule>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let key = failure_key(schedule.as_ref());
-    forget_on_success(&ctx, &key, schedule::reconcile(schedule, ctx.clone()).await)
+    instrumented(schedule, ctx, schedule::reconcile).await
 }
 
 async fn reconcile_flow(flow: Arc<Flow>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let key = failure_key(flow.as_ref());
+    instrumented(flow, ctx, flow::reconcile).await
+}
+
+/// Runs one reconcile with what every kind shares: the in-flight gauge, the reconcile
+/// metrics and the reset of the object's backoff on success.
+async fn instrumented<K, F, Fut>(
+    object: Arc<K>,
+    ctx: Arc<Context>,
+    reconcile: F,
+) -> Result<Action, ReconcileError>
+where
+    K: Resource<DynamicType = ()>,
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, ReconcileError>>,
+{
+    let kind = K::kind(&());
+    let key = failure_key(object.as_ref());
     let started = Instant::now();
-    let in_flight = ctx.metrics.in_flight("Flow");
+    let in_flight = ctx.metrics.in_flight(&kind);
     in_flight.inc();
-    let result = flow::reconcile(flow, ctx.clone()).await;
+    let result = reconcile(object, ctx.clone()).await;
     in_flight.dec();
-    measured(&ctx, "Flow", started, &result);
+    measured(&ctx, &kind, started, &result);
     forget_on_success(&ctx, &key, result)
 }
 
-/// Counts a finished reconcile and its duration.
 fn measured(ctx: &Context, kind: &str, started: Instant, result: &Result<Action, ReconcileError>) {
     let outcome = if result.is_ok() { "success" } else { "error" };
     ctx.metrics

@@ -17,7 +17,6 @@ use tracing::{info, warn};
 use crate::api::{
     EXECUTION_ARN_ANNOTATION, FINALIZER, Flow, ForeachStatus, MAX_FOREACH_TASKS_READ,
     MAX_LISTED_ARTIFACTS, Run, RunOrigin, RunPhase, RunStatus, SCHEDULE_LABEL, StepPhase,
-    condition,
 };
 use crate::aws;
 use crate::aws::error::ErrorClass;
@@ -132,13 +131,10 @@ async fn start(
         Ok(parameters) => parameters,
         Err(message) => return stall(api, run, ctx, status, "InvalidParameters", &message).await,
     };
-    let flow_status = flow.status.clone().unwrap_or_default();
-    let ready = crate::api::is_condition_true(&flow_status.conditions, condition::READY)
-        && flow_status.observed_generation == flow.metadata.generation;
-    let (Some(machine_arn), Some(version_arn), true) = (
-        flow_status.state_machine_arn.clone(),
-        flow_status.state_machine_version_arn.clone(),
-        ready,
+    let ready = flow.ready_status();
+    let (Some(machine_arn), Some(version_arn)) = (
+        ready.and_then(|s| s.state_machine_arn.clone()),
+        ready.and_then(|s| s.state_machine_version_arn.clone()),
     ) else {
         status.phase = Some(RunPhase::Pending);
         let message = format!("waiting for Flow {} to be Ready", flow.name_any());

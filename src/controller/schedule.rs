@@ -62,10 +62,10 @@ async fn apply(
         let message = format!("Flow {flow_name} not found in namespace {namespace}");
         return finish(schedule, api, ctx, waiting("FlowNotFound", message), None).await;
     };
-    let flow_status = flow.status.clone().unwrap_or_default();
-    let ready = crate::api::is_condition_true(&flow_status.conditions, condition::READY)
-        && flow_status.observed_generation == flow.metadata.generation;
-    let Some(machine_arn) = flow_status.state_machine_arn.filter(|_| ready) else {
+    let Some(machine_arn) = flow
+        .ready_status()
+        .and_then(|s| s.state_machine_arn.clone())
+    else {
         let message = format!("waiting for Flow {flow_name} to be Ready");
         return finish(schedule, api, ctx, waiting("FlowNotReady", message), None).await;
     };
@@ -399,10 +399,7 @@ async fn cleanup(schedule: &Schedule, ctx: &Context) -> Result<Action, Reconcile
     }
     // Probed whatever the spec says now: it may have been an S3 trigger before.
     {
-        let arn = format!(
-            "arn:aws:states:{}:{}:stateMachine:{name}",
-            ctx.settings.region, ctx.settings.account
-        );
+        let arn = super::flow::state_machine_arn(ctx, &name);
         if aws::sfn::describe_state_machine(&ctx.sfn, &arn)
             .await
             .map_err(ReconcileError::Aws)?
