@@ -286,11 +286,32 @@ fn every_schedule_example_becomes_ready_with_its_rule() {
     for file in ["schedule.yaml", "scheduled-flow.yaml", "s3-event-flow.yaml"] {
         apply(&ns.name, &example(file));
     }
-    for (schedule, expected) in [
-        ("foreach-sweep-every-6h", "rate(6 hours)"),
-        ("nightly-report", "cron(0 3 * * ? *)"),
-        ("ingest-csv-on-upload", ""),
-    ] {
+    // (Schedule, its Flow, the expected schedule expression ("" for the S3 trigger), the
+    // parameters its executions get.)
+    let expectations = [
+        (
+            "foreach-sweep-every-6h",
+            "foreach-sweep",
+            "rate(6 hours)",
+            serde_json::json!({"trials": "16"}),
+        ),
+        (
+            "nightly-report",
+            "nightly-report",
+            "cron(0 3 * * ? *)",
+            serde_json::json!({"lookback_days": "1"}),
+        ),
+        (
+            "ingest-csv-on-upload",
+            "ingest-csv",
+            "",
+            serde_json::json!({}),
+        ),
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let events = rt.block_on(async { aws_sdk_eventbridge::Client::new(&aws_config().await) });
+    let sfn = rt.block_on(async { aws_sdk_sfn::Client::new(&aws_config().await) });
+    for (schedule, flow, expected, parameters) in expectations {
         wait_ready(&ns.name, &format!("schedule/{schedule}"));
         let rule_arn = jsonpath(
             &ns.name,
@@ -307,16 +328,31 @@ fn every_schedule_example_becomes_ready_with_its_rule() {
             "{.status.nextFireTimes}",
         );
         assert_eq!(fires.is_empty(), expected.is_empty(), "{schedule}: {fires}");
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let rule = rt.block_on(async {
-            let events = aws_sdk_eventbridge::Client::new(&aws_config().await);
-            events
-                .describe_rule()
-                .name(rule_arn.rsplit('/').next().unwrap())
+        let rule_name = rule_arn.rsplit('/').next().unwrap();
+        let (rule, targets) = rt.block_on(async {
+            let rule = events.describe_rule().name(rule_name).send().await.unwrap();
+            let targets = events
+                .list_targets_by_rule()
+                .rule(rule_name)
                 .send()
                 .await
-                .unwrap()
+                .unwrap();
+            (rule, targets)
         });
+        assert_eq!(rule.state(), Some(&RuleState::Enabled), "{schedule}");
+        let [target] = targets.targets() else {
+            panic!("{schedule}: one target, got {targets:?}")
+        };
+        assert_eq!(
+            target.role_arn(),
+            Some("arn:aws:iam::123456789012:role/flowline-events"),
+            "{schedule}"
+        );
+        let flow_machine = jsonpath(
+            &ns.name,
+            &format!("flow/{flow}"),
+            "{.status.stateMachineArn}",
+        );
         if expected.is_empty() {
             let pattern: serde_json::Value =
                 serde_json::from_str(rule.event_pattern().unwrap()).unwrap();
@@ -325,8 +361,33 @@ fn every_schedule_example_becomes_ready_with_its_rule() {
                 pattern["detail"]["object"]["key"][0]["wildcard"],
                 "incoming/*.csv"
             );
+            // The target is the trigger state machine, which starts the Flow's.
+            let transformer = target.input_transformer().expect("an input transformer");
+            assert_eq!(
+                transformer
+                    .input_paths_map()
+                    .unwrap()
+                    .get("key")
+                    .map(String::as_str),
+                Some("$.detail.object.key")
+            );
+            let trigger = rt.block_on(async {
+                sfn.describe_state_machine()
+                    .state_machine_arn(target.arn())
+                    .send()
+                    .await
+                    .unwrap()
+            });
+            let definition: serde_json::Value = serde_json::from_str(trigger.definition()).unwrap();
+            let start = &definition["States"]["StartFlow"]["Parameters"];
+            assert_eq!(start["StateMachineArn"], flow_machine.as_str());
+            assert_eq!(start["Input"]["parameters"], parameters);
         } else {
             assert_eq!(rule.schedule_expression(), Some(expected), "{schedule}");
+            assert_eq!(target.arn(), flow_machine, "{schedule}");
+            let input: serde_json::Value = serde_json::from_str(target.input().unwrap()).unwrap();
+            assert_eq!(input["parameters"], parameters, "{schedule}");
+            assert_eq!(input["flowline"]["schedule"], schedule);
         }
     }
 }
