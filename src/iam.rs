@@ -390,6 +390,13 @@ fn controller(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<Stat
             &["states:DescribeMapRun", "states:ListExecutions"],
             vec![arns.map_runs()],
         ),
+        // Execution status change events (--execution-events-queue-url), from a queue named
+        // with the prefix.
+        allow(
+            "ExecutionEvents",
+            &["sqs:ReceiveMessage", "sqs:DeleteMessage"],
+            vec![arns.arn("sqs", arns.region, &format!("{}*", arns.prefix))],
+        ),
         allow(
             "ScheduleRules",
             &[

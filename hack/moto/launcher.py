@@ -1958,8 +1958,40 @@ def patch_sfn_executions() -> None:
             self.execution.exec_status = execution_module.ExecutionStatus.ABORTED
             self.execution.error = None
             self.execution.cause = None
+        publish_execution_status_change(self.execution)
 
     communication._reflect_execution_status = _reflect_execution_status
+
+
+def publish_execution_status_change(execution: Any) -> None:
+    """Step Functions sends an "Execution Status Change" event to the default event bus when
+    a Standard execution ends; moto sends none. The launcher now does, for rules to route
+    (e.g. to an SQS queue)."""
+    try:
+        arn = execution.exec_arn
+        parts = arn.split(":")
+        status = str(getattr(execution.exec_status, "value", execution.exec_status))
+        machine = getattr(getattr(execution, "state_machine", None), "arn", None)
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Step Functions Execution Status Change",
+            "source": "aws.states",
+            "account": parts[4],
+            "time": time.time(),
+            "region": parts[3],
+            "resources": [arn],
+            "detail": {
+                "executionArn": arn,
+                "stateMachineArn": machine,
+                "name": execution.name,
+                "status": status,
+                "stopDate": _now_ms(),
+            },
+        }
+        _deliver_to_rules(parts[4], parts[3], event)
+    except Exception as err:  # noqa: BLE001 - events are best effort in AWS too
+        LOG.warning("could not publish an execution status change: %s", err)
 
 
 # The iterations of each Distributed Map run: map run ARN -> (record, their EventManager).

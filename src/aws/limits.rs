@@ -62,6 +62,9 @@ pub enum Operation {
     DescribeRule,
     ListTargetsByRule,
     ListRuleTags,
+    // SQS (execution status change events)
+    ReceiveMessage,
+    DeleteMessageBatch,
 }
 
 /// A published quota: the bucket size (burst) and refill rate per second.
@@ -101,6 +104,8 @@ impl Operation {
         Operation::DescribeRule,
         Operation::ListTargetsByRule,
         Operation::ListRuleTags,
+        Operation::ReceiveMessage,
+        Operation::DeleteMessageBatch,
     ];
 
     /// The service's signing name, as metrics label it.
@@ -129,6 +134,7 @@ impl Operation {
             ListObjectsV2 => "s3",
             PutRule | PutTargets | DeleteRule | RemoveTargets | DescribeRule
             | ListTargetsByRule | ListRuleTags => "events",
+            ReceiveMessage | DeleteMessageBatch => "sqs",
         }
     }
 
@@ -147,6 +153,8 @@ impl Operation {
             ListStateMachineVersions => "ListStateMachineVersions",
             ListTagsForResource | ListRuleTags => "ListTagsForResource",
             ListExecutions => "ListExecutions",
+            ReceiveMessage => "ReceiveMessage",
+            DeleteMessageBatch => "DeleteMessageBatch",
             DescribeMapRun => "DescribeMapRun",
             DescribeJobDefinitions => "DescribeJobDefinitions",
             DescribeJobQueues => "DescribeJobQueues",
@@ -201,6 +209,8 @@ impl Operation {
             ListObjectsV2 => (5_500.0, 5_500.0),
             PutRule | PutTargets | DeleteRule | RemoveTargets | DescribeRule
             | ListTargetsByRule | ListRuleTags => (50.0, 50.0),
+            // SQS publishes no per-action rate for standard queues ("nearly unlimited").
+            ReceiveMessage | DeleteMessageBatch => (3_000.0, 3_000.0),
         };
         PublishedQuota { burst, per_second }
     }

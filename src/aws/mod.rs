@@ -7,3 +7,4 @@ pub mod limits;
 pub mod s3;
 pub mod secrets;
 pub mod sfn;
+pub mod sqs;

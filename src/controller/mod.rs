@@ -1,6 +1,7 @@
 //! Wiring only: the watches, the shared context, error handling and shutdown.
 
 pub mod discovery;
+pub mod execution_events;
 pub mod flow;
 pub mod http;
 pub mod leader;
@@ -89,6 +90,13 @@ pub struct Options {
     )]
     pub tracking_history_calls_per_second: f64,
 
+    /// URL of an SQS queue that receives Step Functions' "Execution Status Change" events
+    /// (an EventBridge rule on the default bus targets it; see README). Each event wakes the
+    /// Run of that execution at once, so status lag no longer grows with the number of running
+    /// Runs; polling stays as the fallback. Unset: polling only.
+    #[arg(long, env = "FLOWLINE_EXECUTION_EVENTS_QUEUE_URL")]
+    pub execution_events_queue_url: Option<String>,
+
     /// Flows reconciled at the same time.
     #[arg(long, env = "FLOWLINE_WORKERS", default_value_t = 8)]
     pub workers: u16,
@@ -109,6 +117,7 @@ pub struct Context {
     pub sfn: aws_sdk_sfn::Client,
     pub batch: aws_sdk_batch::Client,
     pub events: aws_sdk_eventbridge::Client,
+    pub sqs: aws_sdk_sqs::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub s3: aws_sdk_s3::Client,
     /// The base AWS configuration, for clients assuming other roles or regions.
@@ -142,6 +151,9 @@ pub struct Context {
     /// When each Schedule's rule was last compared with AWS, for which desired state
     /// (Schedule UID → fingerprint, time).
     schedule_checks: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    /// The Run tracking each running execution (ARN → namespace, name), so an execution
+    /// status change event wakes the right Run.
+    execution_runs: Mutex<HashMap<String, (String, String)>>,
     /// How far execution discovery listed each Flow (Flow UID → start time in ms).
     discovery_cursors: Mutex<HashMap<String, i64>>,
 }
@@ -242,6 +254,27 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(execution_arn);
+    }
+
+    /// Records which Run tracks a running execution (or forgets it once it has finished).
+    pub fn index_execution(&self, execution_arn: &str, run: Option<(String, String)>) {
+        let mut index = self
+            .execution_runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match run {
+            Some(run) => index.insert(execution_arn.to_owned(), run),
+            None => index.remove(execution_arn),
+        };
+    }
+
+    /// The Run tracking an execution, if this process tracks it.
+    pub fn run_of_execution(&self, execution_arn: &str) -> Option<(String, String)> {
+        self.execution_runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(execution_arn)
+            .cloned()
     }
 
     /// Records whether a Run is running and returns how many are.
@@ -490,6 +523,7 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         sfn: aws_sdk_sfn::Client::new(&aws),
         batch: aws_sdk_batch::Client::new(&aws),
         events: aws_sdk_eventbridge::Client::new(&aws),
+        sqs: aws_sdk_sqs::Client::new(&aws),
         secrets: aws_sdk_secretsmanager::Client::new(&aws),
         s3: aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&aws)
@@ -514,6 +548,7 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         history_rate: options.tracking_history_calls_per_second,
         schedule_checks: Mutex::new(HashMap::new()),
         discovery_cursors: Mutex::new(HashMap::new()),
+        execution_runs: Mutex::new(HashMap::new()),
         kube: kube.clone(),
     });
     let (flows, runs, schedules): (Api<Flow>, Api<Run>, Api<Schedule>) = match &options.namespace {
@@ -581,6 +616,10 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
     };
     tokio::spawn(synced);
     let discovery_interval = Duration::from_secs(options.discovery_interval_seconds.max(1));
+    let events_queue = options
+        .execution_events_queue_url
+        .clone()
+        .filter(|url| !url.is_empty());
     let controllers = async {
         // Only the leader reaches this point, so only the leader adopts executions.
         let discovery = tokio::spawn(discovery::sweep_forever(
@@ -588,6 +627,9 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
             flows,
             discovery_interval,
         ));
+        let execution_events = events_queue.map(|queue_url| {
+            tokio::spawn(execution_events::consume_forever(ctx.clone(), queue_url))
+        });
         futures::join!(
             flow_controller
                 .run(reconcile_flow, error_policy::<Flow>, ctx.clone())
@@ -600,6 +642,9 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
                 .for_each(|_| async {}),
         );
         discovery.abort();
+        if let Some(consumer) = execution_events {
+            consumer.abort();
+        }
     };
     match elector.as_mut() {
         None => {

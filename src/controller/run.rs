@@ -399,6 +399,10 @@ async fn track(
     write_status(api, run, run.status.as_ref(), status).await?;
     let key = format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any());
     let running = ctx.track_running(&key, !finished);
+    ctx.index_execution(
+        execution_arn,
+        (!finished).then(|| (run.namespace().unwrap_or_default(), run.name_any())),
+    );
     if finished {
         ctx.forget_history(execution_arn);
         prune_history(api, ctx, &run.spec.flow_ref.name).await?;
@@ -623,6 +627,7 @@ async fn cleanup(run: &Run, ctx: &Context) -> Result<Action, ReconcileError> {
     );
     if let Some(arn) = run.status.as_ref().and_then(|s| s.execution_arn.as_deref()) {
         ctx.forget_history(arn);
+        ctx.index_execution(arn, None);
     }
     let status = run.status.clone().unwrap_or_default();
     if let (Some(arn), false) = (

@@ -550,6 +550,22 @@ pub fn history_every(
     }
 }
 
+/// The execution and its new status from a Step Functions "Execution Status Change" event
+/// as EventBridge delivers it (the event's JSON is the message body); `None` for anything else.
+pub fn execution_status_change(body: &str) -> Option<(String, String)> {
+    let event: Value = serde_json::from_str(body).ok()?;
+    if event["source"] != "aws.states"
+        || event["detail-type"] != "Step Functions Execution Status Change"
+    {
+        return None;
+    }
+    let detail = &event["detail"];
+    Some((
+        detail["executionArn"].as_str()?.to_owned(),
+        detail["status"].as_str()?.to_owned(),
+    ))
+}
+
 #[cfg(test)]
 mod poll_tests {
     use std::time::Duration;
@@ -573,6 +589,26 @@ mod poll_tests {
             poll_interval(10, f64::MIN_POSITIVE, fastest),
             Duration::from_secs(86_400)
         );
+    }
+
+    #[test]
+    fn execution_status_change_events_are_recognised() {
+        use super::execution_status_change;
+        let event = serde_json::json!({
+            "source": "aws.states",
+            "detail-type": "Step Functions Execution Status Change",
+            "detail": {"executionArn": "arn:aws:states:r:1:execution:m:x", "status": "SUCCEEDED"}
+        });
+        assert_eq!(
+            execution_status_change(&event.to_string()),
+            Some((
+                "arn:aws:states:r:1:execution:m:x".into(),
+                "SUCCEEDED".into()
+            ))
+        );
+        let other = serde_json::json!({"source": "aws.s3", "detail-type": "Object Created"});
+        assert_eq!(execution_status_change(&other.to_string()), None);
+        assert_eq!(execution_status_change("not json"), None);
     }
 
     #[test]

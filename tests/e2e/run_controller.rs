@@ -462,3 +462,84 @@ async fn foreach_run_reports_its_tasks_and_their_steps() {
         );
     }
 }
+
+#[tokio::test]
+async fn execution_status_events_wake_a_run_long_before_its_next_poll() {
+    install_crds();
+    let ns = TestNamespace::create("run-events");
+    let config = aws_config().await;
+    // What a platform team sets up once: a queue, and a rule sending Step Functions'
+    // execution status changes of Flowline's state machines to it.
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(format!("flowline-events-{}", ns.name))
+        .send()
+        .await
+        .expect("queue created")
+        .queue_url()
+        .expect("queue URL")
+        .to_owned();
+    let queue_arn = format!(
+        "arn:aws:sqs:us-east-1:123456789012:flowline-events-{}",
+        ns.name
+    );
+    let events = aws_sdk_eventbridge::Client::new(&config);
+    let rule = format!("execution-events-{}", ns.name);
+    let pattern = serde_json::json!({
+        "source": ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        "detail": {"stateMachineArn": [{"prefix": format!("arn:aws:states:us-east-1:123456789012:stateMachine:flowline-{}", ns.name)}]}
+    });
+    events
+        .put_rule()
+        .name(&rule)
+        .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .expect("rule created");
+    events
+        .put_targets()
+        .rule(&rule)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(&queue_arn)
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("target put");
+    // Polling alone would look again only after 200 s.
+    let _controller = ControllerProcess::start_with(
+        &ns.name,
+        &[
+            ("FLOWLINE_EXECUTION_EVENTS_QUEUE_URL", queue_url.as_str()),
+            ("FLOWLINE_TRACKING_CALLS_PER_SECOND", "0.005"),
+        ],
+    );
+    apply(
+        &ns.name,
+        &flow("evented", "{name: EMULATOR_RUN_SECONDS, value: \"8\"}"),
+    );
+    apply(&ns.name, &run("evented-1", "evented", "{epochs: \"1\"}"));
+    wait_for("the Run to be running", TIMEOUT, || {
+        (jsonpath(&ns.name, "run/evented-1", "{.status.phase}") == "Running").then_some(())
+    });
+    let started = std::time::Instant::now();
+    wait_for(
+        "the event to finish the Run",
+        Duration::from_secs(60),
+        || (jsonpath(&ns.name, "run/evented-1", "{.status.phase}") == "Succeeded").then_some(()),
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(
+        jsonpath(
+            &ns.name,
+            "run/evented-1",
+            "{.metadata.annotations.flowline\\.io/execution-event}"
+        ),
+        "SUCCEEDED"
+    );
+}

@@ -85,6 +85,7 @@ the controller's own default (none) applies.
   "FLOWLINE_DISCOVERY_INTERVAL_SECONDS" $c.discoveryIntervalSeconds
   "FLOWLINE_TRACKING_CALLS_PER_SECOND" $c.trackingCallsPerSecond
   "FLOWLINE_TRACKING_HISTORY_CALLS_PER_SECOND" $c.trackingHistoryCallsPerSecond
+  "FLOWLINE_EXECUTION_EVENTS_QUEUE_URL" $c.executionEventsQueueUrl
   "RUST_LOG" $c.logLevel
   "FLOWLINE_ALLOWED_ROLES" (join "," .Values.tenancy.allowedRoles)
   "FLOWLINE_ALLOWED_JOB_QUEUES" (join "," .Values.tenancy.allowedJobQueues)

@@ -1,0 +1,56 @@
+//! Wakes Runs from Step Functions' execution status change events: an EventBridge rule
+//! delivers them to an SQS queue, and each event for an execution a Run tracks touches that
+//! Run (an annotation), so its reconcile reads the new state at once instead of at its next
+//! poll. Events for executions this process does not track are dropped: polling covers them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::api::Run;
+use crate::aws;
+use crate::reconcilers::run::execution_status_change;
+
+use super::Context;
+
+/// Annotation on a Run: the last execution status change event that woke it.
+pub const EVENT_ANNOTATION: &str = "flowline.io/execution-event";
+
+/// Consumes the queue until the process stops; failures are logged and retried after a pause.
+pub async fn consume_forever(ctx: Arc<Context>, queue_url: String) {
+    info!(%queue_url, "waking Runs from execution status change events");
+    loop {
+        let messages = match aws::sqs::receive(&ctx.sqs, &queue_url).await {
+            Ok(messages) => messages,
+            Err(error) => {
+                warn!(%queue_url, %error, "could not receive execution events");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        for message in &messages {
+            let Some((execution_arn, status)) = execution_status_change(&message.body) else {
+                continue;
+            };
+            let Some((namespace, name)) = ctx.run_of_execution(&execution_arn) else {
+                continue;
+            };
+            let runs: Api<Run> = Api::namespaced(ctx.kube.clone(), &namespace);
+            let patch = json!({"metadata": {"annotations": {EVENT_ANNOTATION: status}}});
+            match runs
+                .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+            {
+                Ok(_) | Err(kube::Error::Api(_)) => {}
+                Err(error) => warn!(run = %name, %namespace, %error, "could not wake a Run"),
+            }
+        }
+        // At-least-once: a message not deleted comes back, and waking a Run twice is harmless.
+        if let Err(error) = aws::sqs::delete(&ctx.sqs, &queue_url, &messages).await {
+            warn!(%queue_url, %error, "could not delete execution events");
+        }
+    }
+}
