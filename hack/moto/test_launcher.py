@@ -735,6 +735,33 @@ def test_s3_events_have_own_ids_and_a_redelivery_starts_no_second_named_executio
     assert emu.post("/flowline-test/redeliver-s3-event", {"key": "nothing"})[0] == 404
 
 
+def test_ended_executions_send_status_change_events(emu):
+    sqs, events, sfn = emu.client("sqs"), emu.client("events"), emu.client("stepfunctions")
+    queue = uid("execution-events")
+    url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    machine = state_machine(emu, PASS_MACHINE)
+    rule = uid("status")
+    events.put_rule(
+        Name=rule,
+        EventPattern=json.dumps(
+            {
+                "source": ["aws.states"],
+                "detail-type": ["Step Functions Execution Status Change"],
+                "detail": {"stateMachineArn": [machine]},
+            }
+        ),
+    )
+    events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}"}])
+    arn = sfn.start_execution(stateMachineArn=machine)["executionArn"]
+    assert wait_execution(sfn, arn)["status"] == "SUCCEEDED"
+    messages = wait_for(
+        lambda: sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages"),
+        what="a status change event in the queue",
+    )
+    detail = json.loads(messages[0]["Body"])["detail"]
+    assert detail["executionArn"] == arn and detail["status"] == "SUCCEEDED"
+
+
 def test_map_run_iterations_are_listed_and_their_history_read(emu):
     sfn = emu.client("stepfunctions")
     machine = state_machine(
