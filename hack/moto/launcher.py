@@ -2072,6 +2072,24 @@ def patch_sfn_map_run_children() -> None:
     StepFunctionsParserBackend.get_execution_history = get_execution_history
 
 
+def paged(items: list, token: str | None, owner: str, max_results: int, invalid: Any) -> tuple[list, str | None]:
+    """One page of ``items`` and the token of the next (``None`` on the last page). Tokens name
+    their owner (an ARN), so a token cannot be replayed against another resource; ``invalid``
+    is the exception class for a bad token."""
+    start = 0
+    if token:
+        try:
+            token_owner, offset = base64.urlsafe_b64decode(token.encode()).decode().rsplit(":", 1)
+            start = int(offset)
+        except Exception:  # noqa: BLE001
+            raise invalid("nextToken is not valid")
+        if token_owner != owner:
+            raise invalid("nextToken belongs to another resource")
+    end = start + max_results
+    next_token = base64.urlsafe_b64encode(f"{owner}:{end}".encode()).decode() if end < len(items) else None
+    return items[start:end], next_token
+
+
 def patch_sfn_history_paging() -> None:
     """GetExecutionHistory ignores maxResults, nextToken and reverseOrder and returns every
     event at once; clients that page (the SDKs' paginators) would loop or see duplicates."""
@@ -2088,21 +2106,10 @@ def patch_sfn_history_paging() -> None:
         events = list(history.get("events", []) if isinstance(history, dict) else history)
         if reverse:
             events.reverse()
-        start = 0
-        if token:
-            try:
-                owner, offset = base64.urlsafe_b64decode(token.encode()).decode().rsplit(":", 1)
-                start = int(offset)
-            except Exception:  # noqa: BLE001
-                raise InvalidToken("nextToken is not valid")
-            if owner != execution_arn:
-                raise InvalidToken("nextToken belongs to another execution")
-        page = events[start : start + max_results]
+        page, next_token = paged(events, token, execution_arn, max_results, InvalidToken)
         result: dict[str, Any] = {"events": page}
-        if start + max_results < len(events):
-            result["nextToken"] = base64.urlsafe_b64encode(
-                f"{execution_arn}:{start + max_results}".encode()
-            ).decode()
+        if next_token:
+            result["nextToken"] = next_token
         return ActionResult(result)
 
     StepFunctionResponse.get_execution_history = get_execution_history
@@ -2324,23 +2331,14 @@ def patch_sfn_versions() -> None:
         max_results = self._get_int_param("maxResults") or 100
         token = self._get_param("nextToken")
         versions = sorted(machine.versions.values(), key=lambda v: v.version, reverse=True)
-        start = 0
-        if token:
-            try:
-                owner, offset = base64.urlsafe_b64decode(token.encode()).decode().rsplit(":", 1)
-                start = int(offset)
-            except Exception:  # noqa: BLE001
-                raise InvalidToken("nextToken is not valid")
-            if owner != arn:
-                raise InvalidToken("nextToken belongs to another state machine")
-        page = versions[start : start + max_results]
+        page, next_token = paged(versions, token, arn, max_results, InvalidToken)
         result: dict[str, Any] = {
             "stateMachineVersions": [
                 {"stateMachineVersionArn": v.arn, "creationDate": v.creation_date} for v in page
             ]
         }
-        if start + max_results < len(versions):
-            result["nextToken"] = base64.urlsafe_b64encode(f"{arn}:{start + max_results}".encode()).decode()
+        if next_token:
+            result["nextToken"] = next_token
         return ActionResult(result)
 
     StateMachine.publish = publish

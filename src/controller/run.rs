@@ -115,17 +115,15 @@ async fn start(
             "Flow {} not found in namespace {namespace}",
             run.spec.flow_ref.name
         );
-        status.phase = Some(RunPhase::Pending);
-        set(
-            &mut status,
+        return wait(
+            api,
             run,
-            Health::Reconciling {
-                reason: "FlowNotFound",
-                message: &message,
-            },
-        );
-        write_status(api, run, run.status.as_ref(), status).await?;
-        return Ok(Action::requeue(ctx.recheck_interval));
+            status,
+            "FlowNotFound",
+            &message,
+            ctx.recheck_interval,
+        )
+        .await;
     };
     let parameters = match check_parameters(&flow.spec.parameters, &run.spec.parameters) {
         Ok(parameters) => parameters,
@@ -136,18 +134,8 @@ async fn start(
         ready.and_then(|s| s.state_machine_arn.clone()),
         ready.and_then(|s| s.state_machine_version_arn.clone()),
     ) else {
-        status.phase = Some(RunPhase::Pending);
         let message = format!("waiting for Flow {} to be Ready", flow.name_any());
-        set(
-            &mut status,
-            run,
-            Health::Reconciling {
-                reason: "FlowNotReady",
-                message: &message,
-            },
-        );
-        write_status(api, run, run.status.as_ref(), status).await?;
-        return Ok(Action::requeue(POLL));
+        return wait(api, run, status, "FlowNotReady", &message, POLL).await;
     };
     let name = naming::execution_name(&run.name_any(), &run.uid().unwrap_or_default());
     let input = json!({"parameters": parameters}).to_string();
@@ -191,6 +179,21 @@ async fn start(
     Ok(Action::requeue(POLL))
 }
 
+/// Records that the Run waits (Pending, `Reconciling` with the reason) and looks again later.
+async fn wait(
+    api: &Api<Run>,
+    run: &Run,
+    mut status: RunStatus,
+    reason: &str,
+    message: &str,
+    after: Duration,
+) -> Result<Action, ReconcileError> {
+    status.phase = Some(RunPhase::Pending);
+    set(&mut status, run, Health::Reconciling { reason, message });
+    write_status(api, run, run.status.as_ref(), status).await?;
+    Ok(Action::requeue(after))
+}
+
 /// Takes over an execution started outside this Run (by a Schedule's rule or in Step
 /// Functions directly): nothing is started, the execution is tracked like a Run's own.
 async fn adopt(
@@ -211,21 +214,19 @@ async fn adopt(
         .and_then(|f| f.status.as_ref())
         .and_then(|s| s.state_machine_arn.clone());
     let Some(machine) = machine else {
-        status.phase = Some(RunPhase::Pending);
         let message = format!(
             "waiting for Flow {} to have a state machine",
             run.spec.flow_ref.name
         );
-        set(
-            &mut status,
+        return wait(
+            api,
             run,
-            Health::Reconciling {
-                reason: "FlowNotReady",
-                message: &message,
-            },
-        );
-        write_status(api, run, run.status.as_ref(), status).await?;
-        return Ok(Action::requeue(ctx.recheck_interval));
+            status,
+            "FlowNotReady",
+            &message,
+            ctx.recheck_interval,
+        )
+        .await;
     };
     // Only an execution of this Flow's own state machine: the annotation must not let a Run
     // read or stop another Flow's (or another namespace's) executions.
