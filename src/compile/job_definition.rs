@@ -202,6 +202,21 @@ pub fn effective_batch(flow: Option<&BatchSpec>, step: Option<&BatchSpec>) -> Ba
     }
 }
 
+/// The job role a step's jobs get: its own, else the controller's default.
+pub fn job_role(batch: &BatchSpec, settings: &Settings) -> Option<String> {
+    batch.iam_role.clone().or_else(|| settings.job_role.clone())
+}
+
+/// The execution role a step's jobs get: its own; on Fargate, which needs one, else the
+/// controller's default.
+pub fn execution_role(batch: &BatchSpec, settings: &Settings) -> Option<String> {
+    batch.execution_role.clone().or_else(|| {
+        (batch.platform == Some(Platform::Fargate))
+            .then(|| settings.execution_role.clone())
+            .flatten()
+    })
+}
+
 /// The image a step runs: `step.image`, else the effective `batch.image`, else the settings'
 /// default; an image naming no registry gets the configured registry prepended.
 pub fn image_for(step: &Step, batch: &BatchSpec, settings: &Settings) -> String {
@@ -335,15 +350,8 @@ fn container_properties(
     ContainerProperties {
         image: input.image.clone(),
         command,
-        job_role_arn: batch.iam_role.clone().or_else(|| settings.job_role.clone()),
-        execution_role_arn: if fargate {
-            batch
-                .execution_role
-                .clone()
-                .or_else(|| settings.execution_role.clone())
-        } else {
-            batch.execution_role.clone()
-        },
+        job_role_arn: job_role(batch, settings),
+        execution_role_arn: execution_role(batch, settings),
         resource_requirements: requirements,
         environment,
         secrets: input.secrets.clone(),

@@ -16,8 +16,8 @@
 
 use std::fmt;
 
-use crate::api::{FlowSpec, Platform};
-use crate::compile::job_definition::effective_batch;
+use crate::api::FlowSpec;
+use crate::compile::job_definition::{effective_batch, execution_role, job_role};
 use crate::settings::Settings;
 
 /// Namespace annotation listing the IAM roles Flows in the namespace may use.
@@ -182,7 +182,7 @@ pub fn check(spec: &FlowSpec, settings: &Settings, policy: &Policy) -> Vec<Viola
                 format!("step {} (controller default {default})", step.name)
             }
         };
-        if let Some(role) = batch.iam_role.clone().or_else(|| settings.job_role.clone()) {
+        if let Some(role) = job_role(&batch, settings) {
             let f = field(
                 "iamRole",
                 step_batch.is_some_and(|b| b.iam_role.is_some()),
@@ -191,16 +191,7 @@ pub fn check(spec: &FlowSpec, settings: &Settings, policy: &Policy) -> Vec<Viola
             );
             wanted.push((f, Resource::Role, role));
         }
-        let fargate = batch.platform == Some(Platform::Fargate);
-        let execution_role = if fargate {
-            batch
-                .execution_role
-                .clone()
-                .or_else(|| settings.execution_role.clone())
-        } else {
-            batch.execution_role.clone()
-        };
-        if let Some(role) = execution_role {
+        if let Some(role) = execution_role(&batch, settings) {
             let f = field(
                 "executionRole",
                 step_batch.is_some_and(|b| b.execution_role.is_some()),
