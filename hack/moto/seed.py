@@ -17,6 +17,7 @@ ROLES = {
     "flowline-states": "states.amazonaws.com",
     "flowline-events": "events.amazonaws.com",
     "flowline-job": "ecs-tasks.amazonaws.com",
+    "flowline-execution": "ecs-tasks.amazonaws.com",
 }
 BUCKET = "flowline"
 QUEUE = "flowline"

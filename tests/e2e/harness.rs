@@ -17,6 +17,9 @@ pub struct Env {
     pub unprivileged_kubeconfig: PathBuf,
     pub bin_dir: PathBuf,
     pub aws_endpoint: String,
+    /// The second emulator, which runs each Batch job's command as a local process with only
+    /// what a container would get (`--exec-jobs`): for tests of what a task receives.
+    pub aws_exec_endpoint: String,
 }
 
 /// The environment; panics with how to start it when it is missing, so a test never passes
@@ -38,6 +41,7 @@ pub fn env() -> &'static Env {
             unprivileged_kubeconfig: PathBuf::from(var("FLOWLINE_UNPRIVILEGED_KUBECONFIG")),
             bin_dir: PathBuf::from(var("FLOWLINE_BIN_DIR")),
             aws_endpoint: var("FLOWLINE_AWS_ENDPOINT"),
+            aws_exec_endpoint: var("FLOWLINE_AWS_EXEC_ENDPOINT"),
         }
     })
 }
@@ -237,8 +241,17 @@ where
 
 /// AWS SDK configuration pointing at the emulator, with its test credentials.
 pub async fn aws_config() -> aws_config::SdkConfig {
+    aws_config_for(&env().aws_endpoint).await
+}
+
+/// AWS SDK configuration pointing at the emulator that runs jobs as processes.
+pub async fn aws_exec_config() -> aws_config::SdkConfig {
+    aws_config_for(&env().aws_exec_endpoint).await
+}
+
+async fn aws_config_for(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&env().aws_endpoint)
+        .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sfn::config::Credentials::new(
             "testing",
@@ -267,6 +280,11 @@ pub async fn put_s3_object(bucket: &str, key: &str, body: &[u8]) {
     .await
     .unwrap_or_else(|error| panic!("s3://{bucket}/{key} is written: {error:?}"));
 }
+
+/// The role tasks run as on the exec emulator (created by `hack/moto/seed.py`).
+pub const EXEC_JOB_ROLE: &str = "arn:aws:iam::123456789012:role/flowline-job";
+/// The role Batch reads secrets and pulls images with on the exec emulator.
+pub const EXEC_EXECUTION_ROLE: &str = "arn:aws:iam::123456789012:role/flowline-execution";
 
 /// A `flowline controller` process watching one namespace, with an AWS access key of its own
 /// so the emulator's request counts can be read for it alone. Killed when dropped; its log is
@@ -301,6 +319,21 @@ impl ControllerProcess {
         extra_env: &[(&str, &str)],
     ) -> ControllerProcess {
         Self::start_full(namespace, replica, &env().kubeconfig, extra_env)
+    }
+
+    /// Starts a controller against the emulator that runs each job's command (see
+    /// [`Env::aws_exec_endpoint`]), configured as a platform team would: the job role tasks
+    /// get credentials of, the execution role Batch reads secrets with, and the S3 endpoint.
+    pub fn start_exec(namespace: &str, extra_env: &[(&str, &str)]) -> ControllerProcess {
+        let endpoint = env().aws_exec_endpoint.as_str();
+        let mut all = vec![
+            ("AWS_ENDPOINT_URL", endpoint),
+            ("FLOWLINE_S3_ENDPOINT", endpoint),
+            ("FLOWLINE_JOB_ROLE", EXEC_JOB_ROLE),
+            ("FLOWLINE_EXECUTION_ROLE", EXEC_EXECUTION_ROLE),
+        ];
+        all.extend_from_slice(extra_env);
+        Self::start_full(namespace, "", &env().kubeconfig, &all)
     }
 
     /// Starts a controller that talks to the API server with `kubeconfig` (e.g. a

@@ -14,3 +14,4 @@ mod operations;
 mod render;
 mod run_controller;
 mod schedule_controller;
+mod task_side;
