@@ -89,6 +89,9 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
+import sfn_map
+import sfn_stop
+
 LOG = logging.getLogger("flowline.emulator")
 
 ENV_FAIL = "FLOWLINE_EMULATOR_FAIL"
@@ -1956,8 +1959,9 @@ def patch_sfn_executions() -> None:
             stopped = self.execution.exec_arn in _STOPPED_EXECUTIONS
         if stopped:
             self.execution.exec_status = execution_module.ExecutionStatus.ABORTED
-            self.execution.error = None
-            self.execution.cause = None
+            # Only what StopExecution was given (see sfn_stop), never the failure the stop caused.
+            self.execution.error = getattr(self.execution, "flowline_stop_error", None)
+            self.execution.cause = getattr(self.execution, "flowline_stop_cause", None)
         publish_execution_status_change(self.execution)
 
     communication._reflect_execution_status = _reflect_execution_status
@@ -1992,84 +1996,6 @@ def publish_execution_status_change(execution: Any) -> None:
         _deliver_to_rules(parts[4], parts[3], event)
     except Exception as err:  # noqa: BLE001 - events are best effort in AWS too
         LOG.warning("could not publish an execution status change: %s", err)
-
-
-# The iterations of each Distributed Map run: map run ARN -> (record, their EventManager).
-_MAP_RUNS: dict[str, tuple[Any, Any]] = {}
-# The child execution standing for a map run's iterations -> the map run ARN.
-_MAP_RUN_CHILDREN: dict[str, str] = {}
-_MAP_RUNS_LOCK = threading.Lock()
-
-
-def map_run_child_arn(map_run_arn: str) -> str:
-    """``arn:…:mapRun:<machine>/<label>:<id>`` -> ``arn:…:execution:<machine>/<label>:<id>-iterations``."""
-    return map_run_arn.replace(":mapRun:", ":execution:", 1) + "-iterations"
-
-
-def patch_sfn_map_run_children() -> None:
-    """A Distributed Map runs each item in a child execution that ListExecutions(mapRunArn)
-    lists and GetExecutionHistory reads. moto runs the iterations without child executions
-    and drops their events; ListExecutions(mapRunArn) answers 500. The iterations' events are
-    now kept per map run and served as one child execution (``<map run id>-iterations``) whose
-    history holds the events of every iteration — what a client merging its children's
-    histories sees, with one listing instead of one per item."""
-    from moto.core.responses import ActionResult
-    from moto.stepfunctions.exceptions import ResourceNotFound
-    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
-        distributed_iteration_component as iteration,
-    )
-    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
-    from moto.stepfunctions.responses import StepFunctionResponse
-
-    component = iteration.DistributedIterationComponent
-    original_map_run = component._map_run
-
-    def _map_run(self, env, eval_input):
-        record = eval_input.map_run_record
-        with _MAP_RUNS_LOCK:
-            _MAP_RUNS[record.map_run_arn] = (record, env.event_manager)
-            _MAP_RUN_CHILDREN[map_run_child_arn(record.map_run_arn)] = record.map_run_arn
-        return original_map_run(self, env, eval_input)
-
-    component._map_run = _map_run
-
-    original_list = StepFunctionResponse.list_executions
-
-    def list_executions(self):
-        map_run_arn = self._get_param("mapRunArn")
-        if not map_run_arn:
-            return original_list(self)
-        with _MAP_RUNS_LOCK:
-            found = _MAP_RUNS.get(map_run_arn)
-        if found is None:
-            raise ResourceNotFound(f"Map run {map_run_arn} does not exist")
-        record, _ = found
-        status = str(getattr(record.status, "value", record.status))
-        child = {
-            "executionArn": map_run_child_arn(map_run_arn),
-            "stateMachineArn": record.map_state_machine_arn,
-            "name": map_run_child_arn(map_run_arn).rsplit(":", 1)[-1],
-            "status": status,
-            "startDate": record.start_date,
-            "mapRunArn": map_run_arn,
-        }
-        if record.stop_date is not None:
-            child["stopDate"] = record.stop_date
-        return ActionResult({"executions": [child]})
-
-    StepFunctionResponse.list_executions = list_executions
-
-    original_history = StepFunctionsParserBackend.get_execution_history
-
-    def get_execution_history(self, execution_arn):
-        with _MAP_RUNS_LOCK:
-            map_run_arn = _MAP_RUN_CHILDREN.get(execution_arn)
-            found = _MAP_RUNS.get(map_run_arn) if map_run_arn else None
-        if found is None:
-            return original_history(self, execution_arn)
-        return {"events": found[1].get_event_history()}
-
-    StepFunctionsParserBackend.get_execution_history = get_execution_history
 
 
 def paged(items: list, token: str | None, owner: str, max_results: int, invalid: Any) -> tuple[list, str | None]:
@@ -2374,9 +2300,7 @@ def patch_reset() -> None:
         with _EXECUTION_JOBS_LOCK:
             _EXECUTION_JOBS.clear()
             _STOPPED_EXECUTIONS.clear()
-        with _MAP_RUNS_LOCK:
-            _MAP_RUNS.clear()
-            _MAP_RUN_CHILDREN.clear()
+        sfn_map.reset()
         with _S3_EVENTS_LOCK:
             _RECENT_S3_EVENTS.clear()
 
@@ -2393,11 +2317,15 @@ def apply_patches() -> None:
     patch_sfn_states_integration()
     patch_sync_poll_interval()
     patch_s3_eventbridge_events()
+    sfn_stop.apply()
+    sfn_map.patch_distributed_map()
+    # Before the StopExecution wrapper below captures moto's, so that it reaches map children.
+    sfn_map.patch_child_lookup()
     patch_sfn_executions()
     patch_sfn_history_paging()
     patch_sfn_versions()
     # Last: it answers ListExecutions(mapRunArn) before the versions patch looks for a machine.
-    patch_sfn_map_run_children()
+    sfn_map.patch_map_run_responses(paged)
     patch_reset()
 
 
