@@ -41,6 +41,18 @@ FLOWLINE_EMULATOR_RUN_SECONDS becomes a minimum time in RUNNING.
 task polls its Batch job (default 0.5 s); load tests raise it so hundreds of executions do not
 saturate the emulator with its own polling.
 
+Step Functions beyond moto, in modules beside this one: ``sfn_map.py`` runs a Distributed
+Map's items as child executions (MaxConcurrency, DescribeMapRun counts, tolerated failures,
+ListExecutions by map run); ``sfn_stop.py`` ends a stopped execution's history at
+ExecutionAborted, without a TaskSucceeded for the task that was running.
+
+With ``--enforce-iam`` (or ``FLOWLINE_EMULATOR_ENFORCE_IAM=1``) moto authenticates and
+authorizes every request against IAM, and the emulator acts for a principal with its
+credentials (state machine role, EventBridge target role): ``iam_mode.py`` says what is
+checked and how to set up (administrator key ``AKIAFLOWLINEADMIN000`` /
+``flowline-admin-secret-key``; ``--iam-free-requests N`` or
+``FLOWLINE_EMULATOR_IAM_FREE_REQUESTS`` lets N unchecked requests through first).
+
 Test-only endpoints (JSON answers; none of them is counted as an AWS request):
 
 ``POST /flowline-test/fire-rule`` with ``{"name": RULE, "eventBusName": optional, "region":
@@ -60,10 +72,14 @@ optional, "accountId": optional}``
     ``anonymous`` for unsigned requests), so a test can count only its own client's calls,
     e.g. to prove that a reconcile that changes nothing makes no writes. Requests that moto's
     Step Functions interpreter makes itself carry the access key ``ak``
-    (INTERPRETER_ACCESS_KEY). Operation names come
+    (INTERPRETER_ACCESS_KEY); with ``--enforce-iam``, the access key id of the STS session of
+    the state machine's role (``ASIA…``). Operation names come
     from X-Amz-Target (JSON services), ``Action=`` (query services such as IAM and STS), the
     botocore model's request URIs (Batch and other REST services), and method, path and
     sub-resource for S3 (approximate for unusual requests). /moto-api/* is not counted.
+``GET /flowline-test/failed-invocations``
+    with ``--enforce-iam``, the rule deliveries to Step Functions that IAM refused, as
+    ``{"failedInvocations": [{"ruleArn", "targetId", "targetArn", "eventId", "reason"}]}``.
 ``POST /flowline-test/requests/reset``
     clears the counters (``/moto-api/reset`` leaves them alone) and answers the empty counts.
 """
@@ -89,6 +105,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
+import iam_mode
 import sfn_map
 import sfn_stop
 
@@ -163,7 +180,7 @@ def _now_ms() -> int:
 # Shared helpers: boto clients used by the Step Functions interpreter
 # ---------------------------------------------------------------------------------------------
 
-_CLIENTS: dict[tuple[str, str], Any] = {}
+_CLIENTS: dict[tuple[str, str, str], Any] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
@@ -187,7 +204,14 @@ def patch_interpreter_clients() -> None:
     session = boto3.session.Session()
 
     def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
-        key = (service, region)
+        # With --enforce-iam, the state machine role's STS session (iam_mode); else the fixed key.
+        role_arn = getattr(state_credentials, "role_arn", None)
+        access_key, secret_key, token = iam_mode.interpreter_credentials(role_arn, region) or (
+            INTERPRETER_ACCESS_KEY,
+            "sk",
+            None,
+        )
+        key = (service, region, access_key)
         with _CLIENTS_LOCK:
             client = _CLIENTS.get(key)
             if client is None:
@@ -197,8 +221,9 @@ def patch_interpreter_clients() -> None:
                 client = session.client(
                     service_name=service,
                     region_name=region,
-                    aws_access_key_id=INTERPRETER_ACCESS_KEY,
-                    aws_secret_access_key="sk",
+                    aws_access_key_id=access_key,
+                    aws_secret_access_key=secret_key,
+                    aws_session_token=token,
                     endpoint_url=f"http://{host}:{SETTINGS.port}",
                     config=Config(
                         parameter_validation=False,
@@ -1412,6 +1437,8 @@ def deliver_to_state_machine(rule: Any, target: dict, event: dict) -> str | None
     except (TypeError, ValueError):
         LOG.warning("rule %s: input for %s is not JSON, not delivered: %r", rule.name, arn, payload)
         return None
+    if iam_mode.may_deliver_to_state_machine(rule, target, event) is not None:
+        return None
     parts = arn.split(":")
     try:
         execution = get_backend(parts[4], parts[3]).start_execution(arn, str(uuid.uuid4()), payload)
@@ -1880,6 +1907,11 @@ class FlowlineTestRoutes:
                     status, payload = handlers[route](body)
                 except ValueError as err:
                     status, payload = 400, {"message": f"bad JSON body: {err}"}
+        elif route == "/flowline-test/failed-invocations":
+            if method != "GET":
+                status, payload = 405, {"message": "GET it"}
+            else:
+                status, payload = 200, {"failedInvocations": iam_mode.failed_invocations()}
         elif route == "/flowline-test/requests":
             if method != "GET":
                 status, payload = 405, {"message": "GET it"}
@@ -2301,6 +2333,9 @@ def patch_reset() -> None:
             _EXECUTION_JOBS.clear()
             _STOPPED_EXECUTIONS.clear()
         sfn_map.reset()
+        iam_mode.on_reset(DEFAULT_ACCOUNT)
+        with _CLIENTS_LOCK:
+            _CLIENTS.clear()
         with _S3_EVENTS_LOCK:
             _RECENT_S3_EVENTS.clear()
 
@@ -2308,6 +2343,7 @@ def patch_reset() -> None:
 
 
 def apply_patches() -> None:
+    iam_mode.apply()
     patch_interpreter_clients()
     patch_sfn_batch_integration()
     patch_batch_describe_jobs()
@@ -2349,6 +2385,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--job-log-dir", default="", help="where --exec-jobs writes job output (default: a new temp dir)"
     )
+    parser.add_argument(
+        "--enforce-iam",
+        action="store_true",
+        default=os.environ.get(iam_mode.ENV_ENFORCE_IAM, "") not in ("", "0", "false", "False"),
+        help=f"authenticate and authorize every request against IAM (also {iam_mode.ENV_ENFORCE_IAM}=1); see iam_mode.py",
+    )
+    parser.add_argument(
+        "--iam-free-requests",
+        type=int,
+        default=int(os.environ.get(iam_mode.ENV_FREE_REQUESTS, "0") or 0),
+        help=f"with --enforce-iam, let this many requests through unchecked first (also {iam_mode.ENV_FREE_REQUESTS})",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
 
@@ -2379,6 +2427,9 @@ def main(argv: list[str] | None = None) -> int:
 
     apply_emulator_config()
     apply_patches()
+    if args.enforce_iam:
+        iam_mode.enable(args.iam_free_requests, DEFAULT_ACCOUNT)
+        LOG.info("--enforce-iam: requests are checked against IAM; administrator key %s", iam_mode.ADMIN_ACCESS_KEY)
 
     app = FlowlineTestRoutes(DomainDispatcherApplication(create_backend_app))
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
