@@ -41,6 +41,18 @@ FLOWLINE_EMULATOR_RUN_SECONDS becomes a minimum time in RUNNING.
 task polls its Batch job (default 0.5 s); load tests raise it so hundreds of executions do not
 saturate the emulator with its own polling.
 
+Step Functions beyond moto, in modules beside this one: ``sfn_map.py`` runs a Distributed
+Map's items as child executions (MaxConcurrency, DescribeMapRun counts, tolerated failures,
+ListExecutions by map run); ``sfn_stop.py`` ends a stopped execution's history at
+ExecutionAborted, without a TaskSucceeded for the task that was running.
+
+With ``--enforce-iam`` (or ``FLOWLINE_EMULATOR_ENFORCE_IAM=1``) moto authenticates and
+authorizes every request against IAM, and the emulator acts for a principal with its
+credentials (state machine role, EventBridge target role): ``iam_mode.py`` says what is
+checked and how to set up (administrator key ``AKIAFLOWLINEADMIN000`` /
+``flowline-admin-secret-key``; ``--iam-free-requests N`` or
+``FLOWLINE_EMULATOR_IAM_FREE_REQUESTS`` lets N unchecked requests through first).
+
 Test-only endpoints (JSON answers; none of them is counted as an AWS request):
 
 ``POST /flowline-test/fire-rule`` with ``{"name": RULE, "eventBusName": optional, "region":
@@ -60,10 +72,14 @@ optional, "accountId": optional}``
     ``anonymous`` for unsigned requests), so a test can count only its own client's calls,
     e.g. to prove that a reconcile that changes nothing makes no writes. Requests that moto's
     Step Functions interpreter makes itself carry the access key ``ak``
-    (INTERPRETER_ACCESS_KEY). Operation names come
+    (INTERPRETER_ACCESS_KEY); with ``--enforce-iam``, the access key id of the STS session of
+    the state machine's role (``ASIA…``). Operation names come
     from X-Amz-Target (JSON services), ``Action=`` (query services such as IAM and STS), the
     botocore model's request URIs (Batch and other REST services), and method, path and
     sub-resource for S3 (approximate for unusual requests). /moto-api/* is not counted.
+``GET /flowline-test/failed-invocations``
+    with ``--enforce-iam``, the rule deliveries to Step Functions that IAM refused, as
+    ``{"failedInvocations": [{"ruleArn", "targetId", "targetArn", "eventId", "reason"}]}``.
 ``POST /flowline-test/requests/reset``
     clears the counters (``/moto-api/reset`` leaves them alone) and answers the empty counts.
 """
@@ -88,6 +104,10 @@ import uuid
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any
+
+import iam_mode
+import sfn_map
+import sfn_stop
 
 LOG = logging.getLogger("flowline.emulator")
 
@@ -160,7 +180,7 @@ def _now_ms() -> int:
 # Shared helpers: boto clients used by the Step Functions interpreter
 # ---------------------------------------------------------------------------------------------
 
-_CLIENTS: dict[tuple[str, str], Any] = {}
+_CLIENTS: dict[tuple[str, str, str], Any] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
@@ -184,7 +204,14 @@ def patch_interpreter_clients() -> None:
     session = boto3.session.Session()
 
     def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
-        key = (service, region)
+        # With --enforce-iam, the state machine role's STS session (iam_mode); else the fixed key.
+        role_arn = getattr(state_credentials, "role_arn", None)
+        access_key, secret_key, token = iam_mode.interpreter_credentials(role_arn, region) or (
+            INTERPRETER_ACCESS_KEY,
+            "sk",
+            None,
+        )
+        key = (service, region, access_key)
         with _CLIENTS_LOCK:
             client = _CLIENTS.get(key)
             if client is None:
@@ -194,8 +221,9 @@ def patch_interpreter_clients() -> None:
                 client = session.client(
                     service_name=service,
                     region_name=region,
-                    aws_access_key_id=INTERPRETER_ACCESS_KEY,
-                    aws_secret_access_key="sk",
+                    aws_access_key_id=access_key,
+                    aws_secret_access_key=secret_key,
+                    aws_session_token=token,
                     endpoint_url=f"http://{host}:{SETTINGS.port}",
                     config=Config(
                         parameter_validation=False,
@@ -1409,6 +1437,8 @@ def deliver_to_state_machine(rule: Any, target: dict, event: dict) -> str | None
     except (TypeError, ValueError):
         LOG.warning("rule %s: input for %s is not JSON, not delivered: %r", rule.name, arn, payload)
         return None
+    if iam_mode.may_deliver_to_state_machine(rule, target, event) is not None:
+        return None
     parts = arn.split(":")
     try:
         execution = get_backend(parts[4], parts[3]).start_execution(arn, str(uuid.uuid4()), payload)
@@ -1877,6 +1907,11 @@ class FlowlineTestRoutes:
                     status, payload = handlers[route](body)
                 except ValueError as err:
                     status, payload = 400, {"message": f"bad JSON body: {err}"}
+        elif route == "/flowline-test/failed-invocations":
+            if method != "GET":
+                status, payload = 405, {"message": "GET it"}
+            else:
+                status, payload = 200, {"failedInvocations": iam_mode.failed_invocations()}
         elif route == "/flowline-test/requests":
             if method != "GET":
                 status, payload = 405, {"message": "GET it"}
@@ -1956,8 +1991,9 @@ def patch_sfn_executions() -> None:
             stopped = self.execution.exec_arn in _STOPPED_EXECUTIONS
         if stopped:
             self.execution.exec_status = execution_module.ExecutionStatus.ABORTED
-            self.execution.error = None
-            self.execution.cause = None
+            # Only what StopExecution was given (see sfn_stop), never the failure the stop caused.
+            self.execution.error = getattr(self.execution, "flowline_stop_error", None)
+            self.execution.cause = getattr(self.execution, "flowline_stop_cause", None)
         publish_execution_status_change(self.execution)
 
     communication._reflect_execution_status = _reflect_execution_status
@@ -1992,84 +2028,6 @@ def publish_execution_status_change(execution: Any) -> None:
         _deliver_to_rules(parts[4], parts[3], event)
     except Exception as err:  # noqa: BLE001 - events are best effort in AWS too
         LOG.warning("could not publish an execution status change: %s", err)
-
-
-# The iterations of each Distributed Map run: map run ARN -> (record, their EventManager).
-_MAP_RUNS: dict[str, tuple[Any, Any]] = {}
-# The child execution standing for a map run's iterations -> the map run ARN.
-_MAP_RUN_CHILDREN: dict[str, str] = {}
-_MAP_RUNS_LOCK = threading.Lock()
-
-
-def map_run_child_arn(map_run_arn: str) -> str:
-    """``arn:…:mapRun:<machine>/<label>:<id>`` -> ``arn:…:execution:<machine>/<label>:<id>-iterations``."""
-    return map_run_arn.replace(":mapRun:", ":execution:", 1) + "-iterations"
-
-
-def patch_sfn_map_run_children() -> None:
-    """A Distributed Map runs each item in a child execution that ListExecutions(mapRunArn)
-    lists and GetExecutionHistory reads. moto runs the iterations without child executions
-    and drops their events; ListExecutions(mapRunArn) answers 500. The iterations' events are
-    now kept per map run and served as one child execution (``<map run id>-iterations``) whose
-    history holds the events of every iteration — what a client merging its children's
-    histories sees, with one listing instead of one per item."""
-    from moto.core.responses import ActionResult
-    from moto.stepfunctions.exceptions import ResourceNotFound
-    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
-        distributed_iteration_component as iteration,
-    )
-    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
-    from moto.stepfunctions.responses import StepFunctionResponse
-
-    component = iteration.DistributedIterationComponent
-    original_map_run = component._map_run
-
-    def _map_run(self, env, eval_input):
-        record = eval_input.map_run_record
-        with _MAP_RUNS_LOCK:
-            _MAP_RUNS[record.map_run_arn] = (record, env.event_manager)
-            _MAP_RUN_CHILDREN[map_run_child_arn(record.map_run_arn)] = record.map_run_arn
-        return original_map_run(self, env, eval_input)
-
-    component._map_run = _map_run
-
-    original_list = StepFunctionResponse.list_executions
-
-    def list_executions(self):
-        map_run_arn = self._get_param("mapRunArn")
-        if not map_run_arn:
-            return original_list(self)
-        with _MAP_RUNS_LOCK:
-            found = _MAP_RUNS.get(map_run_arn)
-        if found is None:
-            raise ResourceNotFound(f"Map run {map_run_arn} does not exist")
-        record, _ = found
-        status = str(getattr(record.status, "value", record.status))
-        child = {
-            "executionArn": map_run_child_arn(map_run_arn),
-            "stateMachineArn": record.map_state_machine_arn,
-            "name": map_run_child_arn(map_run_arn).rsplit(":", 1)[-1],
-            "status": status,
-            "startDate": record.start_date,
-            "mapRunArn": map_run_arn,
-        }
-        if record.stop_date is not None:
-            child["stopDate"] = record.stop_date
-        return ActionResult({"executions": [child]})
-
-    StepFunctionResponse.list_executions = list_executions
-
-    original_history = StepFunctionsParserBackend.get_execution_history
-
-    def get_execution_history(self, execution_arn):
-        with _MAP_RUNS_LOCK:
-            map_run_arn = _MAP_RUN_CHILDREN.get(execution_arn)
-            found = _MAP_RUNS.get(map_run_arn) if map_run_arn else None
-        if found is None:
-            return original_history(self, execution_arn)
-        return {"events": found[1].get_event_history()}
-
-    StepFunctionsParserBackend.get_execution_history = get_execution_history
 
 
 def paged(items: list, token: str | None, owner: str, max_results: int, invalid: Any) -> tuple[list, str | None]:
@@ -2374,9 +2332,10 @@ def patch_reset() -> None:
         with _EXECUTION_JOBS_LOCK:
             _EXECUTION_JOBS.clear()
             _STOPPED_EXECUTIONS.clear()
-        with _MAP_RUNS_LOCK:
-            _MAP_RUNS.clear()
-            _MAP_RUN_CHILDREN.clear()
+        sfn_map.reset()
+        iam_mode.on_reset(DEFAULT_ACCOUNT)
+        with _CLIENTS_LOCK:
+            _CLIENTS.clear()
         with _S3_EVENTS_LOCK:
             _RECENT_S3_EVENTS.clear()
 
@@ -2384,6 +2343,7 @@ def patch_reset() -> None:
 
 
 def apply_patches() -> None:
+    iam_mode.apply()
     patch_interpreter_clients()
     patch_sfn_batch_integration()
     patch_batch_describe_jobs()
@@ -2393,11 +2353,15 @@ def apply_patches() -> None:
     patch_sfn_states_integration()
     patch_sync_poll_interval()
     patch_s3_eventbridge_events()
+    sfn_stop.apply()
+    sfn_map.patch_distributed_map()
+    # Before the StopExecution wrapper below captures moto's, so that it reaches map children.
+    sfn_map.patch_child_lookup()
     patch_sfn_executions()
     patch_sfn_history_paging()
     patch_sfn_versions()
     # Last: it answers ListExecutions(mapRunArn) before the versions patch looks for a machine.
-    patch_sfn_map_run_children()
+    sfn_map.patch_map_run_responses(paged)
     patch_reset()
 
 
@@ -2420,6 +2384,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--job-log-dir", default="", help="where --exec-jobs writes job output (default: a new temp dir)"
+    )
+    parser.add_argument(
+        "--enforce-iam",
+        action="store_true",
+        default=os.environ.get(iam_mode.ENV_ENFORCE_IAM, "") not in ("", "0", "false", "False"),
+        help=f"authenticate and authorize every request against IAM (also {iam_mode.ENV_ENFORCE_IAM}=1); see iam_mode.py",
+    )
+    parser.add_argument(
+        "--iam-free-requests",
+        type=int,
+        default=int(os.environ.get(iam_mode.ENV_FREE_REQUESTS, "0") or 0),
+        help=f"with --enforce-iam, let this many requests through unchecked first (also {iam_mode.ENV_FREE_REQUESTS})",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
@@ -2451,6 +2427,9 @@ def main(argv: list[str] | None = None) -> int:
 
     apply_emulator_config()
     apply_patches()
+    if args.enforce_iam:
+        iam_mode.enable(args.iam_free_requests, DEFAULT_ACCOUNT)
+        LOG.info("--enforce-iam: requests are checked against IAM; administrator key %s", iam_mode.ADMIN_ACCESS_KEY)
 
     app = FlowlineTestRoutes(DomainDispatcherApplication(create_backend_app))
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
