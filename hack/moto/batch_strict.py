@@ -197,7 +197,7 @@ def _ssm_value(ref: SecretRef, account: str, region: str) -> str:
             f"{_SECRETS_PREFIX}unable to retrieve secrets from ssm: service call has been retried 1 time(s): "
             f"invalid parameters: {ref.secret_id}"
         )
-    if parameter.type == "SecureString":
+    if parameter.parameter_type == "SecureString":
         # ECS decrypts SecureString parameters with the execution role's KMS access.
         return parameter.decrypt(parameter.value) or ""
     return parameter.value

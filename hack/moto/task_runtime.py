@@ -140,7 +140,7 @@ def task_dirs(job_log_dir: str, job_id: str, attempt: int, node_index: int | Non
 def job_role_credentials(role_arn: str, account: str, region: str, session_name: str) -> dict[str, str]:
     """Temporary credentials of the job role, from moto's STS backend in this process (what the
     ECS agent does through STS on AWS)."""
-    from moto.core.utils import get_partition
+    from moto.utilities.utils import get_partition
     from moto.sts.models import sts_backends
 
     backend = sts_backends[account][get_partition(region)]
