@@ -248,3 +248,20 @@ def start_failure(containers: list[dict], overrides: list[dict], account: str, r
         if reason:
             return reason
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Step Functions' Batch integration
+# ---------------------------------------------------------------------------------------------
+
+
+def patch_sfn_submit_job_parameters() -> None:
+    """moto's ``batch:submitJob`` task keeps only the parameters on its own list and silently
+    drops the others, ``NodeOverrides`` among them, so a multi-node job submitted by a state
+    machine lost its per-node environment and command overrides (and its numNodes). Step
+    Functions passes NodeOverrides to SubmitJob; the list now includes it."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_batch as batch_task,
+    )
+
+    batch_task._SUPPORTED_API_PARAM_BINDINGS["submitjob"].add("NodeOverrides")

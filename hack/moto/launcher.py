@@ -2457,6 +2457,7 @@ def patch_reset() -> None:
 def apply_patches() -> None:
     patch_interpreter_clients()
     patch_sfn_batch_integration()
+    batch_strict.patch_sfn_submit_job_parameters()
     patch_batch_describe_jobs()
     patch_batch_job_definitions()
     patch_batch_jobs()
