@@ -2,6 +2,7 @@
 """AWS emulator for Flowline's end-to-end tests and local demo: moto 5.2.5, patched.
 
     python launcher.py --host 127.0.0.1 --port 5000 [--exec-jobs] [--job-log-dir DIR]
+        [--images FILE] [--runtimes FILE]
 
 Prints ``moto ready on http://HOST:PORT`` on stdout once it accepts connections (``--port 0``
 picks a free port and prints it). SIGTERM or SIGINT stops it, together with any job process.
@@ -28,14 +29,32 @@ Each is also read without the ``FLOWLINE_`` prefix, which a Flow's step ``env`` 
 
 Without them a job is SUCCEEDED before SubmitJob returns, as in plain moto.
 
+Batch rules are enforced as AWS enforces them, in both modes (batch_strict.py; the table in
+ENFORCED.md lists them with their tests). SubmitJob refuses (ClientException, HTTP 400) a
+FARGATE job definition on a queue of EC2/SPOT compute environments, the reverse, and a
+multi-node job definition on a Fargate queue. A job that cannot start goes FAILED without
+running, with AWS's reason as statusReason and container reason: secrets without the job
+definition's executionRoleArn, container overrides longer than 8,192 characters, a secret or
+SSM parameter that cannot be read (``ResourceInitializationError: ...``), and an image that
+``images.json`` (``--images`` / ``FLOWLINE_EMULATOR_IMAGES``) maps to no runtime
+(``CannotPullContainerError: ...``). Every image of examples/manifests and tests/e2e is mapped;
+the launcher's own tests use ``python:3.12-slim``.
+
 With ``--exec-jobs`` (or ``FLOWLINE_EMULATOR_EXEC_JOBS=1``) each job's command runs as a local
-process instead (the image is ignored): exit code 0 makes it SUCCEEDED, anything else FAILED.
-Its output goes to ``<job-log-dir>/<logStreamName>.log`` and to CloudWatch Logs (group
-``/aws/batch/job``, stream ``container.logStreamName``). The process gets the launcher's
-environment, the job's variables over it, and AWS_BATCH_JOB_ID, AWS_BATCH_JOB_ATTEMPT (plus
+process instead: exit code 0 makes it SUCCEEDED, anything else FAILED. Its output goes to
+``<job-log-dir>/<logStreamName>.log`` and to CloudWatch Logs (group ``/aws/batch/job``, stream
+``container.logStreamName``). The process gets only what the job's container would get
+(task_runtime.py), nothing of the launcher's environment: the job's variables, its resolved
+secrets, AWS_BATCH_JOB_ID, AWS_BATCH_JOB_ATTEMPT, AWS_BATCH_JQ_NAME, AWS_BATCH_CE_NAME (plus
 AWS_BATCH_JOB_NODE_INDEX, AWS_BATCH_JOB_NUM_NODES, AWS_BATCH_JOB_MAIN_NODE_INDEX per node of a
-multi-node job). FLOWLINE_EMULATOR_FAIL still fails the job without running anything, and
-FLOWLINE_EMULATOR_RUN_SECONDS becomes a minimum time in RUNNING.
+multi-node job, AWS_BATCH_JOB_ARRAY_INDEX per child of an array job), PATH of the runtime its
+image maps to (``<venv>/bin:/usr/local/bin:/usr/bin:/bin``, venvs listed by ``--runtimes`` /
+``FLOWLINE_EMULATOR_RUNTIMES`` as install-runtimes.sh prints them), a fresh HOME and working
+directory under ``<job-log-dir>/tasks/``, AWS_ENDPOINT_URL (this emulator), AWS_REGION,
+AWS_DEFAULT_REGION, credentials of the job definition's jobRoleArn from STS (none without one;
+on AWS they come from the container credentials endpoint instead), and NVIDIA_VISIBLE_DEVICES
+naming as many GPUs as it asked for. FLOWLINE_EMULATOR_FAIL still fails the job without running
+anything, and FLOWLINE_EMULATOR_RUN_SECONDS becomes a minimum time in RUNNING.
 
 ``FLOWLINE_EMULATOR_SYNC_POLL_SECONDS`` (launcher environment) sets how often a ``.sync``
 task polls its Batch job (default 0.5 s); load tests raise it so hundreds of executions do not

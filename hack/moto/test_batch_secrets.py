@@ -179,8 +179,10 @@ def test_secrets_without_execution_role_fail_the_job(mode, emu, exec_emu, stored
 def test_unreadable_secrets_fail_the_job_naming_them(exec_emu, stored, tmp_path):  # noqa: F811
     setup = batch_env(exec_emu)
     missing = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{uid('no/such')}-AbCdEf"
+    binary = exec_emu.client("secretsmanager").create_secret(Name=uid("flowline/bin"), SecretBinary=b"\x00\x01")["ARN"]
     cases = {
         missing: missing,
+        binary: f"secret {binary} has no SecretString",
         f"{stored['json']}:no_such_key::": "did not contain json key no_such_key",
         f"{stored['json']}:user:NO_SUCH_STAGE:": stored["json"],
         "/no/such/parameter": "invalid parameters: /no/such/parameter",
