@@ -32,6 +32,9 @@ kubectl wait --for=condition=Established --timeout=60s crd/flows.flowline.io crd
 # The controller runs beside the environment; env-down stops it with the rest. One replica:
 # no leader Lease; its metrics endpoint takes a free loopback port (logged at start).
 export FLOWLINE_LEADER_ELECTION=false FLOWLINE_HTTP_ADDR=127.0.0.1:0
+# The demo's tasks read and write S3 with credentials of this job role (seeded by
+# hack/moto/seed.py); the emulator gives a job without a job role no credentials, as AWS does.
+export FLOWLINE_JOB_ROLE="${FLOWLINE_JOB_ROLE:-arn:aws:iam::123456789012:role/flowline-job}"
 if ! kill -0 "$(cat "$FLOWLINE_ENV_DIR/pids/flowline-controller.pid" 2>/dev/null)" 2>/dev/null; then
   log "starting the flowline controller (log: $FLOWLINE_ENV_DIR/logs/flowline-controller.log)"
   FLOWLINE_S3_ENDPOINT="$AWS_ENDPOINT_URL" FLOWLINE_S3_FORCE_PATH_STYLE=true \

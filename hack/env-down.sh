@@ -39,9 +39,9 @@ others=()
 for pid_file in "$env_dir"/pids/*.pid; do
   [[ -f "$pid_file" ]] || continue
   name="$(basename "$pid_file" .pid)"
-  case "$name" in kube-controller-manager | kube-apiserver | moto | etcd) ;; *) others+=("$name") ;; esac
+  case "$name" in kube-controller-manager | kube-apiserver | moto | moto-exec | etcd) ;; *) others+=("$name") ;; esac
 done
-stop_group kube-controller-manager kube-apiserver moto "${others[@]}"
+stop_group kube-controller-manager kube-apiserver moto moto-exec "${others[@]}"
 stop_group etcd
 
 if [[ "${FLOWLINE_KEEP_ENV_DIR:-0}" == 1 ]]; then

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Starts Flowline's local environment on loopback, offline:
 #   etcd + kube-apiserver (TLS, client-cert users, RBAC) + kube-controller-manager
-#   + the AWS emulator (moto, patched by hack/moto/launcher.py).
+#   + the AWS emulator (moto, patched by hack/moto/launcher.py), twice: one in the mode
+#     FLOWLINE_EMULATOR_EXEC_JOBS says (default: jobs are held, nothing runs; fast), and one that
+#     always runs each Batch job's command as a local process (FLOWLINE_AWS_EXEC_ENDPOINT), for
+#     tests of what a task receives.
 #
 # Everything lives in $FLOWLINE_ENV_DIR (default /tmp/flowline-env): certificates, data, logs,
 # pid files and env.sh, which exports KUBECONFIG, the AWS endpoint and test credentials.
@@ -26,10 +29,14 @@ fi
 # A half-started or crashed environment is cleaned up before starting anew.
 [[ -d "$env_dir" ]] && FLOWLINE_ENV_DIR="$env_dir" "$here/env-down.sh" >/dev/null 2>&1 || true
 
+mkdir -p "$env_dir"/{pki,logs,pids,etcd-data}
+# The runtimes that stand in for job images (hack/moto/images.json) install while the tools build.
+"$here/moto/install-runtimes.sh" >"$env_dir/runtimes.txt" 2>"$env_dir/logs/install-runtimes.log" &
+runtimes_pid=$!
 bin_dir="$("$here/build-tools.sh" | tail -n1)"
 python="$("$here/moto/install.sh" | tail -n1)"
+wait "$runtimes_pid" || { cat "$env_dir/logs/install-runtimes.log" >&2; die "installing the emulator's runtimes failed"; }
 
-mkdir -p "$env_dir"/{pki,logs,pids,etcd-data}
 cd "$env_dir"
 # If anything below fails, stop what was started so no process is left behind.
 trap 'log "start-up failed; stopping what was started (logs in $env_dir/logs)"; FLOWLINE_ENV_DIR="$env_dir" FLOWLINE_KEEP_ENV_DIR=1 "$here/env-down.sh" >&2 || true' ERR
@@ -41,6 +48,7 @@ etcd_port="$(free_port)"
 etcd_peer_port="$(free_port)"
 api_port="$(free_port)"
 moto_port="$(free_port)"
+moto_exec_port="$(free_port)"
 
 # --- certificates: one CA signs the serving cert and every client-cert user --------------------
 pki="$env_dir/pki"
@@ -130,16 +138,23 @@ start etcd "$bin_dir/etcd" --name flowline --data-dir "$env_dir/etcd-data" \
   --unsafe-no-fsync --quota-backend-bytes=$((2 * 1024 * 1024 * 1024)) --log-level warn
 wait_until etcd 60 curl -sf "http://127.0.0.1:$etcd_port/health"
 
-log "starting the AWS emulator on 127.0.0.1:$moto_port"
-mkdir -p "$env_dir/job-logs"
+# start_emulator NAME PORT EXEC_JOBS JOB_LOG_DIR: an emulator with a minimal environment of its
+# own; its job processes get only what a Batch container would (see hack/moto/task_runtime.py).
+start_emulator() {
+  local name="$1" port="$2" exec_jobs="$3" job_logs="$4" extra=()
+  mkdir -p "$job_logs"
+  [[ -n "${FLOWLINE_EMULATOR_SYNC_POLL_SECONDS:-}" ]] \
+    && extra+=("FLOWLINE_EMULATOR_SYNC_POLL_SECONDS=$FLOWLINE_EMULATOR_SYNC_POLL_SECONDS")
+  start "$name" env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$env_dir" LANG=C.UTF-8 \
+    FLOWLINE_EMULATOR_EXEC_JOBS="$exec_jobs" "${extra[@]}" \
+    "$python" "$here/moto/launcher.py" --host 127.0.0.1 --port "$port" \
+    --job-log-dir "$job_logs" --runtimes "$env_dir/runtimes.txt"
+}
 echo "$exec_jobs" >"$env_dir/exec-jobs"
-# Jobs run as local processes (exec mode) inherit this environment: credentials for the
-# emulator, and the emulator's Python (which has boto3) first on PATH.
-start moto env FLOWLINE_EMULATOR_EXEC_JOBS="$exec_jobs" \
-  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 \
-  PATH="$(dirname "$python"):$PATH" \
-  "$python" "$here/moto/launcher.py" --host 127.0.0.1 --port "$moto_port" \
-  --job-log-dir "$env_dir/job-logs"
+log "starting the AWS emulator on 127.0.0.1:$moto_port (exec jobs: $exec_jobs)"
+start_emulator moto "$moto_port" "$exec_jobs" "$env_dir/job-logs"
+log "starting the exec-mode AWS emulator on 127.0.0.1:$moto_exec_port"
+start_emulator moto-exec "$moto_exec_port" 1 "$env_dir/exec-job-logs"
 
 log "starting kube-apiserver on 127.0.0.1:$api_port"
 start kube-apiserver "$bin_dir/kube-apiserver" \
@@ -176,8 +191,10 @@ wait_until kube-controller-manager 120 "$bin_dir/kubectl" --kubeconfig "$env_dir
   get serviceaccount default -n default
 
 wait_until "the AWS emulator" 120 grep -q "moto ready" "$env_dir/logs/moto.log"
-log "seeding the emulator with the platform's roles, bucket and job queue"
+wait_until "the exec-mode AWS emulator" 120 grep -q "moto ready" "$env_dir/logs/moto-exec.log"
+log "seeding the emulators with the platform's roles, bucket and job queue"
 "$python" "$here/moto/seed.py" "http://127.0.0.1:$moto_port"
+"$python" "$here/moto/seed.py" "http://127.0.0.1:$moto_exec_port"
 
 cat >"$env_dir/env.sh" <<EOF
 # Flowline local environment (hack/env-up.sh). Source this file to use it.
@@ -188,6 +205,9 @@ export PATH="$bin_dir:\$PATH"
 export FLOWLINE_BIN_DIR="$bin_dir"
 export FLOWLINE_MOTO_PYTHON="$python"
 export FLOWLINE_AWS_ENDPOINT="http://127.0.0.1:$moto_port"
+# A second emulator that always runs each Batch job's command as a local process (job output in
+# $env_dir/exec-job-logs), for tests of what a task receives.
+export FLOWLINE_AWS_EXEC_ENDPOINT="http://127.0.0.1:$moto_exec_port"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
 export AWS_ACCESS_KEY_ID=testing
 export AWS_SECRET_ACCESS_KEY=testing
@@ -195,5 +215,5 @@ export AWS_REGION=us-east-1
 export AWS_DEFAULT_REGION=us-east-1
 EOF
 trap - ERR
-log "environment ready: kube-apiserver https://127.0.0.1:$api_port, AWS emulator http://127.0.0.1:$moto_port"
+log "environment ready: kube-apiserver https://127.0.0.1:$api_port, AWS emulator http://127.0.0.1:$moto_port (exec mode: http://127.0.0.1:$moto_exec_port)"
 echo "source $env_dir/env.sh"

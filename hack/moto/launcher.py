@@ -2,6 +2,7 @@
 """AWS emulator for Flowline's end-to-end tests and local demo: moto 5.2.5, patched.
 
     python launcher.py --host 127.0.0.1 --port 5000 [--exec-jobs] [--job-log-dir DIR]
+        [--images FILE] [--runtimes FILE]
 
 Prints ``moto ready on http://HOST:PORT`` on stdout once it accepts connections (``--port 0``
 picks a free port and prints it). SIGTERM or SIGINT stops it, together with any job process.
@@ -28,14 +29,32 @@ Each is also read without the ``FLOWLINE_`` prefix, which a Flow's step ``env`` 
 
 Without them a job is SUCCEEDED before SubmitJob returns, as in plain moto.
 
+Batch rules are enforced as AWS enforces them, in both modes (batch_strict.py; the table in
+ENFORCED.md lists them with their tests). SubmitJob refuses (ClientException, HTTP 400) a
+FARGATE job definition on a queue of EC2/SPOT compute environments, the reverse, and a
+multi-node job definition on a Fargate queue. A job that cannot start goes FAILED without
+running, with AWS's reason as statusReason and container reason: secrets without the job
+definition's executionRoleArn, container overrides longer than 8,192 characters, a secret or
+SSM parameter that cannot be read (``ResourceInitializationError: ...``), and an image that
+``images.json`` (``--images`` / ``FLOWLINE_EMULATOR_IMAGES``) maps to no runtime
+(``CannotPullContainerError: ...``). Every image of examples/manifests and tests/e2e is mapped;
+the launcher's own tests use ``python:3.12-slim``.
+
 With ``--exec-jobs`` (or ``FLOWLINE_EMULATOR_EXEC_JOBS=1``) each job's command runs as a local
-process instead (the image is ignored): exit code 0 makes it SUCCEEDED, anything else FAILED.
-Its output goes to ``<job-log-dir>/<logStreamName>.log`` and to CloudWatch Logs (group
-``/aws/batch/job``, stream ``container.logStreamName``). The process gets the launcher's
-environment, the job's variables over it, and AWS_BATCH_JOB_ID, AWS_BATCH_JOB_ATTEMPT (plus
+process instead: exit code 0 makes it SUCCEEDED, anything else FAILED. Its output goes to
+``<job-log-dir>/<logStreamName>.log`` and to CloudWatch Logs (group ``/aws/batch/job``, stream
+``container.logStreamName``). The process gets only what the job's container would get
+(task_runtime.py), nothing of the launcher's environment: the job's variables, its resolved
+secrets, AWS_BATCH_JOB_ID, AWS_BATCH_JOB_ATTEMPT, AWS_BATCH_JQ_NAME, AWS_BATCH_CE_NAME (plus
 AWS_BATCH_JOB_NODE_INDEX, AWS_BATCH_JOB_NUM_NODES, AWS_BATCH_JOB_MAIN_NODE_INDEX per node of a
-multi-node job). FLOWLINE_EMULATOR_FAIL still fails the job without running anything, and
-FLOWLINE_EMULATOR_RUN_SECONDS becomes a minimum time in RUNNING.
+multi-node job, AWS_BATCH_JOB_ARRAY_INDEX per child of an array job), PATH of the runtime its
+image maps to (``<venv>/bin:/usr/local/bin:/usr/bin:/bin``, venvs listed by ``--runtimes`` /
+``FLOWLINE_EMULATOR_RUNTIMES`` as install-runtimes.sh prints them), a fresh HOME and working
+directory under ``<job-log-dir>/tasks/``, AWS_ENDPOINT_URL (this emulator), AWS_REGION,
+AWS_DEFAULT_REGION, credentials of the job definition's jobRoleArn from STS (none without one;
+on AWS they come from the container credentials endpoint instead), and NVIDIA_VISIBLE_DEVICES
+naming as many GPUs as it asked for. FLOWLINE_EMULATOR_FAIL still fails the job without running
+anything, and FLOWLINE_EMULATOR_RUN_SECONDS becomes a minimum time in RUNNING.
 
 ``FLOWLINE_EMULATOR_SYNC_POLL_SECONDS`` (launcher environment) sets how often a ``.sync``
 task polls its Batch job (default 0.5 s); load tests raise it so hundreds of executions do not
@@ -105,9 +124,11 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
+import batch_strict
 import iam_mode
 import sfn_map
 import sfn_stop
+import task_runtime
 
 LOG = logging.getLogger("flowline.emulator")
 
@@ -925,17 +946,19 @@ def _node_command(job: Any, container: dict) -> list[str]:
     return job._add_parameters_to_command(list(command))
 
 
-def _process_env(
-    job: Any, ctl: JobControl, container: dict, node: tuple[int, int, int] | None
-) -> dict[str, str]:
-    env = dict(os.environ)
-    for entry in container.get("environment") or []:
-        if entry.get("name"):
-            env[entry["name"]] = "" if entry.get("value") is None else str(entry["value"])
-    env["AWS_BATCH_JOB_ID"] = job.job_id
-    env["AWS_BATCH_JOB_ATTEMPT"] = str(ctl.attempt)
-    env["AWS_BATCH_JQ_NAME"] = job.job_queue.name
-    env["AWS_BATCH_CE_NAME"] = "flowline-emulator"
+def _endpoint() -> str:
+    host = SETTINGS.connect_host
+    return f"http://[{host}]:{SETTINGS.port}" if ":" in host else f"http://{host}:{SETTINGS.port}"
+
+
+def _batch_variables(job: Any, ctl: JobControl, node: tuple[int, int, int] | None) -> dict[str, str]:
+    """The AWS_BATCH_* variables Batch gives every container of the job."""
+    env = {
+        "AWS_BATCH_JOB_ID": job.job_id,
+        "AWS_BATCH_JOB_ATTEMPT": str(ctl.attempt),
+        "AWS_BATCH_JQ_NAME": job.job_queue.name,
+        "AWS_BATCH_CE_NAME": "flowline-emulator",
+    }
     index = (job.array_properties or {}).get("index")
     if index is not None:
         env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
@@ -947,6 +970,33 @@ def _process_env(
         env["AWS_BATCH_JOB_MAIN_NODE_INDEX"] = str(main_index)
         env["AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS"] = "127.0.0.1"
     return env
+
+
+def _process_env(
+    job: Any, ctl: JobControl, container: dict, node: tuple[int, int, int] | None
+) -> task_runtime.TaskLaunch:
+    """What the container of this job (node) would start with; nothing of the launcher's own
+    environment (see task_runtime.py). Raises batch_strict.StartError if a secret cannot be read."""
+    account, region = job.job_definition.backend.account_id, job.job_definition._region
+    variables = {
+        entry["name"]: "" if entry.get("value") is None else str(entry["value"])
+        for entry in container.get("environment") or []
+        if entry.get("name")
+    }
+    home, cwd = task_runtime.task_dirs(SETTINGS.job_log_dir, job.job_id, ctl.attempt, node[0] if node else None)
+    return task_runtime.build_task(
+        container=container,
+        job_role_arn=container.get("jobRoleArn"),
+        variables=variables,
+        secrets=batch_strict.resolve_secrets(container, account, region),
+        batch_variables=_batch_variables(job, ctl, node),
+        endpoint=_endpoint(),
+        account=account,
+        region=region,
+        home=home,
+        cwd=cwd,
+        session_name=f"batch-{job.job_id}",
+    )
 
 
 def _publish_logs(job: Any, stream: str, path: str) -> None:
@@ -1002,7 +1052,14 @@ def _run_attempt_exec(job: Any, ctl: JobControl, env: dict) -> tuple[int | None,
         if ctl.attempt > 1:
             stream = f"{stream}-attempt-{ctl.attempt}"
         node = (index, num_nodes, main_index) if multinode else None
-        nodes.append((index, command, _process_env(job, ctl, container, node), stream))
+        reason = task_runtime.missing_runtime_reason(str(container.get("image") or ""))
+        if reason:
+            return None if ctl.stop.is_set() else (None, reason, reason)
+        try:
+            launch = _process_env(job, ctl, container, node)
+        except batch_strict.StartError as err:
+            return None if ctl.stop.is_set() else (None, err.reason, err.reason)
+        nodes.append((index, command, launch, stream))
 
     with ctl.lock:
         job.log_stream_name = nodes[main_index][3]
@@ -1010,7 +1067,7 @@ def _run_attempt_exec(job: Any, ctl: JobControl, env: dict) -> tuple[int | None,
     started = time.monotonic()
     running: dict[int, tuple[subprocess.Popen, str, str]] = {}
     try:
-        for index, command, proc_env, stream in nodes:
+        for index, command, launch, stream in nodes:
             path = os.path.join(SETTINGS.job_log_dir, stream + ".log")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with ctl.lock:
@@ -1020,7 +1077,8 @@ def _run_attempt_exec(job: Any, ctl: JobControl, env: dict) -> tuple[int | None,
                     try:
                         proc = subprocess.Popen(
                             command,
-                            env=proc_env,
+                            env=launch.env,
+                            cwd=launch.cwd,
                             stdin=subprocess.DEVNULL,
                             stdout=log_file,
                             stderr=subprocess.STDOUT,
@@ -1073,6 +1131,29 @@ def _run_attempt_exec(job: Any, ctl: JobControl, env: dict) -> tuple[int | None,
             ctl.processes = [p for p in ctl.processes if p.poll() is None]
 
 
+def _start_failure(job: Any) -> str | None:
+    """Why AWS could not start this job's container(s): see batch_strict.start_failure."""
+    if job.job_definition.type == "multinode":
+        containers = [job_container(job, index) for index in range(_num_nodes(job))]
+        node_overrides = _extra(job).get("nodeOverrides") or {}
+        overrides = [o.get("containerOverrides") or {} for o in node_overrides.get("nodePropertyOverrides") or []]
+    else:
+        containers, overrides = [job_container(job)], [job.container_overrides or {}]
+    jd = job.job_definition
+    return batch_strict.start_failure(containers, overrides, jd.backend.account_id, jd._region)
+
+
+def _record_failed_start(job: Any, ctl: JobControl, reason: str) -> None:
+    """An attempt whose container never started: no startedAt, and the reason on the container."""
+    with ctl.lock:
+        ctl.attempt += 1
+        job.latest_attempt = {
+            "container": {"reason": reason, "logStreamName": job.log_stream_name, "networkInterfaces": []},
+            "statusReason": reason,
+        }
+        job.attempts.append(job.latest_attempt)
+
+
 def run_lifecycle(job: Any) -> None:
     """Walks a job through PENDING, RUNNABLE, RUNNING and its attempts to SUCCEEDED/FAILED."""
     ctl: JobControl = job.flowline_ctl
@@ -1095,9 +1176,14 @@ def run_lifecycle(job: Any) -> None:
                 if ctl.stop.is_set():
                     return
                 job.status = "STARTING"
-            _start_attempt(job, ctl)
-            run = _run_attempt_exec if SETTINGS.exec_jobs else _run_attempt_held
-            outcome = run(job, ctl, env)
+            failure = _start_failure(job)
+            if failure is not None:
+                _record_failed_start(job, ctl, failure)
+                outcome = (None, failure, failure)
+            else:
+                _start_attempt(job, ctl)
+                run = _run_attempt_exec if SETTINGS.exec_jobs else _run_attempt_held
+                outcome = run(job, ctl, env)
             if outcome is None:
                 return
             exit_code, status_reason, container_reason = outcome
@@ -1180,6 +1266,9 @@ def patch_batch_jobs() -> None:
         queue = self.get_job_queue(job_queue)
         if queue is None:
             raise ClientException(f"Job queue {job_queue} does not exist")
+        refusal = batch_strict.submission_error(job_def, queue)
+        if refusal:
+            raise ClientException(refusal)
         backend = self.backend
         array_properties = array_properties or {}
 
@@ -2346,6 +2435,7 @@ def apply_patches() -> None:
     iam_mode.apply()
     patch_interpreter_clients()
     patch_sfn_batch_integration()
+    batch_strict.patch_sfn_submit_job_parameters()
     patch_batch_describe_jobs()
     patch_batch_job_definitions()
     patch_batch_jobs()
@@ -2397,6 +2487,17 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ.get(iam_mode.ENV_FREE_REQUESTS, "0") or 0),
         help=f"with --enforce-iam, let this many requests through unchecked first (also {iam_mode.ENV_FREE_REQUESTS})",
     )
+    parser.add_argument(
+        "--images",
+        default=os.environ.get(task_runtime.ENV_IMAGES, ""),
+        help=f"image-to-runtime mapping (default hack/moto/images.json; also {task_runtime.ENV_IMAGES})",
+    )
+    parser.add_argument(
+        "--runtimes",
+        default=os.environ.get(task_runtime.ENV_RUNTIMES, ""),
+        help="file of NAME=VENV lines, as install-runtimes.sh prints, for --exec-jobs "
+        f"(also {task_runtime.ENV_RUNTIMES})",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
 
@@ -2413,6 +2514,11 @@ def main(argv: list[str] | None = None) -> int:
         create_backend_app,
     )
 
+    try:
+        task_runtime.configure(args.images, args.runtimes)
+    except (OSError, ValueError) as err:
+        parser.error(f"cannot read the images or runtimes: {err}")
+    LOG.info("job images: %s", task_runtime.describe_configuration())
     SETTINGS.exec_jobs = bool(args.exec_jobs)
     if SETTINGS.exec_jobs:
         if args.job_log_dir:

@@ -121,7 +121,7 @@ def batch_setup(emu) -> dict:
         jobQueueName=uid("q"), state="ENABLED", priority=1, computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}]
     )["jobQueueArn"]
     job_def = batch.register_job_definition(
-        jobDefinitionName=uid("jd"), type="container", containerProperties={"image": "i", "command": ["true"], "vcpus": 1, "memory": 128}
+        jobDefinitionName=uid("jd"), type="container", containerProperties={"image": "python:3.12-slim", "command": ["true"], "vcpus": 1, "memory": 128}
     )["jobDefinitionArn"]
     return {"queue": queue, "job_def": job_def}
 

@@ -28,6 +28,21 @@ LAUNCHER = HERE / "launcher.py"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 READY = re.compile(r"^moto ready on (http://\S+)$")
+# An image that images.json maps to the "python" runtime (an unmapped image cannot be pulled).
+IMAGE = "python:3.12-slim"
+_RUNTIMES: list[Path] = []
+
+
+def runtimes_file(tmp_path_factory) -> Path:
+    """The runtimes install-runtimes.sh installs (once per test session), as a --runtimes file."""
+    if not _RUNTIMES:
+        listing = subprocess.run(
+            [str(HERE / "install-runtimes.sh")], check=True, capture_output=True, text=True
+        ).stdout
+        path = tmp_path_factory.mktemp("runtimes") / "runtimes.txt"
+        path.write_text(listing)
+        _RUNTIMES.append(path)
+    return _RUNTIMES[0]
 
 
 class Emulator:
@@ -68,8 +83,8 @@ def _start(tmp_path_factory, *extra: str) -> Emulator:
     log_dir = logs / "jobs" if "--exec-jobs" in extra else None
     args = [sys.executable, str(LAUNCHER), "--host", "127.0.0.1", "--port", "0", *extra]
     if log_dir is not None:
-        args += ["--job-log-dir", str(log_dir)]
-    env = {k: v for k, v in os.environ.items() if k != "FLOWLINE_EMULATOR_EXEC_JOBS"}
+        args += ["--job-log-dir", str(log_dir), "--runtimes", str(runtimes_file(tmp_path_factory))]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLINE_EMULATOR_")}
     stderr = open(logs / "launcher.log", "wb")
     proc = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, start_new_session=True
@@ -150,7 +165,7 @@ def container_def(batch, env: dict | None = None, command: list[str] | None = No
         jobDefinitionName=uid("jd"),
         type="container",
         containerProperties={
-            "image": "flowline/step:latest",
+            "image": IMAGE,
             "command": command or ["echo", "hello"],
             "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "512"}],
             "environment": [{"name": k, "value": v} for k, v in (env or {}).items()],
@@ -1292,7 +1307,7 @@ def test_job_definition_and_queue_lookups(emu):
 def test_exec_job_exit_code_fails_job(exec_emu):
     setup = batch_env(exec_emu)
     batch = setup["batch"]
-    job_def = container_def(batch, command=[sys.executable, "-c", "import sys; print('bye'); sys.exit(3)"])
+    job_def = container_def(batch, command=["python3", "-c", "import sys; print('bye'); sys.exit(3)"])
     job_id = batch.submit_job(jobName="exit3", jobQueue=setup["queue"], jobDefinition=job_def)["jobId"]
     job = wait_job(batch, job_id)
     assert job["status"] == "FAILED"
@@ -1309,7 +1324,7 @@ def test_exec_job_runs_command_with_environment_and_logs(exec_emu, tmp_path):
         "open(os.environ['MARKER'], 'w').write(os.environ['AWS_BATCH_JOB_ID'] + ' ' + os.environ['AWS_BATCH_JOB_ATTEMPT'] + ' ' + os.environ['STEP']); "
         "print('hello from the job')"
     )
-    job_def = container_def(batch, env={"STEP": "from-def"}, command=[sys.executable, "-c", script])
+    job_def = container_def(batch, env={"STEP": "from-def"}, command=["python3", "-c", script])
     job_id = batch.submit_job(
         jobName="marker",
         jobQueue=setup["queue"],
@@ -1337,8 +1352,8 @@ def test_exec_multinode_job_runs_every_node(exec_emu, tmp_path):
         ".write(e['AWS_BATCH_JOB_NUM_NODES'] + ' ' + e['AWS_BATCH_JOB_MAIN_NODE_INDEX'] + ' ' + e['ROLE'])"
     )
     container = {
-        "image": "flowline/step",
-        "command": [sys.executable, "-c", script],
+        "image": IMAGE,
+        "command": ["python3", "-c", script],
         "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "512"}],
         "environment": [{"name": "OUT", "value": str(tmp_path)}],
     }
@@ -1385,7 +1400,7 @@ def test_exec_job_retries_per_retry_strategy(exec_emu, tmp_path):
     batch = setup["batch"]
     out = tmp_path / "attempts"
     script = "import os, sys; open(os.environ['OUT'], 'a').write(os.environ['AWS_BATCH_JOB_ATTEMPT'] + '\\n'); sys.exit(4)"
-    job_def = container_def(batch, env={"OUT": str(out)}, command=[sys.executable, "-c", script])
+    job_def = container_def(batch, env={"OUT": str(out)}, command=["python3", "-c", script])
     job_id = batch.submit_job(
         jobName="retry", jobQueue=setup["queue"], jobDefinition=job_def, retryStrategy={"attempts": 2}
     )["jobId"]
