@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::harness::{
-    ControllerProcess, TestNamespace, aws_exec_config, condition, env, install_crds, jsonpath,
-    kubectl, repo_root, unique_name, wait_for,
+    ControllerProcess, TestNamespace, aws_config, aws_exec_config, condition, env, install_crds,
+    jsonpath, kubectl, repo_root, unique_name, wait_for,
 };
 
 /// Jobs are real processes here (Python starts, boto3 imports): give them time.
@@ -40,11 +40,7 @@ fn wait_ended(namespace: &str, run: &str, expected: &str) {
             .then_some(phase)
     });
     if phase != expected {
-        let status = kubectl(
-            &["get", "run", run, "-n", namespace, "-o", "yaml"],
-            None,
-        )
-        .stdout;
+        let status = kubectl(&["get", "run", run, "-n", namespace, "-o", "yaml"], None).stdout;
         let steps = jsonpath(
             namespace,
             &format!("run/{run}"),
@@ -136,7 +132,10 @@ fn foreach_example_runs_as_written_with_typed_parameters() {
     let ns = TestNamespace::create("task-foreach");
     let _controller = ControllerProcess::start_exec(&ns.name, &[]);
     apply(&ns.name, &example("foreach.yaml"));
-    apply(&ns.name, &run("sweep-1", "foreach-sweep", "{trials: \"3\"}"));
+    apply(
+        &ns.name,
+        &run("sweep-1", "foreach-sweep", "{trials: \"3\"}"),
+    );
     wait_ended(&ns.name, "sweep-1", "Succeeded");
 
     // `range(trials)` needs an integer: the parameter reached the task typed.
@@ -238,7 +237,7 @@ print("CALLER " + boto3.client("sts").get_caller_identity()["Arn"])
                 {"name": "epochs", "type": "Int", "default": "3"},
                 {"name": "rate", "type": "Float", "default": "0.5"},
                 {"name": "dry_run", "type": "Bool", "default": "false"},
-                {"name": "config", "type": "Json", "default": "{\"layers\": [1, 2]}"},
+                {"name": "config", "type": "JSON", "default": "{\"layers\": [1, 2]}"},
                 {"name": "note", "type": "String"}
             ],
             "steps": [
@@ -257,7 +256,10 @@ print("CALLER " + boto3.client("sts").get_caller_identity()["Arn"])
         }
     });
     apply(&ns.name, &flow.to_string());
-    apply(&ns.name, &run("secret-env-1", "secret-env", "{epochs: \"5\"}"));
+    apply(
+        &ns.name,
+        &run("secret-env-1", "secret-env", "{epochs: \"5\"}"),
+    );
     wait_ended(&ns.name, "secret-env-1", "Succeeded");
     let output = step_output(&ns.name, "secret-env-1", "start");
 
@@ -272,9 +274,18 @@ print("CALLER " + boto3.client("sts").get_caller_identity()["Arn"])
     let received: BTreeMap<String, Option<String>> =
         serde_json::from_str(tagged(&output, "SECRETS").expect("the task printed its secrets"))
             .expect("JSON");
-    assert_eq!(received["DB_PASSWORD"].as_deref(), Some(sha(&password).as_str()));
-    assert_eq!(received["DB_USERNAME"].as_deref(), Some(sha("app").as_str()));
-    assert_eq!(received["SLACK_TOKEN"].as_deref(), Some(sha(&token).as_str()));
+    assert_eq!(
+        received["DB_PASSWORD"].as_deref(),
+        Some(sha(&password).as_str())
+    );
+    assert_eq!(
+        received["DB_USERNAME"].as_deref(),
+        Some(sha("app").as_str())
+    );
+    assert_eq!(
+        received["SLACK_TOKEN"].as_deref(),
+        Some(sha(&token).as_str())
+    );
 
     // Typed parameters: numbers, booleans and parsed JSON; an optional one left unset does not
     // fail the execution.
@@ -283,7 +294,11 @@ print("CALLER " + boto3.client("sts").get_caller_identity()["Arn"])
             .expect("FLOWLINE_PARAMETERS is JSON");
     assert_eq!(parameters["epochs"], serde_json::json!(5), "{parameters}");
     assert_eq!(parameters["rate"], serde_json::json!(0.5), "{parameters}");
-    assert_eq!(parameters["dry_run"], serde_json::json!(false), "{parameters}");
+    assert_eq!(
+        parameters["dry_run"],
+        serde_json::json!(false),
+        "{parameters}"
+    );
     assert_eq!(
         parameters["config"],
         serde_json::json!({"layers": [1, 2]}),
@@ -315,10 +330,15 @@ print("CALLER " + boto3.client("sts").get_caller_identity()["Arn"])
                 || container_basics.contains(&name.as_str()))
         })
         .collect();
-    assert!(foreign.is_empty(), "host variables leaked into the task: {foreign:?}");
+    assert!(
+        foreign.is_empty(),
+        "host variables leaked into the task: {foreign:?}"
+    );
     let path = tagged(&output, "PATH").expect("PATH printed");
     assert!(
-        !path.contains(".cargo") && !path.contains(".cache/flowline/bin") && !path.contains("moto-venv"),
+        !path.contains(".cargo")
+            && !path.contains(".cache/flowline/bin")
+            && !path.contains("moto-venv"),
         "the task's PATH is the image's, not the host's: {path}"
     );
     // Credentials are the job role's, obtained through STS, not the emulator's own.
@@ -367,7 +387,10 @@ print("CALLER " + boto3.client("sts").get_caller_identity()["Arn"])
         .send()
         .await
         .expect("history is read");
-    haystacks.push(("execution history".into(), format!("{:?}", history.events())));
+    haystacks.push((
+        "execution history".into(),
+        format!("{:?}", history.events()),
+    ));
     let machine = sfn
         .describe_state_machine_for_execution()
         .execution_arn(&execution)
@@ -377,7 +400,10 @@ print("CALLER " + boto3.client("sts").get_caller_identity()["Arn"])
     haystacks.push(("state machine".into(), machine.definition().to_owned()));
     for (place, text) in &haystacks {
         for secret in [&password, &token] {
-            assert!(!text.contains(secret.as_str()), "a secret value appears in {place}");
+            assert!(
+                !text.contains(secret.as_str()),
+                "a secret value appears in {place}"
+            );
         }
     }
 }
@@ -443,7 +469,10 @@ print("INPUTS " + os.environ["FLOWLINE_INPUT_URIS"])
         .map(|rest| {
             let parts: Vec<&str> = rest.split_whitespace().collect();
             assert_eq!(parts[1], "3", "{rest}");
-            (parts[0].to_owned(), (parts[2].to_owned(), parts[3].to_owned()))
+            (
+                parts[0].to_owned(),
+                (parts[2].to_owned(), parts[3].to_owned()),
+            )
         })
         .collect();
     assert_eq!(
@@ -454,7 +483,11 @@ print("INPUTS " + os.environ["FLOWLINE_INPUT_URIS"])
     let prefixes: BTreeSet<&String> = nodes.values().map(|(_, uri)| uri).collect();
     let task_ids: BTreeSet<&String> = nodes.values().map(|(task, _)| task).collect();
     assert_eq!(prefixes.len(), 3, "each node has its own prefix: {nodes:?}");
-    assert_eq!(task_ids.len(), 3, "each node has its own task id: {nodes:?}");
+    assert_eq!(
+        task_ids.len(),
+        3,
+        "each node has its own task id: {nodes:?}"
+    );
 
     let config = aws_exec_config().await;
     for (node, (_, uri)) in &nodes {
@@ -468,7 +501,9 @@ print("INPUTS " + os.environ["FLOWLINE_INPUT_URIS"])
     let inputs = tagged(&gathered, "INPUTS").expect("the join printed its inputs");
     for uri in &prefixes {
         assert!(
-            inputs.split(',').any(|input| uri.starts_with(input.trim_end_matches('/'))),
+            inputs
+                .split(',')
+                .any(|input| uri.starts_with(input.trim_end_matches('/'))),
             "the join sees node prefix {uri} in {inputs}"
         );
     }
@@ -506,15 +541,25 @@ fn image_that_cannot_be_pulled_fails_the_run_with_the_image_hint() {
     assert!(all.contains("CannotPullContainerError"), "{all}");
 }
 
-#[test]
-fn step_with_secrets_and_no_execution_role_stalls_naming_the_setting() {
+#[tokio::test]
+async fn step_with_secrets_and_no_execution_role_stalls_naming_the_setting() {
     install_crds();
+    let secret = unique_name("token");
+    aws_sdk_secretsmanager::Client::new(&aws_config().await)
+        .create_secret()
+        .name(&secret)
+        .secret_string("value")
+        .send()
+        .await
+        .expect("secret created");
     let ns = TestNamespace::create("task-no-exec-role");
     // The main emulator's controller has no FLOWLINE_EXECUTION_ROLE.
     let _controller = ControllerProcess::start(&ns.name);
     apply(
         &ns.name,
-        "apiVersion: flowline.io/v1alpha1\nkind: Flow\nmetadata: {name: needs-role}\nspec:\n  steps:\n    - name: start\n      command: [\"true\"]\n      secrets: [{id: \"arn:aws:secretsmanager:us-east-1:123456789012:secret:some-token-AbCdEf\", type: plaintext, envVarName: TOKEN}]\n      next: [end]\n    - {name: end, command: [\"true\"]}\n",
+        &format!(
+            "apiVersion: flowline.io/v1alpha1\nkind: Flow\nmetadata: {{name: needs-role}}\nspec:\n  steps:\n    - name: start\n      command: [\"true\"]\n      secrets: [{{id: {secret}, type: plaintext, envVarName: TOKEN}}]\n      next: [end]\n    - {{name: end, command: [\"true\"]}}\n"
+        ),
     );
     let message = wait_for("the Flow to stall", TIMEOUT, || {
         let (status, _, message) = condition(&ns.name, "flow/needs-role", "Stalled");
