@@ -29,8 +29,8 @@ Each is also read without the ``FLOWLINE_`` prefix, which a Flow's step ``env`` 
 
 Without them a job is SUCCEEDED before SubmitJob returns, as in plain moto.
 
-Batch rules are enforced as AWS enforces them, in both modes (batch_strict.py; the table in
-the README's emulator table lists them with their tests). SubmitJob refuses (ClientException, HTTP 400) a
+Batch rules are enforced as AWS enforces them, in both modes (batch_strict.py; the README's emulator
+table lists them with their tests). SubmitJob refuses (ClientException, HTTP 400) a
 FARGATE job definition on a queue of EC2/SPOT compute environments, the reverse, and a
 multi-node job definition on a Fargate queue. A job that cannot start goes FAILED without
 running, with AWS's reason as statusReason and container reason: secrets without the job
