@@ -20,7 +20,8 @@ pub struct Settings {
     #[arg(long, env = "FLOWLINE_JOB_ROLE")]
     pub job_role: Option<String>,
 
-    /// Default execution role for Fargate jobs (pulls images, writes logs, reads secrets).
+    /// Default execution role of jobs that need one: Fargate jobs (pulls images, writes logs)
+    /// and jobs with secrets on any platform (Batch injects secrets only through it).
     #[arg(long, env = "FLOWLINE_EXECUTION_ROLE")]
     pub execution_role: Option<String>,
 

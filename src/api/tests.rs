@@ -585,6 +585,11 @@ fn fargate_takes_its_own_cpu_sizes_and_ec2_whole_vcpus() {
             json!({"executionRole": "arn:aws:iam::123456789012:role/x"}),
             true,
         ),
+        // Batch injects secrets through the execution role on EC2 too.
+        (
+            json!({"platform": "EC2", "executionRole": "arn:aws:iam::123456789012:role/x"}),
+            true,
+        ),
     ] {
         assert_eq!(
             check_cel(&flow_with("f", batch.clone()), None).is_ok(),

@@ -82,6 +82,10 @@ pub enum CompileError {
     Machine(state_machine::MachineError),
     #[error("invalid secret: {0}")]
     Secret(secrets::SecretError),
+    #[error(
+        "step `{step}` binds secrets, which AWS Batch injects only through an execution role (on EC2 as on Fargate), and none is set: set spec.steps[].batch.executionRole or spec.batch.executionRole, or the controller's default FLOWLINE_EXECUTION_ROLE"
+    )]
+    MissingExecutionRole { step: String },
     #[error("{what} is {size} bytes, over the AWS limit of {limit}; {hint}")]
     Limit {
         what: String,
@@ -224,6 +228,13 @@ pub fn render(
     for step in &flow.spec.steps {
         let batch = job_definition::effective_batch(flow.spec.batch.as_ref(), step.batch.as_ref());
         let bound = secrets::bind(&step.secrets, lookups, settings)?;
+        if !bound.secrets.is_empty()
+            && job_definition::execution_role(step, &batch, settings).is_none()
+        {
+            return Err(CompileError::MissingExecutionRole {
+                step: step.name.clone(),
+            });
+        }
         let mut step_environment = environment.clone();
         step_environment.extend(bound.environment);
         let mut step_tags = tags.clone();
@@ -387,5 +398,116 @@ impl KeyValue {
             name: name.into(),
             value: value.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(yaml: &str) -> Flow {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    fn secret_flow(batch: &str) -> Flow {
+        flow(&format!(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {{name: f, namespace: ns}}
+spec:
+  steps:
+    - name: start
+      next: [end]
+      batch: {batch}
+      secrets:
+        - {{id: db, type: plaintext, envVarName: DB}}
+    - name: end
+"#
+        ))
+    }
+
+    fn start_definition(rendered: &Rendered) -> &JobDefinition {
+        let name = &rendered.steps[0].job_definition;
+        rendered
+            .job_definitions
+            .iter()
+            .find(|d| &d.job_definition_name == name)
+            .unwrap()
+    }
+
+    fn start_execution_role(rendered: &Rendered) -> Option<String> {
+        let definition = start_definition(rendered);
+        definition
+            .container_properties
+            .as_ref()
+            .and_then(|c| c.execution_role_arn.clone())
+    }
+
+    const EXEC: &str = "arn:aws:iam::123456789012:role/exec";
+
+    #[test]
+    fn an_ec2_step_with_secrets_gets_the_default_execution_role() {
+        let settings = Settings {
+            execution_role: Some(EXEC.into()),
+            ..Settings::default()
+        };
+        let rendered = render(&secret_flow("{}"), &settings, Lookups::Offline).unwrap();
+        assert_eq!(start_execution_role(&rendered).as_deref(), Some(EXEC));
+        // The end step binds no secrets on EC2: no execution role.
+        let end = &rendered.steps[1].job_definition;
+        let end = rendered
+            .job_definitions
+            .iter()
+            .find(|d| &d.job_definition_name == end)
+            .unwrap();
+        assert_eq!(
+            end.container_properties
+                .as_ref()
+                .and_then(|c| c.execution_role_arn.clone()),
+            None
+        );
+    }
+
+    #[test]
+    fn an_ec2_step_with_secrets_takes_its_own_execution_role() {
+        let flow = secret_flow(&format!("{{platform: EC2, executionRole: {EXEC}}}"));
+        let rendered = render(&flow, &Settings::default(), Lookups::Offline).unwrap();
+        assert_eq!(start_execution_role(&rendered).as_deref(), Some(EXEC));
+    }
+
+    #[test]
+    fn secrets_without_any_execution_role_stall_naming_the_settings() {
+        let error = render(&secret_flow("{}"), &Settings::default(), Lookups::Offline)
+            .unwrap_err()
+            .to_string();
+        for setting in [
+            "spec.steps[].batch.executionRole",
+            "spec.batch.executionRole",
+            "FLOWLINE_EXECUTION_ROLE",
+            "`start`",
+        ] {
+            assert!(error.contains(setting), "{error}");
+        }
+    }
+
+    #[test]
+    fn binary_secrets_alone_need_no_execution_role() {
+        let flow = flow(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {name: f, namespace: ns}
+spec:
+  steps:
+    - name: start
+      next: [end]
+      secrets:
+        - {id: cert, type: binary, envVarName: CERT}
+    - name: end
+"#,
+        );
+        let rendered = render(&flow, &Settings::default(), Lookups::Offline).unwrap();
+        assert_eq!(start_execution_role(&rendered), None);
     }
 }
