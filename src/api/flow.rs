@@ -102,7 +102,8 @@ pub struct FlowSpec {
 
     /// Longest time a whole run may take, in seconds, from 60 to 31536000 (one year, the
     /// longest a Step Functions execution may run). A run that exceeds it is stopped and its
-    /// phase becomes TimedOut. Defaults to no limit beyond Step Functions' own.
+    /// phase becomes TimedOut. Defaults to no limit beyond Step Functions' own; each step's
+    /// attempts are limited on their own (see `steps[].timeoutSeconds`), never beyond it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 60, max = 31536000))]
     pub timeout_seconds: Option<i64>,
@@ -255,7 +256,9 @@ pub struct Step {
 
     /// Longest time one attempt of the step may run, in seconds (Batch's attempt duration; at
     /// least 60, Batch's minimum). An attempt that exceeds it is stopped by Batch and counts as
-    /// failed, so `retry` may run it again (Metaflow's `@timeout`). Defaults to no limit.
+    /// failed, so `retry` may run it again (Metaflow's `@timeout`). Defaults to the
+    /// controller's step timeout (5 days unless configured), or to `spec.timeoutSeconds` when
+    /// that is shorter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 60, max = 31536000))]
     pub timeout_seconds: Option<i64>,

@@ -233,6 +233,25 @@ pub fn injects_secrets(step: &Step) -> bool {
         .any(|secret| secret.type_ != SecretType::Binary)
 }
 
+/// How long one attempt of a step may run: the step's `timeoutSeconds`, else the controller's
+/// default (`FLOWLINE_STEP_TIMEOUT_SECONDS`), cut to the Flow's `timeoutSeconds` when that is
+/// shorter (no attempt outlives its run). Every step has one, so a hung job is stopped by
+/// Batch rather than holding its instance until someone notices.
+pub fn attempt_timeout(step: &Step, flow_timeout: Option<i64>, settings: &Settings) -> i64 {
+    step.timeout_seconds.unwrap_or_else(|| {
+        flow_timeout.map_or(settings.step_timeout_seconds, |flow| {
+            flow.min(settings.step_timeout_seconds)
+        })
+    })
+}
+
+/// Batch's attempts of a step: `retry.times + 1`.
+pub fn attempts(step: &Step) -> i64 {
+    step.retry
+        .as_ref()
+        .map_or(1, |retry| i64::from(retry.times) + 1)
+}
+
 /// The image a step runs: `step.image`, else the effective `batch.image`, else the settings'
 /// default; an image naming no registry gets the configured registry prepended.
 pub fn image_for(step: &Step, batch: &BatchSpec, settings: &Settings) -> String {
@@ -267,6 +286,8 @@ pub struct JobInput<'a> {
     pub environment: Vec<KeyValue>,
     pub secrets: Vec<SecretRef>,
     pub tags: BTreeMap<String, String>,
+    /// Batch's attempt duration: see [`attempt_timeout`].
+    pub attempt_timeout_seconds: i64,
 }
 
 /// Builds the job definition of one step (its name is filled from the content hash).
@@ -300,8 +321,8 @@ pub fn job_definition(
         container_properties,
         node_properties,
         retry_strategy: input.step.retry.as_ref().map(retry_strategy),
-        timeout: input.step.timeout_seconds.map(|seconds| JobTimeout {
-            attempt_duration_seconds: seconds,
+        timeout: Some(JobTimeout {
+            attempt_duration_seconds: input.attempt_timeout_seconds,
         }),
         propagate_tags: true,
         tags: input.tags.clone(),

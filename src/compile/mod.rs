@@ -247,6 +247,11 @@ pub fn render(
                 environment: step_environment,
                 secrets: bound.secrets,
                 tags: step_tags,
+                attempt_timeout_seconds: job_definition::attempt_timeout(
+                    step,
+                    flow.spec.timeout_seconds,
+                    settings,
+                ),
             },
             settings,
             &prefix,
@@ -290,6 +295,19 @@ pub fn render(
             .collect(),
         artifact_root: artifact_root(flow, settings),
         parameters: &flow.spec.parameters,
+        task_timeouts: flow
+            .spec
+            .steps
+            .iter()
+            .map(|s| {
+                let attempt =
+                    job_definition::attempt_timeout(s, flow.spec.timeout_seconds, settings);
+                (
+                    s.name.as_str(),
+                    state_machine::task_timeout(attempt, job_definition::attempts(s)),
+                )
+            })
+            .collect(),
         timeout_seconds: flow.spec.timeout_seconds,
         max_concurrency: flow.spec.max_concurrency,
         job_name_prefix: id.name.to_owned(),
@@ -509,5 +527,81 @@ spec:
         );
         let rendered = render(&flow, &Settings::default(), Lookups::Offline).unwrap();
         assert_eq!(start_execution_role(&rendered), None);
+    }
+
+    fn timed_flow(flow_timeout: &str) -> Flow {
+        flow(&format!(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {{name: f, namespace: ns}}
+spec:
+  {flow_timeout}
+  steps:
+    - name: start
+      next: [end]
+      timeoutSeconds: 600
+      retry: {{times: 2}}
+    - name: end
+"#
+        ))
+    }
+
+    fn attempt_duration(rendered: &Rendered, step: usize) -> Option<i64> {
+        let name = &rendered.steps[step].job_definition;
+        rendered
+            .job_definitions
+            .iter()
+            .find(|d| &d.job_definition_name == name)
+            .and_then(|d| d.timeout.as_ref())
+            .map(|t| t.attempt_duration_seconds)
+    }
+
+    #[test]
+    fn every_step_has_an_attempt_timeout_from_the_step_the_flow_or_the_controller() {
+        let rendered = render(&timed_flow(""), &Settings::default(), Lookups::Offline).unwrap();
+        assert_eq!(attempt_duration(&rendered, 0), Some(600));
+        assert_eq!(attempt_duration(&rendered, 1), Some(5 * 24 * 3600));
+        let states = &rendered.state_machine.definition["States"];
+        // Three attempts of 600 s, each with a day to leave the queue.
+        assert_eq!(states["start"]["TimeoutSeconds"], 3 * (600 + 86_400));
+        assert_eq!(states["end"]["TimeoutSeconds"], 5 * 24 * 3600 + 86_400);
+
+        // No attempt outlives its run.
+        let short = render(
+            &timed_flow("timeoutSeconds: 3600"),
+            &Settings::default(),
+            Lookups::Offline,
+        )
+        .unwrap();
+        assert_eq!(attempt_duration(&short, 0), Some(600));
+        assert_eq!(attempt_duration(&short, 1), Some(3600));
+
+        let settings = Settings {
+            step_timeout_seconds: 7200,
+            ..Settings::default()
+        };
+        let configured = render(&timed_flow(""), &settings, Lookups::Offline).unwrap();
+        assert_eq!(attempt_duration(&configured, 1), Some(7200));
+    }
+
+    #[test]
+    fn every_task_retries_refused_submissions_and_never_job_failures() {
+        let rendered = render(&timed_flow(""), &Settings::default(), Lookups::Offline).unwrap();
+        for step in ["start", "end"] {
+            let retry = &rendered.state_machine.definition["States"][step]["Retry"];
+            assert_eq!(
+                retry,
+                &serde_json::json!([{
+                    "ErrorEquals": ["Batch.AWSBatchException", "Batch.TooManyRequestsException"],
+                    "IntervalSeconds": 2,
+                    "BackoffRate": 2,
+                    "MaxAttempts": 10,
+                    "MaxDelaySeconds": 60,
+                    "JitterStrategy": "FULL"
+                }]),
+                "{step}"
+            );
+        }
     }
 }

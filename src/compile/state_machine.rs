@@ -16,7 +16,10 @@
 //!   caps fan-out at 40 concurrent iterations and 256 KiB of items; Distributed Map reads S3
 //!   itself and runs up to 10,000 child executions (`maxConcurrency` bounds it);
 //! - retries are Batch's (`retryStrategy` in the job definition), so a failed attempt is never
-//!   retried twice; `catch` is a Catch on the Task.
+//!   retried twice; the Task's own `Retry` matches only a refused `SubmitJob` (throttling),
+//!   when no job exists yet ([`SUBMIT_RETRY_ERRORS`]); `catch` is a Catch on the Task;
+//! - every step has a timeout: Batch's attempt duration on the job definition, and the Task's
+//!   `TimeoutSeconds` over all attempts plus queueing ([`task_timeout`]).
 //!
 //! Artifact layout: `<s3Root>/<namespace>/<flow>/<run id>/<step>/<task id>/`. The run id is
 //! the execution name; the task id is `0` outside a foreach and `<outer>-<index>` inside one.
@@ -39,6 +42,8 @@ pub struct MachineInput<'a> {
     /// `<s3Root>/<namespace>/<flow>` without a trailing slash.
     pub artifact_root: String,
     pub parameters: &'a [Parameter],
+    /// The Task state's `TimeoutSeconds` per step: see [`task_timeout`].
+    pub task_timeouts: BTreeMap<&'a str, i64>,
     pub timeout_seconds: Option<i64>,
     pub max_concurrency: Option<i32>,
     /// Batch job name prefix (the Flow's name), so jobs are recognizable in the console.
@@ -59,6 +64,31 @@ pub enum MachineError {
     )]
     HandlerLeavesScope { handler: String, next: String },
 }
+
+/// How long a job may wait in its queue per attempt before the Task gives up on it.
+pub const QUEUE_ALLOWANCE_SECONDS: i64 = 24 * 3600;
+/// The longest `TimeoutSeconds` Step Functions accepts on a state (one year).
+const MAX_STATE_TIMEOUT_SECONDS: i64 = 31_536_000;
+
+/// The Task's own timeout: every attempt's full duration (Batch enforces each one with the job
+/// definition's attempt timeout, so retries keep their time) plus a day per attempt in the
+/// queue. It is the backstop for what Batch's attempt timeout cannot see: a job that never
+/// leaves RUNNABLE (no capacity) or a wait that was lost. Step Functions then fails the Task
+/// with `States.Timeout` (which a `catch` handles) and terminates the job.
+pub fn task_timeout(attempt_seconds: i64, attempts: i64) -> i64 {
+    attempts
+        .saturating_mul(attempt_seconds.saturating_add(QUEUE_ALLOWANCE_SECONDS))
+        .min(MAX_STATE_TIMEOUT_SECONDS)
+}
+
+/// Errors of the `SubmitJob` call itself that Step Functions retries: Batch refused the request
+/// (throttling: Batch admits about 50 SubmitJob calls a second per account), so no job exists
+/// yet and submitting again cannot run an attempt twice. A job that ran and failed ends as
+/// `States.TaskFailed` and is never matched here: Batch's `retryStrategy` owns those retries.
+/// `Batch.ServerException` is left out on purpose: a server error may come after the job was
+/// created, and a retry would then start a second one.
+pub const SUBMIT_RETRY_ERRORS: [&str; 2] =
+    ["Batch.AWSBatchException", "Batch.TooManyRequestsException"];
 
 const DEFAULTS_STATE: &str = "Flowline.Defaults";
 const MERGE_STATE: &str = "Flowline.Input";
@@ -360,8 +390,20 @@ impl Builder<'_, '_> {
             "Type": "Task",
             "Resource": "arn:aws:states:::batch:submitJob.sync",
             "Parameters": parameters,
-            "ResultPath": null
+            "ResultPath": null,
+            // Metaflow's Step Functions compiler retries submissions the same way.
+            "Retry": [{
+                "ErrorEquals": SUBMIT_RETRY_ERRORS,
+                "IntervalSeconds": 2,
+                "BackoffRate": 2,
+                "MaxAttempts": 10,
+                "MaxDelaySeconds": 60,
+                "JitterStrategy": "FULL"
+            }]
         });
+        if let Some(timeout) = self.input.task_timeouts.get(name) {
+            task["TimeoutSeconds"] = json!(timeout);
+        }
         if let Some(catch) = &step.catch {
             let target = match &catch.next {
                 Some(target) => {
