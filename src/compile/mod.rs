@@ -339,18 +339,17 @@ pub fn render(
 /// Batch rejects a job whose container overrides exceed 8,192 characters. The overrides are
 /// templates filled at run time, so this bounds their fixed part; parameter values add to it.
 fn check_overrides(definition: &Value) -> Result<(), CompileError> {
-    fn visit(value: &Value, found: &mut Vec<(String, usize)>) {
+    fn visit(value: &Value, found: &mut Vec<(String, usize, bool)>) {
         match value {
             Value::Object(map) => {
                 if map.get("Type").and_then(Value::as_str) == Some("Task")
                     && let Some(params) = map.get("Parameters")
                 {
-                    let overrides = params
-                        .get("ContainerOverrides")
-                        .or_else(|| params.get("NodeOverrides"));
+                    let nodes = params.get("NodeOverrides");
+                    let overrides = params.get("ContainerOverrides").or(nodes);
                     let size = overrides.map(json_len).unwrap_or(0);
                     let job = params.get("JobName").and_then(Value::as_str).unwrap_or("");
-                    found.push((job.to_owned(), size));
+                    found.push((job.to_owned(), size, nodes.is_some()));
                 }
                 map.values().for_each(|v| visit(v, found));
             }
@@ -362,13 +361,17 @@ fn check_overrides(definition: &Value) -> Result<(), CompileError> {
     visit(definition, &mut found);
     match found
         .into_iter()
-        .find(|(_, size)| *size > MAX_OVERRIDES_CHARS)
+        .find(|(_, size, _)| *size > MAX_OVERRIDES_CHARS)
     {
-        Some((job, size)) => Err(CompileError::Limit {
+        Some((job, size, multi_node)) => Err(CompileError::Limit {
             what: format!("the container overrides of job `{job}`"),
             size,
             limit: MAX_OVERRIDES_CHARS,
-            hint: "declare fewer parameters or move static environment into the step's env",
+            hint: if multi_node {
+                "every node of a multi-node step gets the task contract in its own override: lower parallel.numNodes or declare fewer parameters"
+            } else {
+                "declare fewer parameters or move static environment into the step's env"
+            },
         }),
         None => Ok(()),
     }
@@ -603,5 +606,89 @@ spec:
                 "{step}"
             );
         }
+    }
+
+    fn multi_node_flow(nodes: i32) -> Flow {
+        flow(&format!(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {{name: f, namespace: ns}}
+spec:
+  parameters:
+    - {{name: epochs, type: Int, default: "3"}}
+  steps:
+    - name: start
+      next: [train]
+    - name: train
+      parallel: {{numNodes: {nodes}}}
+      next: [gather]
+    - name: gather
+      join: true
+      next: [end]
+    - name: end
+"#
+        ))
+    }
+
+    fn variable<'a>(environment: &'a Value, name: &str) -> &'a Value {
+        environment
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["Name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {environment}"))
+    }
+
+    #[test]
+    fn every_node_of_a_multi_node_step_gets_the_task_contract_and_its_own_prefix() {
+        let rendered = render(&multi_node_flow(3), &Settings::default(), Lookups::Offline).unwrap();
+        let states = &rendered.state_machine.definition["States"];
+        let overrides = &states["train"]["Parameters"]["NodeOverrides"]["NodePropertyOverrides"];
+        let overrides = overrides.as_array().unwrap();
+        assert_eq!(overrides.len(), 3);
+        for (index, node) in overrides.iter().enumerate() {
+            assert_eq!(node["TargetNodes"], format!("{index}:{index}"));
+            let environment = &node["ContainerOverrides"]["Environment"];
+            for name in [
+                "FLOWLINE_STEP",
+                "FLOWLINE_RUN_ID",
+                "FLOWLINE_INPUT_URIS",
+                "FLOWLINE_PARAMETERS",
+                "FLOWLINE_PARAM_EPOCHS",
+                "FLOWLINE_TRIGGER_S3_BUCKET",
+            ] {
+                variable(environment, name);
+            }
+            assert_eq!(
+                variable(environment, "FLOWLINE_TASK_ID")["Value.$"],
+                format!("States.Format('{{}}-node-{index}', $.taskId)")
+            );
+            assert_eq!(
+                variable(environment, "FLOWLINE_ARTIFACT_URI")["Value.$"],
+                format!(
+                    "States.Format('{{}}/{{}}/train/{{}}-node-{index}/', $.root, $.runId, $.taskId)"
+                )
+            );
+        }
+        let join = &states["gather"]["Parameters"]["ContainerOverrides"]["Environment"];
+        let inputs = variable(join, "FLOWLINE_INPUT_URIS")["Value.$"]
+            .as_str()
+            .unwrap();
+        for index in 0..3 {
+            assert!(
+                inputs.contains(&format!("/train/{{}}-node-{index}/")),
+                "{inputs}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_multi_node_step_whose_overrides_do_not_fit_names_num_nodes() {
+        let error = render(&multi_node_flow(64), &Settings::default(), Lookups::Offline)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("parallel.numNodes"), "{error}");
+        assert!(error.contains("8192"), "{error}");
     }
 }

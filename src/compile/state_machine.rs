@@ -370,21 +370,31 @@ impl Builder<'_, '_> {
         let Some(step) = self.input.steps.get(name) else {
             return Ok(json!({"Type": "Pass"}));
         };
-        let environment = self.environment(name);
         let job_name = truncate(&format!("{}-{}", self.input.job_name_prefix, name), 128);
         let mut parameters = json!({
             "JobName": job_name,
             "JobQueue": self.input.queues.get(name).cloned().unwrap_or_default(),
             "JobDefinition": self.input.job_definitions.get(name).cloned().unwrap_or_default(),
         });
-        if step.parallel.is_some() {
-            let mut node = json!({"TargetNodes": "0:", "ContainerOverrides": {}});
-            node["ContainerOverrides"]["Environment"] = Value::Array(environment);
+        if let Some(parallel) = &step.parallel {
+            // One override per node, each with the whole task contract and the node's own task
+            // id, so nodes write to their own prefixes. Batch's SubmitJob (in Step Functions'
+            // PascalCase) takes them as NodeOverrides.NodePropertyOverrides[].
+            let nodes = (0..parallel.num_nodes.max(1))
+                .map(|node| {
+                    let mut item =
+                        json!({"TargetNodes": format!("{node}:{node}"), "ContainerOverrides": {}});
+                    item["ContainerOverrides"]["Environment"] =
+                        Value::Array(self.environment(name, Some(node)));
+                    item
+                })
+                .collect();
             parameters["NodeOverrides"] = json!({});
-            parameters["NodeOverrides"]["NodePropertyOverrides"] = Value::Array(vec![node]);
+            parameters["NodeOverrides"]["NodePropertyOverrides"] = Value::Array(nodes);
         } else {
             parameters["ContainerOverrides"] = json!({});
-            parameters["ContainerOverrides"]["Environment"] = Value::Array(environment);
+            parameters["ContainerOverrides"]["Environment"] =
+                Value::Array(self.environment(name, None));
         }
         let mut task = json!({
             "Type": "Task",
@@ -436,14 +446,33 @@ impl Builder<'_, '_> {
     /// from `$.root` (the artifact root, carried in the state data) so the definition stays
     /// small; the foreach position is set only inside a foreach, and the caught error only on
     /// steps a `catch` leads to.
-    fn environment(&self, name: &str) -> Vec<Value> {
+    ///
+    /// On a multi-node step, `node` is the node's index: its task id is `<task>-node-<index>`,
+    /// and the step after it gets every node's prefix in `FLOWLINE_INPUT_URIS`.
+    fn environment(&self, name: &str, node: Option<i32>) -> Vec<Value> {
         let depth = self.scopes.get(name).copied().unwrap_or(0);
         let mut inputs = Vec::new();
         let mut input_args = Vec::new();
         for parent in self.predecessors.get(name).into_iter().flatten() {
+            let nodes = self
+                .input
+                .steps
+                .get(*parent)
+                .and_then(|step| step.parallel.as_ref())
+                .map(|parallel| parallel.num_nodes);
             if self.scopes.get(*parent).copied().unwrap_or(0) == depth {
-                inputs.push(format!("{{}}/{{}}/{parent}/{{}}/"));
-                input_args.extend(["$.root", "$.runId", "$.taskId"]);
+                match nodes {
+                    Some(count) => {
+                        for index in 0..count {
+                            inputs.push(format!("{{}}/{{}}/{parent}/{{}}-node-{index}/"));
+                            input_args.extend(["$.root", "$.runId", "$.taskId"]);
+                        }
+                    }
+                    None => {
+                        inputs.push(format!("{{}}/{{}}/{parent}/{{}}/"));
+                        input_args.extend(["$.root", "$.runId", "$.taskId"]);
+                    }
+                }
             } else {
                 // Across a foreach boundary: every task of the parent step.
                 inputs.push(format!("{{}}/{{}}/{parent}/"));
@@ -453,12 +482,23 @@ impl Builder<'_, '_> {
         let mut env = vec![
             json!({"Name": "FLOWLINE_STEP", "Value": name}),
             json!({"Name": "FLOWLINE_RUN_ID", "Value.$": "$.runId"}),
-            json!({"Name": "FLOWLINE_TASK_ID", "Value.$": "$.taskId"}),
-            json!({
-                "Name": "FLOWLINE_ARTIFACT_URI",
-                "Value.$": format!("States.Format('{{}}/{{}}/{name}/{{}}/', $.root, $.runId, $.taskId)")
-            }),
         ];
+        match node {
+            Some(index) => env.extend([
+                json!({"Name": "FLOWLINE_TASK_ID", "Value.$": format!("States.Format('{{}}-node-{index}', $.taskId)")}),
+                json!({
+                    "Name": "FLOWLINE_ARTIFACT_URI",
+                    "Value.$": format!("States.Format('{{}}/{{}}/{name}/{{}}-node-{index}/', $.root, $.runId, $.taskId)")
+                }),
+            ]),
+            None => env.extend([
+                json!({"Name": "FLOWLINE_TASK_ID", "Value.$": "$.taskId"}),
+                json!({
+                    "Name": "FLOWLINE_ARTIFACT_URI",
+                    "Value.$": format!("States.Format('{{}}/{{}}/{name}/{{}}/', $.root, $.runId, $.taskId)")
+                }),
+            ]),
+        }
         if inputs.is_empty() {
             env.push(json!({"Name": "FLOWLINE_INPUT_URIS", "Value": ""}));
         } else {
