@@ -646,3 +646,25 @@ fn a_run_can_be_stopped_but_nothing_else_changes() {
     }));
     assert!(check_cel(&resumed, Some(&created)).is_err());
 }
+
+#[test]
+fn parameter_names_that_differ_only_in_case_are_refused() {
+    let flow = |names: &[&str]| {
+        let parameters: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
+        json!({
+            "apiVersion": "flowline.io/v1alpha1",
+            "kind": "Flow",
+            "metadata": {"name": "f"},
+            "spec": {
+                "parameters": parameters,
+                "steps": [{"name": "start", "next": ["end"]}, {"name": "end"}]
+            }
+        })
+    };
+    assert!(check_cel(&flow(&["lr", "epochs"]), None).is_ok());
+    let error = check_cel(&flow(&["lr", "LR"]), None).unwrap_err();
+    assert!(
+        format!("{error:?}").contains("differ in more than letter case"),
+        "{error:?}"
+    );
+}

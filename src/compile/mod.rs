@@ -7,6 +7,7 @@ pub mod cron;
 pub mod graph;
 pub mod job_definition;
 pub mod naming;
+pub mod parameters;
 pub mod secrets;
 pub mod state_machine;
 pub mod trigger;
@@ -80,6 +81,8 @@ pub enum CompileError {
     Graph(graph::GraphError),
     #[error("invalid graph: {0}")]
     Machine(state_machine::MachineError),
+    #[error("invalid parameter: {0}")]
+    Parameter(String),
     #[error("invalid secret: {0}")]
     Secret(secrets::SecretError),
     #[error(
@@ -336,6 +339,30 @@ pub fn render(
     })
 }
 
+/// Whether a Run's or Schedule's parameter values keep every task's container overrides
+/// within Batch's 8,192 characters, with the longest run id, task id and trigger. Checked
+/// when the Run or Schedule is admitted, so values too long for Batch end `Stalled` instead
+/// of failing a step at submission. A Flow that does not compile is the Flow's problem, not
+/// the values'.
+pub fn check_parameter_overrides(
+    flow: &Flow,
+    settings: &Settings,
+    values: &parameters::TypedParameters,
+    bounds: parameters::Bounds,
+) -> Result<(), String> {
+    let Ok(rendered) = render(flow, settings, Lookups::Offline) else {
+        return Ok(());
+    };
+    parameters::check_overrides(&rendered.state_machine.definition, values, bounds).map_err(
+        |oversized| {
+            format!(
+                "with these parameter values the container overrides of job `{}` would be up to {} characters, over AWS Batch's limit of {MAX_OVERRIDES_CHARS} (every task receives the parameters twice: FLOWLINE_PARAMETERS and FLOWLINE_PARAM_<NAME>); pass shorter values, or store large inputs in S3 and pass their URI",
+                oversized.job, oversized.size
+            )
+        },
+    )
+}
+
 /// Batch rejects a job whose container overrides exceed 8,192 characters. The overrides are
 /// templates filled at run time, so this bounds their fixed part; parameter values add to it.
 fn check_overrides(definition: &Value) -> Result<(), CompileError> {
@@ -403,7 +430,10 @@ impl From<graph::GraphError> for CompileError {
 
 impl From<state_machine::MachineError> for CompileError {
     fn from(error: state_machine::MachineError) -> Self {
-        CompileError::Machine(error)
+        match error {
+            state_machine::MachineError::Parameter(problem) => CompileError::Parameter(problem),
+            other => CompileError::Machine(other),
+        }
     }
 }
 
@@ -690,5 +720,163 @@ spec:
             .to_string();
         assert!(error.contains("parallel.numNodes"), "{error}");
         assert!(error.contains("8192"), "{error}");
+    }
+
+    fn parameter_flow() -> Flow {
+        flow(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {name: f, namespace: ns}
+spec:
+  parameters:
+    - {name: epochs, type: Int, default: "5"}
+    - {name: lr, type: Float, default: "0.1"}
+    - {name: debug, type: Bool, default: "false"}
+    - {name: config, type: JSON, default: '{"layers": [1, 2]}'}
+    - {name: dataset, required: true}
+    - {name: note}
+  steps:
+    - name: start
+      next: [end]
+    - name: end
+"#,
+        )
+    }
+
+    #[test]
+    fn defaults_are_typed_and_merged_key_by_key_under_the_input() {
+        let rendered = render(&parameter_flow(), &Settings::default(), Lookups::Offline).unwrap();
+        let states = &rendered.state_machine.definition["States"];
+        assert_eq!(
+            states["Flowline.Defaults"]["Result"]["parameters"],
+            serde_json::json!({"epochs": 5, "lr": 0.1, "debug": false, "config": {"layers": [1, 2]}})
+        );
+        assert_eq!(
+            states["Flowline.Parameters"]["Parameters"]["parameters.$"],
+            "States.JsonMerge($.merged.flowlineDefaults.parameters, $.merged.parameters, false)"
+        );
+        let environment = &states["start"]["Parameters"]["ContainerOverrides"]["Environment"];
+        assert_eq!(
+            variable(environment, "FLOWLINE_PARAMETERS")["Value.$"],
+            "States.JsonToString($.parameters)"
+        );
+        assert_eq!(
+            variable(environment, "FLOWLINE_PARAM_EPOCHS")["Value.$"],
+            "$.paramText.epochs.text"
+        );
+    }
+
+    #[test]
+    fn parameter_texts_are_built_once_and_unset_ones_are_empty_instead_of_failing() {
+        let rendered = render(&parameter_flow(), &Settings::default(), Lookups::Offline).unwrap();
+        let states = &rendered.state_machine.definition["States"];
+        let texts = &states["Flowline.Context"]["Parameters"]["paramText"];
+        assert_eq!(
+            texts["epochs"],
+            serde_json::json!({"text.$": "States.Format('{}', $.parameters.epochs)"})
+        );
+        assert_eq!(
+            texts["config"],
+            serde_json::json!({"text.$": "States.JsonToString($.parameters.config)"})
+        );
+        // No default: empty until a Choice finds the value.
+        assert_eq!(texts["note"], serde_json::json!({"text": ""}));
+        assert_eq!(texts["dataset"], serde_json::json!({"text": ""}));
+        assert_eq!(
+            states["Flowline.Context"]["Next"],
+            "Flowline.Parameter.dataset"
+        );
+        let choice = &states["Flowline.Parameter.note"];
+        assert_eq!(choice["Type"], "Choice");
+        assert_eq!(choice["Choices"][0]["Variable"], "$.parameters.note");
+        assert_eq!(choice["Choices"][0]["IsPresent"], true);
+        assert_eq!(choice["Default"], "start");
+        let fill = &states["Flowline.Parameter.note.Text"];
+        assert_eq!(fill["ResultPath"], "$.paramText.note");
+        assert_eq!(
+            fill["Parameters"]["text.$"],
+            "States.Format('{}', $.parameters.note)"
+        );
+        asl_check::check(&rendered.state_machine.definition).unwrap();
+    }
+
+    #[test]
+    fn an_invalid_json_default_stalls_the_flow() {
+        let flow = flow(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {name: f, namespace: ns}
+spec:
+  parameters:
+    - {name: config, type: JSON, default: "{"}
+  steps:
+    - name: start
+      next: [end]
+    - name: end
+"#,
+        );
+        let error = render(&flow, &Settings::default(), Lookups::Offline).unwrap_err();
+        assert!(matches!(error, CompileError::Parameter(_)), "{error}");
+        assert!(error.to_string().contains("`config`"), "{error}");
+    }
+
+    #[test]
+    fn parameter_values_too_long_for_batch_are_refused_naming_size_and_limit() {
+        let flow = parameter_flow();
+        let settings = Settings::default();
+        let bounds = parameters::Bounds { s3_trigger: false };
+        let mut values = parameters::TypedParameters::new();
+        values.insert("dataset".into(), serde_json::json!("s3://bucket/train.csv"));
+        assert_eq!(
+            check_parameter_overrides(&flow, &settings, &values, bounds),
+            Ok(())
+        );
+        values.insert("note".into(), serde_json::json!("x".repeat(4000)));
+        let message = check_parameter_overrides(&flow, &settings, &values, bounds).unwrap_err();
+        assert!(message.contains("8192"), "{message}");
+        assert!(message.contains("would be up to"), "{message}");
+    }
+
+    #[test]
+    fn a_caught_failure_reaches_its_handler_cut_to_error_reason_and_job() {
+        let flow = flow(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {name: f, namespace: ns}
+spec:
+  steps:
+    - name: start
+      next: [end]
+      catch: {next: notify}
+    - name: notify
+      next: [end]
+    - name: end
+"#,
+        );
+        let rendered = render(&flow, &Settings::default(), Lookups::Offline).unwrap();
+        let definition = &rendered.state_machine.definition;
+        asl_check::check(definition).unwrap();
+        let states = &definition["States"];
+        assert_eq!(states["start"]["Catch"][0]["Next"], "start.caught");
+        assert_eq!(states["start"]["Catch"][0]["ResultPath"], "$.caught");
+        assert_eq!(states["start.caught"]["Type"], "Choice");
+        assert_eq!(states["start.caught"]["Default"], "start.caught.other");
+        let summary = &states["start.caught.summary"];
+        assert_eq!(
+            summary["Parameters"],
+            serde_json::json!({
+                "Error.$": "$.caught.Error",
+                "Cause.$": "$.caught.job.StatusReason",
+                "JobId.$": "$.caught.job.JobId"
+            })
+        );
+        assert_eq!(summary["Next"], "notify");
+        assert_eq!(states["start.caught.other"]["Next"], "notify");
+        // The whole cause (a job description of many kilobytes) never reaches the handler.
+        let other = serde_json::to_string(&states["start.caught.other"]).unwrap();
+        assert!(!other.contains("$.caught.Cause"), "{other}");
     }
 }

@@ -1,11 +1,11 @@
 //! The Step Functions state machine (Amazon States Language) of a Flow.
 //!
 //! Shape:
-//! - three `Flowline.*` Pass states first normalize the execution input, so executions
-//!   started by Flowline, by a Schedule or by hand all see the same data:
-//!   `{runId, taskId, parameters, trigger: {bucket, key}, foreachIndex, foreachValue, caught}`;
-//!   `parameters` are the Run's, merged over the Flow's defaults (shallowly: a started
-//!   execution passes either no `parameters` or all of them, as strings);
+//! - `Flowline.*` states first normalize the execution input, so executions started by
+//!   Flowline, by a Schedule or by hand all see the same data: `{root, runId, taskId,
+//!   parameters, paramText, trigger: {bucket, key}, foreachIndex, foreachValue, caught}`;
+//!   `parameters` are the input's typed values merged key by key over the Flow's typed
+//!   defaults, and `paramText` each one's text (see [`super::parameters`]);
 //! - each step is a `batch:submitJob.sync` Task whose container overrides carry the task
 //!   contract (run id, task id, artifact and input prefixes, parameters, trigger, foreach
 //!   position); its result is discarded (`ResultPath: null`) so the data above flows on;
@@ -31,6 +31,7 @@ use serde_json::{Map, Value, json};
 use crate::api::{Parameter, Step};
 
 use super::graph::{Chain, Segment, ValidGraph};
+use super::parameters;
 
 /// Everything the state machine is built from, already resolved.
 pub struct MachineInput<'a> {
@@ -53,6 +54,8 @@ pub struct MachineInput<'a> {
 /// Why a state machine cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MachineError {
+    #[error("{0}")]
+    Parameter(String),
     #[error(
         "step `{step}` catches its failure with step `{target}`, which runs in another part of the flow (a branch or foreach must continue within itself)"
     )]
@@ -92,6 +95,7 @@ pub const SUBMIT_RETRY_ERRORS: [&str; 2] =
 
 const DEFAULTS_STATE: &str = "Flowline.Defaults";
 const MERGE_STATE: &str = "Flowline.Input";
+const PARAMETERS_STATE: &str = "Flowline.Parameters";
 const CONTEXT_STATE: &str = "Flowline.Context";
 
 /// Builds the definition from the validated graph.
@@ -106,20 +110,12 @@ pub fn definition(input: &MachineInput<'_>, graph: &ValidGraph) -> Result<Value,
     };
     let (first, mut states) = builder.chain(&graph.chain, 0)?;
 
-    let defaults: Map<String, Value> = input
-        .parameters
-        .iter()
-        .filter_map(|p| {
-            p.default
-                .as_ref()
-                .map(|d| (p.name.clone(), Value::String(d.clone())))
-        })
-        .collect();
+    let defaults = parameters::typed_defaults(input.parameters).map_err(MachineError::Parameter)?;
     states.insert(
         DEFAULTS_STATE.into(),
         json!({
             "Type": "Pass",
-            "Comment": "Defaults of the input: the Flow's parameter defaults and an empty trigger",
+            "Comment": "Defaults of the input: the Flow's parameter defaults (typed) and an empty trigger",
             "Result": {"parameters": defaults, "trigger": {"bucket": "", "key": ""}},
             "ResultPath": "$.flowlineDefaults",
             "Next": MERGE_STATE
@@ -130,9 +126,39 @@ pub fn definition(input: &MachineInput<'_>, graph: &ValidGraph) -> Result<Value,
         json!({
             "Type": "Pass",
             "Parameters": {"merged.$": "States.JsonMerge($.flowlineDefaults, $, false)"},
+            "Next": PARAMETERS_STATE
+        }),
+    );
+    // Key by key: a parameter the input leaves out keeps its default.
+    states.insert(
+        PARAMETERS_STATE.into(),
+        json!({
+            "Type": "Pass",
+            "Parameters": {
+                "parameters.$": "States.JsonMerge($.merged.flowlineDefaults.parameters, $.merged.parameters, false)",
+                "trigger.$": "$.merged.trigger"
+            },
             "Next": CONTEXT_STATE
         }),
     );
+    // Each parameter's text for FLOWLINE_PARAM_<NAME>, built once per execution. A parameter
+    // without a default may be absent: its text starts empty and a Choice fills it only when
+    // the value is there, so an unset optional parameter never fails the execution.
+    let mut texts = Map::new();
+    let mut optional = Vec::new();
+    for parameter in input.parameters {
+        let text = if parameter.default.is_some() {
+            json!({"text.$": parameters::text_expression(parameter.type_, &format!("$.parameters.{}", parameter.name))})
+        } else {
+            optional.push(parameter);
+            json!({"text": ""})
+        };
+        texts.insert(parameter.name.clone(), text);
+    }
+    let optional_state = |parameter: &Parameter| format!("Flowline.Parameter.{}", parameter.name);
+    let after_context = optional
+        .first()
+        .map_or(first.clone(), |p| optional_state(p));
     states.insert(
         CONTEXT_STATE.into(),
         json!({
@@ -142,15 +168,40 @@ pub fn definition(input: &MachineInput<'_>, graph: &ValidGraph) -> Result<Value,
                 "root": input.artifact_root,
                 "runId.$": "$$.Execution.Name",
                 "taskId": "0",
-                "parameters.$": "$.merged.parameters",
-                "trigger.$": "$.merged.trigger",
+                "parameters.$": "$.parameters",
+                "paramText": texts,
+                "trigger.$": "$.trigger",
                 "foreachIndex": "",
                 "foreachValue": "",
                 "caught": {}
             },
-            "Next": first
+            "Next": after_context
         }),
     );
+    for (index, parameter) in optional.iter().enumerate() {
+        let next = optional
+            .get(index + 1)
+            .map_or(first.clone(), |p| optional_state(p));
+        let path = format!("$.parameters.{}", parameter.name);
+        let fill = format!("{}.Text", optional_state(parameter));
+        states.insert(
+            optional_state(parameter),
+            json!({
+                "Type": "Choice",
+                "Choices": [{"Variable": path, "IsPresent": true, "Next": fill}],
+                "Default": next
+            }),
+        );
+        states.insert(
+            fill,
+            json!({
+                "Type": "Pass",
+                "Parameters": {"text.$": parameters::text_expression(parameter.type_, &path)},
+                "ResultPath": format!("$.paramText.{}", parameter.name),
+                "Next": next
+            }),
+        );
+    }
     let mut machine = json!({
         "Comment": "Generated by Flowline; edits are overwritten",
         "StartAt": DEFAULTS_STATE,
@@ -264,6 +315,7 @@ impl Builder<'_, '_> {
             states.insert(names[index].clone(), state);
         }
         self.add_handlers(&mut states)?;
+        add_caught_states(&mut states);
         Ok((names.first().cloned().unwrap_or_default(), states))
     }
 
@@ -346,6 +398,7 @@ impl Builder<'_, '_> {
                 "runId.$": "$.runId",
                 "taskId.$": "States.Format('{}-{}', $.taskId, $$.Map.Item.Index)",
                 "parameters.$": "$.parameters",
+                "paramText.$": "$.paramText",
                 "trigger.$": "$.trigger",
                 "foreachIndex.$": "States.Format('{}', $$.Map.Item.Index)",
                 "foreachValue.$": "States.JsonToString($$.Map.Item.Value)",
@@ -521,11 +574,101 @@ impl Builder<'_, '_> {
         }
         for parameter in self.input.parameters {
             env.push(json!({
-                "Name": format!("FLOWLINE_PARAM_{}", parameter.name.to_ascii_uppercase()),
-                "Value.$": format!("$.parameters.{}", parameter.name)
+                "Name": parameters::env_name(&parameter.name),
+                "Value.$": format!("$.paramText.{}.text", parameter.name)
             }));
         }
         env
+    }
+}
+
+/// Routes every Catch through states that cut the caught failure to a bounded size before the
+/// step it continues with, whose `FLOWLINE_CAUGHT_ERROR` must fit Batch's 8,192 characters of
+/// overrides. A failed Batch job's `Cause` is its whole description (tens of kilobytes with its
+/// environment), and ASL cannot cut a string; so the handler gets the `Error`, and for a failed
+/// job its `StatusReason` as `Cause` and its `JobId` (to find its logs). Other causes (a refused
+/// submission, a timeout) are not passed: only their `Error`. The full cause stays in the
+/// execution history and the Run's status.
+fn add_caught_states(states: &mut Map<String, Value>) {
+    let catching: Vec<(String, String)> = states
+        .iter()
+        .filter_map(|(name, state)| {
+            let target = state["Catch"][0]["Next"].as_str()?;
+            (!target.starts_with(&format!("{name}.caught")))
+                .then(|| (name.clone(), target.to_owned()))
+        })
+        .collect();
+    for (name, target) in catching {
+        let caught = format!("{name}.caught");
+        let job = format!("{name}.caught.job");
+        let merged = format!("{name}.caught.merged");
+        let summary = format!("{name}.caught.summary");
+        let other = format!("{name}.caught.other");
+        if let Some(state) = states.get_mut(&name) {
+            state["Catch"][0]["Next"] = json!(caught);
+        }
+        states.insert(
+            caught,
+            json!({
+                "Type": "Choice",
+                "Comment": "A failed Batch job's cause is its description, as JSON",
+                "Choices": [{
+                    "And": [
+                        {"Variable": "$.caught.Cause", "IsPresent": true},
+                        {"Variable": "$.caught.Cause", "StringMatches": "{*}"}
+                    ],
+                    "Next": job
+                }],
+                "Default": other
+            }),
+        );
+        states.insert(
+            job,
+            json!({
+                "Type": "Pass",
+                "Parameters": {
+                    "Error.$": "$.caught.Error",
+                    "defaults": {"JobId": "", "StatusReason": ""},
+                    "job.$": "States.StringToJson($.caught.Cause)"
+                },
+                "ResultPath": "$.caught",
+                "Next": merged
+            }),
+        );
+        states.insert(
+            merged,
+            json!({
+                "Type": "Pass",
+                "Parameters": {
+                    "Error.$": "$.caught.Error",
+                    "job.$": "States.JsonMerge($.caught.defaults, $.caught.job, false)"
+                },
+                "ResultPath": "$.caught",
+                "Next": summary
+            }),
+        );
+        states.insert(
+            summary,
+            json!({
+                "Type": "Pass",
+                "Parameters": {
+                    "Error.$": "$.caught.Error",
+                    "Cause.$": "$.caught.job.StatusReason",
+                    "JobId.$": "$.caught.job.JobId"
+                },
+                "ResultPath": "$.caught",
+                "Next": target
+            }),
+        );
+        states.insert(
+            other,
+            json!({
+                "Type": "Pass",
+                "Parameters": {"Error.$": "$.caught.Error", "Cause": "", "JobId": ""},
+                "ResultPath": "$.caught",
+                "Next": target
+            }),
+        );
     }
 }
 
