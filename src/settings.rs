@@ -4,6 +4,10 @@
 
 use clap::Args;
 
+/// Default attempt timeout of a step: 5 days, long enough for any training job Metaflow's
+/// users run on Batch (Metaflow's own `@timeout` default is 5 days too), short of a year.
+pub const DEFAULT_STEP_TIMEOUT_SECONDS: i64 = 5 * 24 * 3600;
+
 /// Defaults and AWS identities shared by every Flow the controller manages.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct Settings {
@@ -20,7 +24,8 @@ pub struct Settings {
     #[arg(long, env = "FLOWLINE_JOB_ROLE")]
     pub job_role: Option<String>,
 
-    /// Default execution role for Fargate jobs (pulls images, writes logs, reads secrets).
+    /// Default execution role of jobs that need one: Fargate jobs (pulls images, writes logs)
+    /// and jobs with secrets on any platform (Batch injects secrets only through it).
     #[arg(long, env = "FLOWLINE_EXECUTION_ROLE")]
     pub execution_role: Option<String>,
 
@@ -81,6 +86,12 @@ pub struct Settings {
     #[arg(long, env = "FLOWLINE_S3_WORKER_COUNT", default_value_t = 64)]
     pub s3_worker_count: u32,
 
+    /// Longest time one attempt of a step may run, in seconds, when neither the step
+    /// (`timeoutSeconds`) nor the Flow (`spec.timeoutSeconds`, when shorter) says: Batch stops
+    /// an attempt that runs longer, so a hung job cannot hold its instance for months.
+    #[arg(long, env = "FLOWLINE_STEP_TIMEOUT_SECONDS", default_value_t = DEFAULT_STEP_TIMEOUT_SECONDS, value_parser = clap::value_parser!(i64).range(60..=31_536_000))]
+    pub step_timeout_seconds: i64,
+
     /// Region of secrets that name none.
     #[arg(long, env = "FLOWLINE_SECRETS_REGION")]
     pub secrets_region: Option<String>,
@@ -116,6 +127,7 @@ impl Default for Settings {
             s3_kms_key_id: None,
             s3_retry_count: 7,
             s3_worker_count: 64,
+            step_timeout_seconds: DEFAULT_STEP_TIMEOUT_SECONDS,
             secrets_region: None,
             secrets_role: None,
             region: "us-east-1".into(),

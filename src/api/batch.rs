@@ -56,10 +56,6 @@ use super::common::{Tags, optional_enum, tags_schema};
     validation = Rule::new("!(has(self.platform) && self.platform == 'EC2' && has(self.cpu)) || double(self.cpu) == double(int(self.cpu))")
         .message("batch.cpu on platform EC2 must be a whole number of vCPUs")
         .field_path(".cpu"),
-    validation = Rule::new("!has(self.executionRole) || !has(self.platform) || self.platform == 'FARGATE'")
-        .message("batch.executionRole applies to platform FARGATE only")
-        .field_path(".executionRole")
-        .reason(Reason::FieldValueForbidden),
 )]
 pub struct BatchSpec {
     /// vCPUs for each container (Metaflow's `cpu`). Whole numbers from 1 to 96 on EC2;
@@ -114,8 +110,12 @@ pub struct BatchSpec {
     #[schemars(pattern(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"))]
     pub iam_role: Option<String>,
 
-    /// ARN of the IAM role that Fargate uses to pull the image and write logs (Metaflow's
-    /// `execution_role`). Fargate only.
+    /// ARN of the IAM role AWS Batch uses to start the container (Metaflow's `execution_role`):
+    /// on Fargate it pulls the image and writes logs; on EC2 and Fargate alike it reads the
+    /// step's secrets, which Batch injects only through it. Defaults to the controller's
+    /// execution role for steps that need one (on Fargate, or binding `json` or `plaintext`
+    /// secrets); a step that binds such secrets with no execution role anywhere is reported
+    /// as Stalled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"))]
     pub execution_role: Option<String>,

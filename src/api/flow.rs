@@ -69,6 +69,10 @@ pub const MAX_STEPS: usize = 100;
         .message("spec.steps must contain a step named end")
         .field_path(".steps")
         .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.parameters) || self.parameters.all(p, self.parameters.exists_one(q, q.name.upperAscii() == p.name.upperAscii()))")
+        .message("spec.parameters names must differ in more than letter case: each one reaches the tasks as FLOWLINE_PARAM_<NAME upper-cased>")
+        .field_path(".parameters")
+        .reason(Reason::FieldValueDuplicate),
 )]
 pub struct FlowSpec {
     /// The steps of the graph, keyed by name. There must be a step named `start`, where every
@@ -102,7 +106,8 @@ pub struct FlowSpec {
 
     /// Longest time a whole run may take, in seconds, from 60 to 31536000 (one year, the
     /// longest a Step Functions execution may run). A run that exceeds it is stopped and its
-    /// phase becomes TimedOut. Defaults to no limit beyond Step Functions' own.
+    /// phase becomes TimedOut. Defaults to no limit beyond Step Functions' own; each step's
+    /// attempts are limited on their own (see `steps[].timeoutSeconds`), never beyond it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 60, max = 31536000))]
     pub timeout_seconds: Option<i64>,
@@ -255,7 +260,9 @@ pub struct Step {
 
     /// Longest time one attempt of the step may run, in seconds (Batch's attempt duration; at
     /// least 60, Batch's minimum). An attempt that exceeds it is stopped by Batch and counts as
-    /// failed, so `retry` may run it again (Metaflow's `@timeout`). Defaults to no limit.
+    /// failed, so `retry` may run it again (Metaflow's `@timeout`). Defaults to the
+    /// controller's step timeout (5 days unless configured), or to `spec.timeoutSeconds` when
+    /// that is shorter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 60, max = 31536000))]
     pub timeout_seconds: Option<i64>,
@@ -326,7 +333,10 @@ fn default_foreach_artifact() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct Parallel {
     /// Number of containers in the gang, from 1 to 1000 (Batch's limit). Node 0 is the main
-    /// node; the step succeeds when it does.
+    /// node; the step succeeds when it does. Each node gets the task contract in its own
+    /// override, with task id `<task>-node-<index>`; all of them must fit Batch's 8,192
+    /// characters of overrides, which leaves room for about 8 nodes (the controller reports a
+    /// Flow whose nodes do not fit as Stalled).
     #[schemars(range(min = 1, max = 1000))]
     pub num_nodes: i32,
 }
@@ -400,7 +410,9 @@ pub struct Catch {
 /// them against `type` before it starts an execution. Every task receives the values of all
 /// parameters in `FLOWLINE_PARAMETERS`, a JSON object from name to value converted to its type
 /// (a number for Int and Float, true or false for Bool, the parsed document for JSON), and each
-/// one in `FLOWLINE_PARAM_<NAME>` (the name upper-cased).
+/// one as text in `FLOWLINE_PARAM_<NAME>` (the name upper-cased, so names must differ in more
+/// than case). An optional parameter without a default that is not set is absent from
+/// `FLOWLINE_PARAMETERS` and its `FLOWLINE_PARAM_<NAME>` is empty.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(

@@ -585,6 +585,11 @@ fn fargate_takes_its_own_cpu_sizes_and_ec2_whole_vcpus() {
             json!({"executionRole": "arn:aws:iam::123456789012:role/x"}),
             true,
         ),
+        // Batch injects secrets through the execution role on EC2 too.
+        (
+            json!({"platform": "EC2", "executionRole": "arn:aws:iam::123456789012:role/x"}),
+            true,
+        ),
     ] {
         assert_eq!(
             check_cel(&flow_with("f", batch.clone()), None).is_ok(),
@@ -640,4 +645,26 @@ fn a_run_can_be_stopped_but_nothing_else_changes() {
         "resumeFrom": {"run": "r0", "step": "train"},
     }));
     assert!(check_cel(&resumed, Some(&created)).is_err());
+}
+
+#[test]
+fn parameter_names_that_differ_only_in_case_are_refused() {
+    let flow = |names: &[&str]| {
+        let parameters: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
+        json!({
+            "apiVersion": "flowline.io/v1alpha1",
+            "kind": "Flow",
+            "metadata": {"name": "f"},
+            "spec": {
+                "parameters": parameters,
+                "steps": [{"name": "start", "next": ["end"]}, {"name": "end"}]
+            }
+        })
+    };
+    assert!(check_cel(&flow(&["lr", "epochs"]), None).is_ok());
+    let error = check_cel(&flow(&["lr", "LR"]), None).unwrap_err();
+    assert!(
+        format!("{error:?}").contains("differ in more than letter case"),
+        "{error:?}"
+    );
 }

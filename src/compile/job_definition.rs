@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::api::{BatchSpec, Platform, Retry, RetryAction, Step, Tmpfs};
+use crate::api::{BatchSpec, Platform, Retry, RetryAction, SecretType, Step, Tmpfs};
 use crate::settings::Settings;
 
 use super::naming;
@@ -207,14 +207,49 @@ pub fn job_role(batch: &BatchSpec, settings: &Settings) -> Option<String> {
     batch.iam_role.clone().or_else(|| settings.job_role.clone())
 }
 
-/// The execution role a step's jobs get: its own; on Fargate, which needs one, else the
-/// controller's default.
-pub fn execution_role(batch: &BatchSpec, settings: &Settings) -> Option<String> {
+/// The execution role a step's jobs get: its own, else — when the job needs one — the
+/// controller's default. A job needs one on Fargate (to pull the image and write logs) and,
+/// on EC2 as well, when Batch injects secrets into it: Batch resolves `secrets[].valueFrom`
+/// only with the execution role, and a job with secrets and no execution role never starts.
+pub fn execution_role(step: &Step, batch: &BatchSpec, settings: &Settings) -> Option<String> {
     batch.execution_role.clone().or_else(|| {
-        (batch.platform == Some(Platform::Fargate))
+        needs_execution_role(step, batch)
             .then(|| settings.execution_role.clone())
             .flatten()
     })
+}
+
+/// Whether a step's jobs cannot run without an execution role: on Fargate, or when Batch
+/// injects secrets (every secret type but `binary`, which the task resolves itself with its
+/// job role).
+pub fn needs_execution_role(step: &Step, batch: &BatchSpec) -> bool {
+    batch.platform == Some(Platform::Fargate) || injects_secrets(step)
+}
+
+/// Whether Batch injects some of the step's secrets (`secrets[].valueFrom`).
+pub fn injects_secrets(step: &Step) -> bool {
+    step.secrets
+        .iter()
+        .any(|secret| secret.type_ != SecretType::Binary)
+}
+
+/// How long one attempt of a step may run: the step's `timeoutSeconds`, else the controller's
+/// default (`FLOWLINE_STEP_TIMEOUT_SECONDS`), cut to the Flow's `timeoutSeconds` when that is
+/// shorter (no attempt outlives its run). Every step has one, so a hung job is stopped by
+/// Batch rather than holding its instance until someone notices.
+pub fn attempt_timeout(step: &Step, flow_timeout: Option<i64>, settings: &Settings) -> i64 {
+    step.timeout_seconds.unwrap_or_else(|| {
+        flow_timeout.map_or(settings.step_timeout_seconds, |flow| {
+            flow.min(settings.step_timeout_seconds)
+        })
+    })
+}
+
+/// Batch's attempts of a step: `retry.times + 1`.
+pub fn attempts(step: &Step) -> i64 {
+    step.retry
+        .as_ref()
+        .map_or(1, |retry| i64::from(retry.times) + 1)
 }
 
 /// The image a step runs: `step.image`, else the effective `batch.image`, else the settings'
@@ -251,6 +286,8 @@ pub struct JobInput<'a> {
     pub environment: Vec<KeyValue>,
     pub secrets: Vec<SecretRef>,
     pub tags: BTreeMap<String, String>,
+    /// Batch's attempt duration: see [`attempt_timeout`].
+    pub attempt_timeout_seconds: i64,
 }
 
 /// Builds the job definition of one step (its name is filled from the content hash).
@@ -284,8 +321,8 @@ pub fn job_definition(
         container_properties,
         node_properties,
         retry_strategy: input.step.retry.as_ref().map(retry_strategy),
-        timeout: input.step.timeout_seconds.map(|seconds| JobTimeout {
-            attempt_duration_seconds: seconds,
+        timeout: Some(JobTimeout {
+            attempt_duration_seconds: input.attempt_timeout_seconds,
         }),
         propagate_tags: true,
         tags: input.tags.clone(),
@@ -351,7 +388,7 @@ fn container_properties(
         image: input.image.clone(),
         command,
         job_role_arn: job_role(batch, settings),
-        execution_role_arn: execution_role(batch, settings),
+        execution_role_arn: execution_role(input.step, batch, settings),
         resource_requirements: requirements,
         environment,
         secrets: input.secrets.clone(),

@@ -7,6 +7,7 @@ pub mod cron;
 pub mod graph;
 pub mod job_definition;
 pub mod naming;
+pub mod parameters;
 pub mod secrets;
 pub mod state_machine;
 pub mod trigger;
@@ -80,8 +81,14 @@ pub enum CompileError {
     Graph(graph::GraphError),
     #[error("invalid graph: {0}")]
     Machine(state_machine::MachineError),
+    #[error("invalid parameter: {0}")]
+    Parameter(String),
     #[error("invalid secret: {0}")]
     Secret(secrets::SecretError),
+    #[error(
+        "step `{step}` binds secrets, which AWS Batch injects only through an execution role (on EC2 as on Fargate), and none is set: set spec.steps[].batch.executionRole or spec.batch.executionRole, or the controller's default FLOWLINE_EXECUTION_ROLE"
+    )]
+    MissingExecutionRole { step: String },
     #[error("{what} is {size} bytes, over the AWS limit of {limit}; {hint}")]
     Limit {
         what: String,
@@ -224,6 +231,13 @@ pub fn render(
     for step in &flow.spec.steps {
         let batch = job_definition::effective_batch(flow.spec.batch.as_ref(), step.batch.as_ref());
         let bound = secrets::bind(&step.secrets, lookups, settings)?;
+        if !bound.secrets.is_empty()
+            && job_definition::execution_role(step, &batch, settings).is_none()
+        {
+            return Err(CompileError::MissingExecutionRole {
+                step: step.name.clone(),
+            });
+        }
         let mut step_environment = environment.clone();
         step_environment.extend(bound.environment);
         let mut step_tags = tags.clone();
@@ -236,6 +250,11 @@ pub fn render(
                 environment: step_environment,
                 secrets: bound.secrets,
                 tags: step_tags,
+                attempt_timeout_seconds: job_definition::attempt_timeout(
+                    step,
+                    flow.spec.timeout_seconds,
+                    settings,
+                ),
             },
             settings,
             &prefix,
@@ -279,6 +298,19 @@ pub fn render(
             .collect(),
         artifact_root: artifact_root(flow, settings),
         parameters: &flow.spec.parameters,
+        task_timeouts: flow
+            .spec
+            .steps
+            .iter()
+            .map(|s| {
+                let attempt =
+                    job_definition::attempt_timeout(s, flow.spec.timeout_seconds, settings);
+                (
+                    s.name.as_str(),
+                    state_machine::task_timeout(attempt, job_definition::attempts(s)),
+                )
+            })
+            .collect(),
         timeout_seconds: flow.spec.timeout_seconds,
         max_concurrency: flow.spec.max_concurrency,
         job_name_prefix: id.name.to_owned(),
@@ -307,21 +339,44 @@ pub fn render(
     })
 }
 
+/// Whether a Run's or Schedule's parameter values keep every task's container overrides
+/// within Batch's 8,192 characters, with the longest run id, task id and trigger. Checked
+/// when the Run or Schedule is admitted, so values too long for Batch end `Stalled` instead
+/// of failing a step at submission. A Flow that does not compile is the Flow's problem, not
+/// the values'.
+pub fn check_parameter_overrides(
+    flow: &Flow,
+    settings: &Settings,
+    values: &parameters::TypedParameters,
+    bounds: parameters::Bounds,
+) -> Result<(), String> {
+    let Ok(rendered) = render(flow, settings, Lookups::Offline) else {
+        return Ok(());
+    };
+    parameters::check_overrides(&rendered.state_machine.definition, values, bounds).map_err(
+        |oversized| {
+            format!(
+                "with these parameter values the container overrides of job `{}` would be up to {} characters, over AWS Batch's limit of {MAX_OVERRIDES_CHARS} (every task receives the parameters twice: FLOWLINE_PARAMETERS and FLOWLINE_PARAM_<NAME>); pass shorter values, or store large inputs in S3 and pass their URI",
+                oversized.job, oversized.size
+            )
+        },
+    )
+}
+
 /// Batch rejects a job whose container overrides exceed 8,192 characters. The overrides are
 /// templates filled at run time, so this bounds their fixed part; parameter values add to it.
 fn check_overrides(definition: &Value) -> Result<(), CompileError> {
-    fn visit(value: &Value, found: &mut Vec<(String, usize)>) {
+    fn visit(value: &Value, found: &mut Vec<(String, usize, bool)>) {
         match value {
             Value::Object(map) => {
                 if map.get("Type").and_then(Value::as_str) == Some("Task")
                     && let Some(params) = map.get("Parameters")
                 {
-                    let overrides = params
-                        .get("ContainerOverrides")
-                        .or_else(|| params.get("NodeOverrides"));
+                    let nodes = params.get("NodeOverrides");
+                    let overrides = params.get("ContainerOverrides").or(nodes);
                     let size = overrides.map(json_len).unwrap_or(0);
                     let job = params.get("JobName").and_then(Value::as_str).unwrap_or("");
-                    found.push((job.to_owned(), size));
+                    found.push((job.to_owned(), size, nodes.is_some()));
                 }
                 map.values().for_each(|v| visit(v, found));
             }
@@ -333,13 +388,17 @@ fn check_overrides(definition: &Value) -> Result<(), CompileError> {
     visit(definition, &mut found);
     match found
         .into_iter()
-        .find(|(_, size)| *size > MAX_OVERRIDES_CHARS)
+        .find(|(_, size, _)| *size > MAX_OVERRIDES_CHARS)
     {
-        Some((job, size)) => Err(CompileError::Limit {
+        Some((job, size, multi_node)) => Err(CompileError::Limit {
             what: format!("the container overrides of job `{job}`"),
             size,
             limit: MAX_OVERRIDES_CHARS,
-            hint: "declare fewer parameters or move static environment into the step's env",
+            hint: if multi_node {
+                "every node of a multi-node step gets the task contract in its own override: lower parallel.numNodes or declare fewer parameters"
+            } else {
+                "declare fewer parameters or move static environment into the step's env"
+            },
         }),
         None => Ok(()),
     }
@@ -371,7 +430,10 @@ impl From<graph::GraphError> for CompileError {
 
 impl From<state_machine::MachineError> for CompileError {
     fn from(error: state_machine::MachineError) -> Self {
-        CompileError::Machine(error)
+        match error {
+            state_machine::MachineError::Parameter(problem) => CompileError::Parameter(problem),
+            other => CompileError::Machine(other),
+        }
     }
 }
 
@@ -387,5 +449,434 @@ impl KeyValue {
             name: name.into(),
             value: value.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(yaml: &str) -> Flow {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    fn secret_flow(batch: &str) -> Flow {
+        flow(&format!(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {{name: f, namespace: ns}}
+spec:
+  steps:
+    - name: start
+      next: [end]
+      batch: {batch}
+      secrets:
+        - {{id: db, type: plaintext, envVarName: DB}}
+    - name: end
+"#
+        ))
+    }
+
+    fn start_definition(rendered: &Rendered) -> &JobDefinition {
+        let name = &rendered.steps[0].job_definition;
+        rendered
+            .job_definitions
+            .iter()
+            .find(|d| &d.job_definition_name == name)
+            .unwrap()
+    }
+
+    fn start_execution_role(rendered: &Rendered) -> Option<String> {
+        let definition = start_definition(rendered);
+        definition
+            .container_properties
+            .as_ref()
+            .and_then(|c| c.execution_role_arn.clone())
+    }
+
+    const EXEC: &str = "arn:aws:iam::123456789012:role/exec";
+
+    #[test]
+    fn an_ec2_step_with_secrets_gets_the_default_execution_role() {
+        let settings = Settings {
+            execution_role: Some(EXEC.into()),
+            ..Settings::default()
+        };
+        let rendered = render(&secret_flow("{}"), &settings, Lookups::Offline).unwrap();
+        assert_eq!(start_execution_role(&rendered).as_deref(), Some(EXEC));
+        // The end step binds no secrets on EC2: no execution role.
+        let end = &rendered.steps[1].job_definition;
+        let end = rendered
+            .job_definitions
+            .iter()
+            .find(|d| &d.job_definition_name == end)
+            .unwrap();
+        assert_eq!(
+            end.container_properties
+                .as_ref()
+                .and_then(|c| c.execution_role_arn.clone()),
+            None
+        );
+    }
+
+    #[test]
+    fn an_ec2_step_with_secrets_takes_its_own_execution_role() {
+        let flow = secret_flow(&format!("{{platform: EC2, executionRole: {EXEC}}}"));
+        let rendered = render(&flow, &Settings::default(), Lookups::Offline).unwrap();
+        assert_eq!(start_execution_role(&rendered).as_deref(), Some(EXEC));
+    }
+
+    #[test]
+    fn secrets_without_any_execution_role_stall_naming_the_settings() {
+        let error = render(&secret_flow("{}"), &Settings::default(), Lookups::Offline)
+            .unwrap_err()
+            .to_string();
+        for setting in [
+            "spec.steps[].batch.executionRole",
+            "spec.batch.executionRole",
+            "FLOWLINE_EXECUTION_ROLE",
+            "`start`",
+        ] {
+            assert!(error.contains(setting), "{error}");
+        }
+    }
+
+    #[test]
+    fn binary_secrets_alone_need_no_execution_role() {
+        let flow = flow(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {name: f, namespace: ns}
+spec:
+  steps:
+    - name: start
+      next: [end]
+      secrets:
+        - {id: cert, type: binary, envVarName: CERT}
+    - name: end
+"#,
+        );
+        let rendered = render(&flow, &Settings::default(), Lookups::Offline).unwrap();
+        assert_eq!(start_execution_role(&rendered), None);
+    }
+
+    fn timed_flow(flow_timeout: &str) -> Flow {
+        flow(&format!(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {{name: f, namespace: ns}}
+spec:
+  {flow_timeout}
+  steps:
+    - name: start
+      next: [end]
+      timeoutSeconds: 600
+      retry: {{times: 2}}
+    - name: end
+"#
+        ))
+    }
+
+    fn attempt_duration(rendered: &Rendered, step: usize) -> Option<i64> {
+        let name = &rendered.steps[step].job_definition;
+        rendered
+            .job_definitions
+            .iter()
+            .find(|d| &d.job_definition_name == name)
+            .and_then(|d| d.timeout.as_ref())
+            .map(|t| t.attempt_duration_seconds)
+    }
+
+    #[test]
+    fn every_step_has_an_attempt_timeout_from_the_step_the_flow_or_the_controller() {
+        let rendered = render(&timed_flow(""), &Settings::default(), Lookups::Offline).unwrap();
+        assert_eq!(attempt_duration(&rendered, 0), Some(600));
+        assert_eq!(attempt_duration(&rendered, 1), Some(5 * 24 * 3600));
+        let states = &rendered.state_machine.definition["States"];
+        // Three attempts of 600 s, each with a day to leave the queue.
+        assert_eq!(states["start"]["TimeoutSeconds"], 3 * (600 + 86_400));
+        assert_eq!(states["end"]["TimeoutSeconds"], 5 * 24 * 3600 + 86_400);
+
+        // No attempt outlives its run.
+        let short = render(
+            &timed_flow("timeoutSeconds: 3600"),
+            &Settings::default(),
+            Lookups::Offline,
+        )
+        .unwrap();
+        assert_eq!(attempt_duration(&short, 0), Some(600));
+        assert_eq!(attempt_duration(&short, 1), Some(3600));
+
+        let settings = Settings {
+            step_timeout_seconds: 7200,
+            ..Settings::default()
+        };
+        let configured = render(&timed_flow(""), &settings, Lookups::Offline).unwrap();
+        assert_eq!(attempt_duration(&configured, 1), Some(7200));
+    }
+
+    #[test]
+    fn every_task_retries_refused_submissions_and_never_job_failures() {
+        let rendered = render(&timed_flow(""), &Settings::default(), Lookups::Offline).unwrap();
+        for step in ["start", "end"] {
+            let retry = &rendered.state_machine.definition["States"][step]["Retry"];
+            assert_eq!(
+                retry,
+                &serde_json::json!([{
+                    "ErrorEquals": ["Batch.AWSBatchException", "Batch.TooManyRequestsException"],
+                    "IntervalSeconds": 2,
+                    "BackoffRate": 2,
+                    "MaxAttempts": 10,
+                    "MaxDelaySeconds": 60,
+                    "JitterStrategy": "FULL"
+                }]),
+                "{step}"
+            );
+        }
+    }
+
+    fn multi_node_flow(nodes: i32) -> Flow {
+        flow(&format!(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {{name: f, namespace: ns}}
+spec:
+  parameters:
+    - {{name: epochs, type: Int, default: "3"}}
+  steps:
+    - name: start
+      next: [train]
+    - name: train
+      parallel: {{numNodes: {nodes}}}
+      next: [gather]
+    - name: gather
+      join: true
+      next: [end]
+    - name: end
+"#
+        ))
+    }
+
+    fn variable<'a>(environment: &'a Value, name: &str) -> &'a Value {
+        environment
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["Name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {environment}"))
+    }
+
+    #[test]
+    fn every_node_of_a_multi_node_step_gets_the_task_contract_and_its_own_prefix() {
+        let rendered = render(&multi_node_flow(3), &Settings::default(), Lookups::Offline).unwrap();
+        let states = &rendered.state_machine.definition["States"];
+        let overrides = &states["train"]["Parameters"]["NodeOverrides"]["NodePropertyOverrides"];
+        let overrides = overrides.as_array().unwrap();
+        assert_eq!(overrides.len(), 3);
+        for (index, node) in overrides.iter().enumerate() {
+            assert_eq!(node["TargetNodes"], format!("{index}:{index}"));
+            let environment = &node["ContainerOverrides"]["Environment"];
+            for name in [
+                "FLOWLINE_STEP",
+                "FLOWLINE_RUN_ID",
+                "FLOWLINE_INPUT_URIS",
+                "FLOWLINE_PARAMETERS",
+                "FLOWLINE_PARAM_EPOCHS",
+                "FLOWLINE_TRIGGER_S3_BUCKET",
+            ] {
+                variable(environment, name);
+            }
+            assert_eq!(
+                variable(environment, "FLOWLINE_TASK_ID")["Value.$"],
+                format!("States.Format('{{}}-node-{index}', $.taskId)")
+            );
+            assert_eq!(
+                variable(environment, "FLOWLINE_ARTIFACT_URI")["Value.$"],
+                format!(
+                    "States.Format('{{}}/{{}}/train/{{}}-node-{index}/', $.root, $.runId, $.taskId)"
+                )
+            );
+        }
+        let join = &states["gather"]["Parameters"]["ContainerOverrides"]["Environment"];
+        let inputs = variable(join, "FLOWLINE_INPUT_URIS")["Value.$"]
+            .as_str()
+            .unwrap();
+        for index in 0..3 {
+            assert!(
+                inputs.contains(&format!("/train/{{}}-node-{index}/")),
+                "{inputs}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_multi_node_step_whose_overrides_do_not_fit_names_num_nodes() {
+        let error = render(&multi_node_flow(64), &Settings::default(), Lookups::Offline)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("parallel.numNodes"), "{error}");
+        assert!(error.contains("8192"), "{error}");
+    }
+
+    fn parameter_flow() -> Flow {
+        flow(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {name: f, namespace: ns}
+spec:
+  parameters:
+    - {name: epochs, type: Int, default: "5"}
+    - {name: lr, type: Float, default: "0.1"}
+    - {name: debug, type: Bool, default: "false"}
+    - {name: config, type: JSON, default: '{"layers": [1, 2]}'}
+    - {name: dataset, required: true}
+    - {name: note}
+  steps:
+    - name: start
+      next: [end]
+    - name: end
+"#,
+        )
+    }
+
+    #[test]
+    fn defaults_are_typed_and_merged_key_by_key_under_the_input() {
+        let rendered = render(&parameter_flow(), &Settings::default(), Lookups::Offline).unwrap();
+        let states = &rendered.state_machine.definition["States"];
+        assert_eq!(
+            states["Flowline.Defaults"]["Result"]["parameters"],
+            serde_json::json!({"epochs": 5, "lr": 0.1, "debug": false, "config": {"layers": [1, 2]}})
+        );
+        assert_eq!(
+            states["Flowline.Parameters"]["Parameters"]["parameters.$"],
+            "States.JsonMerge($.merged.flowlineDefaults.parameters, $.merged.parameters, false)"
+        );
+        let environment = &states["start"]["Parameters"]["ContainerOverrides"]["Environment"];
+        assert_eq!(
+            variable(environment, "FLOWLINE_PARAMETERS")["Value.$"],
+            "States.JsonToString($.parameters)"
+        );
+        assert_eq!(
+            variable(environment, "FLOWLINE_PARAM_EPOCHS")["Value.$"],
+            "$.paramText.epochs.text"
+        );
+    }
+
+    #[test]
+    fn parameter_texts_are_built_once_and_unset_ones_are_empty_instead_of_failing() {
+        let rendered = render(&parameter_flow(), &Settings::default(), Lookups::Offline).unwrap();
+        let states = &rendered.state_machine.definition["States"];
+        let texts = &states["Flowline.Context"]["Parameters"]["paramText"];
+        assert_eq!(
+            texts["epochs"],
+            serde_json::json!({"text.$": "States.Format('{}', $.parameters.epochs)"})
+        );
+        assert_eq!(
+            texts["config"],
+            serde_json::json!({"text.$": "States.JsonToString($.parameters.config)"})
+        );
+        // No default: empty until a Choice finds the value.
+        assert_eq!(texts["note"], serde_json::json!({"text": ""}));
+        assert_eq!(texts["dataset"], serde_json::json!({"text": ""}));
+        assert_eq!(
+            states["Flowline.Context"]["Next"],
+            "Flowline.Parameter.dataset"
+        );
+        let choice = &states["Flowline.Parameter.note"];
+        assert_eq!(choice["Type"], "Choice");
+        assert_eq!(choice["Choices"][0]["Variable"], "$.parameters.note");
+        assert_eq!(choice["Choices"][0]["IsPresent"], true);
+        assert_eq!(choice["Default"], "start");
+        let fill = &states["Flowline.Parameter.note.Text"];
+        assert_eq!(fill["ResultPath"], "$.paramText.note");
+        assert_eq!(
+            fill["Parameters"]["text.$"],
+            "States.Format('{}', $.parameters.note)"
+        );
+        asl_check::check(&rendered.state_machine.definition).unwrap();
+    }
+
+    #[test]
+    fn an_invalid_json_default_stalls_the_flow() {
+        let flow = flow(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {name: f, namespace: ns}
+spec:
+  parameters:
+    - {name: config, type: JSON, default: "{"}
+  steps:
+    - name: start
+      next: [end]
+    - name: end
+"#,
+        );
+        let error = render(&flow, &Settings::default(), Lookups::Offline).unwrap_err();
+        assert!(matches!(error, CompileError::Parameter(_)), "{error}");
+        assert!(error.to_string().contains("`config`"), "{error}");
+    }
+
+    #[test]
+    fn parameter_values_too_long_for_batch_are_refused_naming_size_and_limit() {
+        let flow = parameter_flow();
+        let settings = Settings::default();
+        let bounds = parameters::Bounds { s3_trigger: false };
+        let mut values = parameters::TypedParameters::new();
+        values.insert("dataset".into(), serde_json::json!("s3://bucket/train.csv"));
+        assert_eq!(
+            check_parameter_overrides(&flow, &settings, &values, bounds),
+            Ok(())
+        );
+        values.insert("note".into(), serde_json::json!("x".repeat(4000)));
+        let message = check_parameter_overrides(&flow, &settings, &values, bounds).unwrap_err();
+        assert!(message.contains("8192"), "{message}");
+        assert!(message.contains("would be up to"), "{message}");
+    }
+
+    #[test]
+    fn a_caught_failure_reaches_its_handler_cut_to_error_reason_and_job() {
+        let flow = flow(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {name: f, namespace: ns}
+spec:
+  steps:
+    - name: start
+      next: [end]
+      catch: {next: notify}
+    - name: notify
+      next: [end]
+    - name: end
+"#,
+        );
+        let rendered = render(&flow, &Settings::default(), Lookups::Offline).unwrap();
+        let definition = &rendered.state_machine.definition;
+        asl_check::check(definition).unwrap();
+        let states = &definition["States"];
+        assert_eq!(states["start"]["Catch"][0]["Next"], "start.caught");
+        assert_eq!(states["start"]["Catch"][0]["ResultPath"], "$.caught");
+        assert_eq!(states["start.caught"]["Type"], "Choice");
+        assert_eq!(states["start.caught"]["Default"], "start.caught.other");
+        let summary = &states["start.caught.summary"];
+        assert_eq!(
+            summary["Parameters"],
+            serde_json::json!({
+                "Error.$": "$.caught.Error",
+                "Cause.$": "$.caught.job.StatusReason",
+                "JobId.$": "$.caught.job.JobId"
+            })
+        );
+        assert_eq!(summary["Next"], "notify");
+        assert_eq!(states["start.caught.other"]["Next"], "notify");
+        // The whole cause (a job description of many kilobytes) never reaches the handler.
+        let other = serde_json::to_string(&states["start.caught.other"]).unwrap();
+        assert!(!other.contains("$.caught.Cause"), "{other}");
     }
 }

@@ -1,11 +1,11 @@
 //! The Step Functions state machine (Amazon States Language) of a Flow.
 //!
 //! Shape:
-//! - three `Flowline.*` Pass states first normalize the execution input, so executions
-//!   started by Flowline, by a Schedule or by hand all see the same data:
-//!   `{runId, taskId, parameters, trigger: {bucket, key}, foreachIndex, foreachValue, caught}`;
-//!   `parameters` are the Run's, merged over the Flow's defaults (shallowly: a started
-//!   execution passes either no `parameters` or all of them, as strings);
+//! - `Flowline.*` states first normalize the execution input, so executions started by
+//!   Flowline, by a Schedule or by hand all see the same data: `{root, runId, taskId,
+//!   parameters, paramText, trigger: {bucket, key}, foreachIndex, foreachValue, caught}`;
+//!   `parameters` are the input's typed values merged key by key over the Flow's typed
+//!   defaults, and `paramText` each one's text (see [`super::parameters`]);
 //! - each step is a `batch:submitJob.sync` Task whose container overrides carry the task
 //!   contract (run id, task id, artifact and input prefixes, parameters, trigger, foreach
 //!   position); its result is discarded (`ResultPath: null`) so the data above flows on;
@@ -16,7 +16,10 @@
 //!   caps fan-out at 40 concurrent iterations and 256 KiB of items; Distributed Map reads S3
 //!   itself and runs up to 10,000 child executions (`maxConcurrency` bounds it);
 //! - retries are Batch's (`retryStrategy` in the job definition), so a failed attempt is never
-//!   retried twice; `catch` is a Catch on the Task.
+//!   retried twice; the Task's own `Retry` matches only a refused `SubmitJob` (throttling),
+//!   when no job exists yet ([`SUBMIT_RETRY_ERRORS`]); `catch` is a Catch on the Task;
+//! - every step has a timeout: Batch's attempt duration on the job definition, and the Task's
+//!   `TimeoutSeconds` over all attempts plus queueing ([`task_timeout`]).
 //!
 //! Artifact layout: `<s3Root>/<namespace>/<flow>/<run id>/<step>/<task id>/`. The run id is
 //! the execution name; the task id is `0` outside a foreach and `<outer>-<index>` inside one.
@@ -28,6 +31,7 @@ use serde_json::{Map, Value, json};
 use crate::api::{Parameter, Step};
 
 use super::graph::{Chain, Segment, ValidGraph};
+use super::parameters;
 
 /// Everything the state machine is built from, already resolved.
 pub struct MachineInput<'a> {
@@ -39,6 +43,8 @@ pub struct MachineInput<'a> {
     /// `<s3Root>/<namespace>/<flow>` without a trailing slash.
     pub artifact_root: String,
     pub parameters: &'a [Parameter],
+    /// The Task state's `TimeoutSeconds` per step: see [`task_timeout`].
+    pub task_timeouts: BTreeMap<&'a str, i64>,
     pub timeout_seconds: Option<i64>,
     pub max_concurrency: Option<i32>,
     /// Batch job name prefix (the Flow's name), so jobs are recognizable in the console.
@@ -48,6 +54,8 @@ pub struct MachineInput<'a> {
 /// Why a state machine cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MachineError {
+    #[error("{0}")]
+    Parameter(String),
     #[error(
         "step `{step}` catches its failure with step `{target}`, which runs in another part of the flow (a branch or foreach must continue within itself)"
     )]
@@ -60,8 +68,34 @@ pub enum MachineError {
     HandlerLeavesScope { handler: String, next: String },
 }
 
+/// How long a job may wait in its queue per attempt before the Task gives up on it.
+pub const QUEUE_ALLOWANCE_SECONDS: i64 = 24 * 3600;
+/// The longest `TimeoutSeconds` Step Functions accepts on a state (one year).
+const MAX_STATE_TIMEOUT_SECONDS: i64 = 31_536_000;
+
+/// The Task's own timeout: every attempt's full duration (Batch enforces each one with the job
+/// definition's attempt timeout, so retries keep their time) plus a day per attempt in the
+/// queue. It is the backstop for what Batch's attempt timeout cannot see: a job that never
+/// leaves RUNNABLE (no capacity) or a wait that was lost. Step Functions then fails the Task
+/// with `States.Timeout` (which a `catch` handles) and terminates the job.
+pub fn task_timeout(attempt_seconds: i64, attempts: i64) -> i64 {
+    attempts
+        .saturating_mul(attempt_seconds.saturating_add(QUEUE_ALLOWANCE_SECONDS))
+        .min(MAX_STATE_TIMEOUT_SECONDS)
+}
+
+/// Errors of the `SubmitJob` call itself that Step Functions retries: Batch refused the request
+/// (throttling: Batch admits about 50 SubmitJob calls a second per account), so no job exists
+/// yet and submitting again cannot run an attempt twice. A job that ran and failed ends as
+/// `States.TaskFailed` and is never matched here: Batch's `retryStrategy` owns those retries.
+/// `Batch.ServerException` is left out on purpose: a server error may come after the job was
+/// created, and a retry would then start a second one.
+pub const SUBMIT_RETRY_ERRORS: [&str; 2] =
+    ["Batch.AWSBatchException", "Batch.TooManyRequestsException"];
+
 const DEFAULTS_STATE: &str = "Flowline.Defaults";
 const MERGE_STATE: &str = "Flowline.Input";
+const PARAMETERS_STATE: &str = "Flowline.Parameters";
 const CONTEXT_STATE: &str = "Flowline.Context";
 
 /// Builds the definition from the validated graph.
@@ -76,20 +110,12 @@ pub fn definition(input: &MachineInput<'_>, graph: &ValidGraph) -> Result<Value,
     };
     let (first, mut states) = builder.chain(&graph.chain, 0)?;
 
-    let defaults: Map<String, Value> = input
-        .parameters
-        .iter()
-        .filter_map(|p| {
-            p.default
-                .as_ref()
-                .map(|d| (p.name.clone(), Value::String(d.clone())))
-        })
-        .collect();
+    let defaults = parameters::typed_defaults(input.parameters).map_err(MachineError::Parameter)?;
     states.insert(
         DEFAULTS_STATE.into(),
         json!({
             "Type": "Pass",
-            "Comment": "Defaults of the input: the Flow's parameter defaults and an empty trigger",
+            "Comment": "Defaults of the input: the Flow's parameter defaults (typed) and an empty trigger",
             "Result": {"parameters": defaults, "trigger": {"bucket": "", "key": ""}},
             "ResultPath": "$.flowlineDefaults",
             "Next": MERGE_STATE
@@ -100,9 +126,39 @@ pub fn definition(input: &MachineInput<'_>, graph: &ValidGraph) -> Result<Value,
         json!({
             "Type": "Pass",
             "Parameters": {"merged.$": "States.JsonMerge($.flowlineDefaults, $, false)"},
+            "Next": PARAMETERS_STATE
+        }),
+    );
+    // Key by key: a parameter the input leaves out keeps its default.
+    states.insert(
+        PARAMETERS_STATE.into(),
+        json!({
+            "Type": "Pass",
+            "Parameters": {
+                "parameters.$": "States.JsonMerge($.merged.flowlineDefaults.parameters, $.merged.parameters, false)",
+                "trigger.$": "$.merged.trigger"
+            },
             "Next": CONTEXT_STATE
         }),
     );
+    // Each parameter's text for FLOWLINE_PARAM_<NAME>, built once per execution. A parameter
+    // without a default may be absent: its text starts empty and a Choice fills it only when
+    // the value is there, so an unset optional parameter never fails the execution.
+    let mut texts = Map::new();
+    let mut optional = Vec::new();
+    for parameter in input.parameters {
+        let text = if parameter.default.is_some() {
+            json!({"text.$": parameters::text_expression(parameter.type_, &format!("$.parameters.{}", parameter.name))})
+        } else {
+            optional.push(parameter);
+            json!({"text": ""})
+        };
+        texts.insert(parameter.name.clone(), text);
+    }
+    let optional_state = |parameter: &Parameter| format!("Flowline.Parameter.{}", parameter.name);
+    let after_context = optional
+        .first()
+        .map_or(first.clone(), |p| optional_state(p));
     states.insert(
         CONTEXT_STATE.into(),
         json!({
@@ -112,15 +168,40 @@ pub fn definition(input: &MachineInput<'_>, graph: &ValidGraph) -> Result<Value,
                 "root": input.artifact_root,
                 "runId.$": "$$.Execution.Name",
                 "taskId": "0",
-                "parameters.$": "$.merged.parameters",
-                "trigger.$": "$.merged.trigger",
+                "parameters.$": "$.parameters",
+                "paramText": texts,
+                "trigger.$": "$.trigger",
                 "foreachIndex": "",
                 "foreachValue": "",
                 "caught": {}
             },
-            "Next": first
+            "Next": after_context
         }),
     );
+    for (index, parameter) in optional.iter().enumerate() {
+        let next = optional
+            .get(index + 1)
+            .map_or(first.clone(), |p| optional_state(p));
+        let path = format!("$.parameters.{}", parameter.name);
+        let fill = format!("{}.Text", optional_state(parameter));
+        states.insert(
+            optional_state(parameter),
+            json!({
+                "Type": "Choice",
+                "Choices": [{"Variable": path, "IsPresent": true, "Next": fill}],
+                "Default": next
+            }),
+        );
+        states.insert(
+            fill,
+            json!({
+                "Type": "Pass",
+                "Parameters": {"text.$": parameters::text_expression(parameter.type_, &path)},
+                "ResultPath": format!("$.paramText.{}", parameter.name),
+                "Next": next
+            }),
+        );
+    }
     let mut machine = json!({
         "Comment": "Generated by Flowline; edits are overwritten",
         "StartAt": DEFAULTS_STATE,
@@ -234,6 +315,7 @@ impl Builder<'_, '_> {
             states.insert(names[index].clone(), state);
         }
         self.add_handlers(&mut states)?;
+        add_caught_states(&mut states);
         Ok((names.first().cloned().unwrap_or_default(), states))
     }
 
@@ -316,6 +398,7 @@ impl Builder<'_, '_> {
                 "runId.$": "$.runId",
                 "taskId.$": "States.Format('{}-{}', $.taskId, $$.Map.Item.Index)",
                 "parameters.$": "$.parameters",
+                "paramText.$": "$.paramText",
                 "trigger.$": "$.trigger",
                 "foreachIndex.$": "States.Format('{}', $$.Map.Item.Index)",
                 "foreachValue.$": "States.JsonToString($$.Map.Item.Value)",
@@ -340,28 +423,50 @@ impl Builder<'_, '_> {
         let Some(step) = self.input.steps.get(name) else {
             return Ok(json!({"Type": "Pass"}));
         };
-        let environment = self.environment(name);
         let job_name = truncate(&format!("{}-{}", self.input.job_name_prefix, name), 128);
         let mut parameters = json!({
             "JobName": job_name,
             "JobQueue": self.input.queues.get(name).cloned().unwrap_or_default(),
             "JobDefinition": self.input.job_definitions.get(name).cloned().unwrap_or_default(),
         });
-        if step.parallel.is_some() {
-            let mut node = json!({"TargetNodes": "0:", "ContainerOverrides": {}});
-            node["ContainerOverrides"]["Environment"] = Value::Array(environment);
+        if let Some(parallel) = &step.parallel {
+            // One override per node, each with the whole task contract and the node's own task
+            // id, so nodes write to their own prefixes. Batch's SubmitJob (in Step Functions'
+            // PascalCase) takes them as NodeOverrides.NodePropertyOverrides[].
+            let nodes = (0..parallel.num_nodes.max(1))
+                .map(|node| {
+                    let mut item =
+                        json!({"TargetNodes": format!("{node}:{node}"), "ContainerOverrides": {}});
+                    item["ContainerOverrides"]["Environment"] =
+                        Value::Array(self.environment(name, Some(node)));
+                    item
+                })
+                .collect();
             parameters["NodeOverrides"] = json!({});
-            parameters["NodeOverrides"]["NodePropertyOverrides"] = Value::Array(vec![node]);
+            parameters["NodeOverrides"]["NodePropertyOverrides"] = Value::Array(nodes);
         } else {
             parameters["ContainerOverrides"] = json!({});
-            parameters["ContainerOverrides"]["Environment"] = Value::Array(environment);
+            parameters["ContainerOverrides"]["Environment"] =
+                Value::Array(self.environment(name, None));
         }
         let mut task = json!({
             "Type": "Task",
             "Resource": "arn:aws:states:::batch:submitJob.sync",
             "Parameters": parameters,
-            "ResultPath": null
+            "ResultPath": null,
+            // Metaflow's Step Functions compiler retries submissions the same way.
+            "Retry": [{
+                "ErrorEquals": SUBMIT_RETRY_ERRORS,
+                "IntervalSeconds": 2,
+                "BackoffRate": 2,
+                "MaxAttempts": 10,
+                "MaxDelaySeconds": 60,
+                "JitterStrategy": "FULL"
+            }]
         });
+        if let Some(timeout) = self.input.task_timeouts.get(name) {
+            task["TimeoutSeconds"] = json!(timeout);
+        }
         if let Some(catch) = &step.catch {
             let target = match &catch.next {
                 Some(target) => {
@@ -394,14 +499,33 @@ impl Builder<'_, '_> {
     /// from `$.root` (the artifact root, carried in the state data) so the definition stays
     /// small; the foreach position is set only inside a foreach, and the caught error only on
     /// steps a `catch` leads to.
-    fn environment(&self, name: &str) -> Vec<Value> {
+    ///
+    /// On a multi-node step, `node` is the node's index: its task id is `<task>-node-<index>`,
+    /// and the step after it gets every node's prefix in `FLOWLINE_INPUT_URIS`.
+    fn environment(&self, name: &str, node: Option<i32>) -> Vec<Value> {
         let depth = self.scopes.get(name).copied().unwrap_or(0);
         let mut inputs = Vec::new();
         let mut input_args = Vec::new();
         for parent in self.predecessors.get(name).into_iter().flatten() {
+            let nodes = self
+                .input
+                .steps
+                .get(*parent)
+                .and_then(|step| step.parallel.as_ref())
+                .map(|parallel| parallel.num_nodes);
             if self.scopes.get(*parent).copied().unwrap_or(0) == depth {
-                inputs.push(format!("{{}}/{{}}/{parent}/{{}}/"));
-                input_args.extend(["$.root", "$.runId", "$.taskId"]);
+                match nodes {
+                    Some(count) => {
+                        for index in 0..count {
+                            inputs.push(format!("{{}}/{{}}/{parent}/{{}}-node-{index}/"));
+                            input_args.extend(["$.root", "$.runId", "$.taskId"]);
+                        }
+                    }
+                    None => {
+                        inputs.push(format!("{{}}/{{}}/{parent}/{{}}/"));
+                        input_args.extend(["$.root", "$.runId", "$.taskId"]);
+                    }
+                }
             } else {
                 // Across a foreach boundary: every task of the parent step.
                 inputs.push(format!("{{}}/{{}}/{parent}/"));
@@ -411,12 +535,23 @@ impl Builder<'_, '_> {
         let mut env = vec![
             json!({"Name": "FLOWLINE_STEP", "Value": name}),
             json!({"Name": "FLOWLINE_RUN_ID", "Value.$": "$.runId"}),
-            json!({"Name": "FLOWLINE_TASK_ID", "Value.$": "$.taskId"}),
-            json!({
-                "Name": "FLOWLINE_ARTIFACT_URI",
-                "Value.$": format!("States.Format('{{}}/{{}}/{name}/{{}}/', $.root, $.runId, $.taskId)")
-            }),
         ];
+        match node {
+            Some(index) => env.extend([
+                json!({"Name": "FLOWLINE_TASK_ID", "Value.$": format!("States.Format('{{}}-node-{index}', $.taskId)")}),
+                json!({
+                    "Name": "FLOWLINE_ARTIFACT_URI",
+                    "Value.$": format!("States.Format('{{}}/{{}}/{name}/{{}}-node-{index}/', $.root, $.runId, $.taskId)")
+                }),
+            ]),
+            None => env.extend([
+                json!({"Name": "FLOWLINE_TASK_ID", "Value.$": "$.taskId"}),
+                json!({
+                    "Name": "FLOWLINE_ARTIFACT_URI",
+                    "Value.$": format!("States.Format('{{}}/{{}}/{name}/{{}}/', $.root, $.runId, $.taskId)")
+                }),
+            ]),
+        }
         if inputs.is_empty() {
             env.push(json!({"Name": "FLOWLINE_INPUT_URIS", "Value": ""}));
         } else {
@@ -439,11 +574,101 @@ impl Builder<'_, '_> {
         }
         for parameter in self.input.parameters {
             env.push(json!({
-                "Name": format!("FLOWLINE_PARAM_{}", parameter.name.to_ascii_uppercase()),
-                "Value.$": format!("$.parameters.{}", parameter.name)
+                "Name": parameters::env_name(&parameter.name),
+                "Value.$": format!("$.paramText.{}.text", parameter.name)
             }));
         }
         env
+    }
+}
+
+/// Routes every Catch through states that cut the caught failure to a bounded size before the
+/// step it continues with, whose `FLOWLINE_CAUGHT_ERROR` must fit Batch's 8,192 characters of
+/// overrides. A failed Batch job's `Cause` is its whole description (tens of kilobytes with its
+/// environment), and ASL cannot cut a string; so the handler gets the `Error`, and for a failed
+/// job its `StatusReason` as `Cause` and its `JobId` (to find its logs). Other causes (a refused
+/// submission, a timeout) are not passed: only their `Error`. The full cause stays in the
+/// execution history and the Run's status.
+fn add_caught_states(states: &mut Map<String, Value>) {
+    let catching: Vec<(String, String)> = states
+        .iter()
+        .filter_map(|(name, state)| {
+            let target = state["Catch"][0]["Next"].as_str()?;
+            (!target.starts_with(&format!("{name}.caught")))
+                .then(|| (name.clone(), target.to_owned()))
+        })
+        .collect();
+    for (name, target) in catching {
+        let caught = format!("{name}.caught");
+        let job = format!("{name}.caught.job");
+        let merged = format!("{name}.caught.merged");
+        let summary = format!("{name}.caught.summary");
+        let other = format!("{name}.caught.other");
+        if let Some(state) = states.get_mut(&name) {
+            state["Catch"][0]["Next"] = json!(caught);
+        }
+        states.insert(
+            caught,
+            json!({
+                "Type": "Choice",
+                "Comment": "A failed Batch job's cause is its description, as JSON",
+                "Choices": [{
+                    "And": [
+                        {"Variable": "$.caught.Cause", "IsPresent": true},
+                        {"Variable": "$.caught.Cause", "StringMatches": "{*}"}
+                    ],
+                    "Next": job
+                }],
+                "Default": other
+            }),
+        );
+        states.insert(
+            job,
+            json!({
+                "Type": "Pass",
+                "Parameters": {
+                    "Error.$": "$.caught.Error",
+                    "defaults": {"JobId": "", "StatusReason": ""},
+                    "job.$": "States.StringToJson($.caught.Cause)"
+                },
+                "ResultPath": "$.caught",
+                "Next": merged
+            }),
+        );
+        states.insert(
+            merged,
+            json!({
+                "Type": "Pass",
+                "Parameters": {
+                    "Error.$": "$.caught.Error",
+                    "job.$": "States.JsonMerge($.caught.defaults, $.caught.job, false)"
+                },
+                "ResultPath": "$.caught",
+                "Next": summary
+            }),
+        );
+        states.insert(
+            summary,
+            json!({
+                "Type": "Pass",
+                "Parameters": {
+                    "Error.$": "$.caught.Error",
+                    "Cause.$": "$.caught.job.StatusReason",
+                    "JobId.$": "$.caught.job.JobId"
+                },
+                "ResultPath": "$.caught",
+                "Next": target
+            }),
+        );
+        states.insert(
+            other,
+            json!({
+                "Type": "Pass",
+                "Parameters": {"Error.$": "$.caught.Error", "Cause": "", "JobId": ""},
+                "ResultPath": "$.caught",
+                "Next": target
+            }),
+        );
     }
 }
 

@@ -129,6 +129,13 @@ async fn start(
         Ok(parameters) => parameters,
         Err(message) => return stall(api, run, ctx, status, "InvalidParameters", &message).await,
     };
+    // A Run's executions have no S3 trigger.
+    let bounds = compile::parameters::Bounds { s3_trigger: false };
+    if let Err(message) =
+        compile::check_parameter_overrides(&flow, &ctx.settings, &parameters, bounds)
+    {
+        return stall(api, run, ctx, status, "InvalidParameters", &message).await;
+    }
     let ready = flow.ready_status();
     let (Some(machine_arn), Some(version_arn)) = (
         ready.and_then(|s| s.state_machine_arn.clone()),

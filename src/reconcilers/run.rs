@@ -5,14 +5,18 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::api::{Parameter, ParameterType, ParameterValues, RunPhase, StepPhase, StepStatus};
+use crate::api::{Parameter, ParameterValues, RunPhase, StepPhase, StepStatus};
+use crate::compile::parameters::{self, TypedParameters};
 
 /// Checks a Run's parameter values against the Flow's declarations and returns every value
 /// the execution gets (defaults filled in), or a message naming each problem.
+///
+/// The values come back converted to their types (see [`crate::compile::parameters`]): the
+/// execution input carries numbers, booleans and parsed JSON.
 pub fn check_parameters(
     declared: &[Parameter],
     values: &ParameterValues,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<TypedParameters, String> {
     let mut problems = Vec::new();
     for name in values.keys() {
         if !declared.iter().any(|p| &p.name == name) {
@@ -36,31 +40,17 @@ pub fn check_parameters(
             }
             (None, None) => continue,
         };
-        if let Err(problem) = check_type(parameter.type_, &value) {
-            problems.push(format!("parameter `{}`: {problem}", parameter.name));
-            continue;
+        match parameters::typed(parameter.type_, &value) {
+            Ok(value) => {
+                merged.insert(parameter.name.clone(), value);
+            }
+            Err(problem) => problems.push(format!("parameter `{}`: {problem}", parameter.name)),
         }
-        merged.insert(parameter.name.clone(), value);
     }
     if problems.is_empty() {
         Ok(merged)
     } else {
         Err(problems.join("; "))
-    }
-}
-
-fn check_type(kind: ParameterType, value: &str) -> Result<(), String> {
-    let ok = match kind {
-        ParameterType::String => true,
-        ParameterType::Int => value.trim().parse::<i64>().is_ok(),
-        ParameterType::Float => value.trim().parse::<f64>().is_ok(),
-        ParameterType::Bool => matches!(value, "true" | "false"),
-        ParameterType::Json => serde_json::from_str::<Value>(value).is_ok(),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{value:?} is not a valid {kind:?}"))
     }
 }
 
@@ -370,6 +360,7 @@ pub fn runs_to_prune(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::ParameterType;
 
     fn parameter(
         name: &str,
@@ -395,8 +386,10 @@ mod tests {
         ];
         let values = ParameterValues::from([("epochs".to_string(), "3".to_string())]);
         let merged = check_parameters(&declared, &values).unwrap();
-        assert_eq!(merged["alpha"], "0.5");
-        assert_eq!(merged["epochs"], "3");
+        // Converted to their types: numbers and booleans, not strings.
+        assert_eq!(merged["alpha"], serde_json::json!(0.5));
+        assert_eq!(merged["epochs"], serde_json::json!(3));
+        assert_eq!(merged["debug"], serde_json::json!(false));
 
         let bad = ParameterValues::from([
             ("epochs".to_string(), "three".to_string()),

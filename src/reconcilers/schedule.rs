@@ -12,7 +12,9 @@ use crate::api::{Flow, Schedule, ScheduleStatus, ScheduledRun};
 use crate::aws::events::{ObservedRule, Rule, RuleTarget};
 use crate::aws::sfn::ObservedMachine;
 use crate::compile::cron::{CronError, Timing};
-use crate::compile::{StateMachine, TAG_KIND, TAG_NAME, TAG_NAMESPACE, TAG_UID, naming, trigger};
+use crate::compile::{
+    self, StateMachine, TAG_KIND, TAG_NAME, TAG_NAMESPACE, TAG_UID, naming, trigger,
+};
 use crate::settings::Settings;
 
 use super::conditions::{Health, set_health};
@@ -66,6 +68,11 @@ pub fn desired(
     settings: &Settings,
 ) -> Result<Desired, Invalid> {
     let parameters = check_parameters(&flow.spec.parameters, &schedule.spec.parameters)
+        .map_err(Invalid::Parameters)?;
+    let bounds = compile::parameters::Bounds {
+        s3_trigger: schedule.spec.event.is_some(),
+    };
+    compile::check_parameter_overrides(flow, settings, &parameters, bounds)
         .map_err(Invalid::Parameters)?;
     let namespace = schedule.namespace().unwrap_or_default();
     let name = schedule.name_any();
@@ -432,7 +439,8 @@ mod tests {
         assert!(desired.rule.name.len() <= 64);
         assert_eq!(desired.target.arn, MACHINE);
         let input: Value = serde_json::from_str(desired.target.input.as_deref().unwrap()).unwrap();
-        assert_eq!(input["parameters"]["alpha"], "0.5");
+        // Typed: the Flow declares alpha a Float.
+        assert_eq!(input["parameters"]["alpha"], serde_json::json!(0.5));
         assert_eq!(input["flowline"]["schedule"], "nightly");
         assert!(desired.dispatcher.is_none());
     }

@@ -164,8 +164,8 @@ pub fn message(namespace: &str, violations: &[Violation]) -> String {
     )
 }
 
-/// Checks every role and job queue the Flow would use — each step's job role, Fargate
-/// execution role and queue, and each secret's lookup role — after controller defaults.
+/// Checks every role and job queue the Flow would use — each step's job role, execution role
+/// (Fargate, or a step with secrets) and queue, and each secret's lookup role — after controller defaults.
 /// Empty when everything is allowed.
 pub fn check(spec: &FlowSpec, settings: &Settings, policy: &Policy) -> Vec<Violation> {
     let mut wanted: Vec<(String, Resource, String)> = Vec::new();
@@ -191,7 +191,7 @@ pub fn check(spec: &FlowSpec, settings: &Settings, policy: &Policy) -> Vec<Viola
             );
             wanted.push((f, Resource::Role, role));
         }
-        if let Some(role) = execution_role(&batch, settings) {
+        if let Some(role) = execution_role(step, &batch, settings) {
             let f = field(
                 "executionRole",
                 step_batch.is_some_and(|b| b.execution_role.is_some()),
@@ -450,6 +450,37 @@ spec:
                 "spec.steps[start].batch.executionRole",
                 "spec.steps[start].secrets[db].role"
             ]
+        );
+    }
+
+    #[test]
+    fn the_default_execution_role_of_an_ec2_step_with_secrets_is_checked() {
+        let spec = flow(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {name: f, namespace: ns}
+spec:
+  steps:
+    - name: start
+      next: [end]
+      secrets:
+        - {id: db, type: plaintext, envVarName: DB}
+    - name: end
+"#,
+        );
+        let settings = Settings {
+            execution_role: Some(OTHER_ROLE.into()),
+            ..Settings::default()
+        };
+        let policy = Policy::new(Some("team-a-*"), None, None, None);
+        let fields: Vec<String> = check(&spec, &settings, &policy)
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(
+            fields,
+            vec!["step start (controller default FLOWLINE_EXECUTION_ROLE)"]
         );
     }
 }

@@ -157,7 +157,8 @@ async fn cron_schedule_rule_suspend_fire_and_delete() {
         Some("arn:aws:iam::123456789012:role/flowline-events")
     );
     let input: serde_json::Value = serde_json::from_str(target.input().unwrap()).unwrap();
-    assert_eq!(input["parameters"]["lookback_days"], "1");
+    // Typed: lookback_days is an Int.
+    assert_eq!(input["parameters"]["lookback_days"], 1);
     assert_eq!(input["flowline"]["schedule"], "nightly-report");
     let fire_times = jsonpath(
         &ns.name,
@@ -293,13 +294,13 @@ fn every_schedule_example_becomes_ready_with_its_rule() {
             "foreach-sweep-every-6h",
             "foreach-sweep",
             "rate(6 hours)",
-            serde_json::json!({"trials": "16"}),
+            serde_json::json!({"trials": 16}),
         ),
         (
             "nightly-report",
             "nightly-report",
             "cron(0 3 * * ? *)",
-            serde_json::json!({"lookback_days": "1"}),
+            serde_json::json!({"lookback_days": 1}),
         ),
         (
             "ingest-csv-on-upload",

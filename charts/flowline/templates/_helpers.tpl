@@ -107,6 +107,7 @@ the controller's own default (none) applies.
   "FLOWLINE_S3_KMS_KEY_ID" $d.s3KmsKeyId
   "FLOWLINE_S3_RETRY_COUNT" $d.s3RetryCount
   "FLOWLINE_S3_WORKER_COUNT" $d.s3WorkerCount
+  "FLOWLINE_STEP_TIMEOUT_SECONDS" $d.stepTimeoutSeconds
   "FLOWLINE_SECRETS_REGION" $d.secretsRegion
   "FLOWLINE_SECRETS_ROLE" $d.secretsRole
 }}
