@@ -320,6 +320,9 @@ print("CALLER " + boto3.client("sts").get_caller_identity()["Arn"])
         "DB_USERNAME",
         "SLACK_TOKEN",
         "TMPDIR",
+        // Set by the image (python:3.12-slim's Dockerfile) and by Step Functions on every job.
+        "LANG",
+        "MANAGED_BY_AWS",
     ];
     let foreign: Vec<&String> = names
         .iter()
