@@ -7,6 +7,7 @@ pub mod cron;
 pub mod graph;
 pub mod job_definition;
 pub mod naming;
+pub mod revisions;
 pub mod secrets;
 pub mod state_machine;
 pub mod trigger;

@@ -32,7 +32,8 @@ use super::graph::{Chain, Segment, ValidGraph};
 /// Everything the state machine is built from, already resolved.
 pub struct MachineInput<'a> {
     pub steps: BTreeMap<&'a str, &'a Step>,
-    /// Job definition name per step.
+    /// Job definition name per step; the Flow reconciler pins each to its revision ARN
+    /// ([`super::revisions::pin`]) before the machine is written.
     pub job_definitions: BTreeMap<&'a str, String>,
     /// Job queue per step.
     pub queues: BTreeMap<&'a str, String>,

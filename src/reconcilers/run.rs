@@ -90,11 +90,30 @@ pub struct HistoryEvent {
 /// Per-step status from the execution history of the top-level state machine (the tasks of
 /// a Distributed Map run in child executions and are not listed here). Steps are recognised
 /// by their `FLOWLINE_STEP` override.
+///
+/// A step of a multi-node (gang) job lists the main job's id and then each node's,
+/// `<jobId>#<node>` (Batch's ids of the node jobs), once the node count is known: from the
+/// task's `NodeOverrides.NumNodes`, else from the job description the task ends with.
+///
+/// History ends at `ExecutionAborted`: a step whose task had not succeeded or failed by then
+/// was killed by the stop and is Aborted, whatever its job reports afterwards (stopping
+/// terminates the job, and a task may still record its end after the abort).
 pub fn step_statuses(events: &[HistoryEvent]) -> Vec<StepStatus> {
     let by_id: BTreeMap<i64, &HistoryEvent> = events.iter().map(|e| (e.id, e)).collect();
     let mut steps: BTreeMap<String, StepStatus> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
+    // Node counts of the multi-node steps, from their task parameters.
+    let mut node_counts: BTreeMap<String, i64> = BTreeMap::new();
     for event in events {
+        if event.kind == "ExecutionAborted" {
+            for step in steps.values_mut() {
+                if matches!(step.phase, Some(StepPhase::Running | StepPhase::Pending)) {
+                    step.phase = Some(StepPhase::Aborted);
+                    step.completion_time = event.timestamp.clone();
+                }
+            }
+            break;
+        }
         let Some(scheduled) = scheduled_event(event, &by_id) else {
             continue;
         };
@@ -116,10 +135,16 @@ pub fn step_statuses(events: &[HistoryEvent]) -> Vec<StepStatus> {
             "TaskScheduled" => {
                 status.phase = Some(StepPhase::Running);
                 status.start_time = event.timestamp.clone();
+                if let Some(count) = job
+                    .as_ref()
+                    .and_then(|p| p["NodeOverrides"]["NumNodes"].as_i64())
+                {
+                    node_counts.insert(step.clone(), count);
+                }
             }
             "TaskSubmitted" => {
                 if let Some(id) = job.as_ref().and_then(|j| j["JobId"].as_str()) {
-                    push_unique(&mut status.job_ids, id);
+                    push_job_ids(&mut status.job_ids, id, node_counts.get(&step).copied());
                 }
             }
             "TaskSucceeded" | "TaskFailed" => {
@@ -143,7 +168,10 @@ pub fn step_statuses(events: &[HistoryEvent]) -> Vec<StepStatus> {
                 status.completion_time = event.timestamp.clone();
                 if let Some(job) = job {
                     if let Some(id) = job["JobId"].as_str() {
-                        push_unique(&mut status.job_ids, id);
+                        let nodes = job["NodeProperties"]["NumNodes"]
+                            .as_i64()
+                            .or_else(|| node_counts.get(&step).copied());
+                        push_job_ids(&mut status.job_ids, id, nodes);
                     }
                     if let Some(attempts) = job["Attempts"].as_array() {
                         status.attempts = i32::try_from(attempts.len()).ok().filter(|n| *n > 0);
@@ -240,6 +268,23 @@ pub fn merge_task_steps(tasks: &[Vec<StepStatus>]) -> Vec<StepStatus> {
         };
     }
     merged
+}
+
+/// Most node job ids listed for one multi-node step (Batch allows up to 1,000 nodes).
+const MAX_NODE_IDS: i64 = 100;
+
+/// Adds a job's id and, for a multi-node job of `nodes` nodes, its nodes' ids (`<id>#<n>`).
+fn push_job_ids(list: &mut Vec<String>, id: &str, nodes: Option<i64>) {
+    push_unique(list, id);
+    for node in 0..nodes.unwrap_or(0).clamp(0, MAX_NODE_IDS) {
+        push_unique(list, &format!("{id}#{node}"));
+    }
+}
+
+/// Whether a job id names one node of a multi-node job (`<id>#<n>`): such a job is stopped
+/// through its main job.
+pub fn is_node_job(id: &str) -> bool {
+    id.contains('#')
 }
 
 fn push_unique(list: &mut Vec<String>, value: &str) {
@@ -459,6 +504,69 @@ mod tests {
             message.starts_with("step `train` failed: CannotPullContainerError: no image; the image could not be pulled"),
             "{message}"
         );
+    }
+
+    fn params(step: &str) -> Value {
+        serde_json::json!({"ContainerOverrides": {"Environment": [{"Name": "FLOWLINE_STEP", "Value": step}]}})
+    }
+
+    #[test]
+    fn a_step_killed_by_a_stop_is_aborted_even_if_its_task_ends_afterwards() {
+        let events = vec![
+            event(5, 4, "TaskScheduled", params("start")),
+            event(6, 5, "TaskSucceeded", serde_json::json!({"JobId": "job-1"})),
+            event(8, 7, "TaskScheduled", params("work")),
+            event(9, 8, "TaskSubmitted", serde_json::json!({"JobId": "job-2"})),
+            event(10, 9, "ExecutionAborted", serde_json::json!({})),
+            // The terminated job ends the task after the stop (as the emulator records it).
+            event(
+                11,
+                9,
+                "TaskSucceeded",
+                serde_json::json!({"JobId": "job-2"}),
+            ),
+        ];
+        let steps = step_statuses(&events);
+        assert_eq!(steps[0].phase, Some(StepPhase::Succeeded));
+        assert_eq!(steps[1].name, "work");
+        assert_eq!(steps[1].phase, Some(StepPhase::Aborted));
+        assert_eq!(steps[1].job_ids, ["job-2"]);
+    }
+
+    #[test]
+    fn a_multi_node_step_lists_every_node_job() {
+        let nodes = serde_json::json!({"NodeOverrides": {"NodePropertyOverrides": [
+            {"TargetNodes": "0:", "ContainerOverrides": {"Environment": [{"Name": "FLOWLINE_STEP", "Value": "train"}]}}
+        ]}});
+        let events = vec![
+            event(5, 4, "TaskScheduled", nodes),
+            event(6, 5, "TaskSubmitted", serde_json::json!({"JobId": "mnp"})),
+        ];
+        let running = step_statuses(&events);
+        assert_eq!(running[0].name, "train");
+        assert_eq!(running[0].phase, Some(StepPhase::Running));
+        assert_eq!(running[0].job_ids, ["mnp"]);
+        let mut events = events;
+        events.push(event(
+            7,
+            6,
+            "TaskSucceeded",
+            serde_json::json!({"JobId": "mnp", "NodeProperties": {"NumNodes": 3, "MainNode": 0}}),
+        ));
+        let done = step_statuses(&events);
+        assert_eq!(done[0].phase, Some(StepPhase::Succeeded));
+        assert_eq!(done[0].job_ids, ["mnp", "mnp#0", "mnp#1", "mnp#2"]);
+        assert!(is_node_job("mnp#1") && !is_node_job("mnp"));
+
+        // A node count in the task's overrides lists the nodes from the submission on.
+        let counted = serde_json::json!({"NodeOverrides": {"NumNodes": 2, "NodePropertyOverrides": [
+            {"TargetNodes": "0:", "ContainerOverrides": {"Environment": [{"Name": "FLOWLINE_STEP", "Value": "train"}]}}
+        ]}});
+        let events = vec![
+            event(5, 4, "TaskScheduled", counted),
+            event(6, 5, "TaskSubmitted", serde_json::json!({"JobId": "mnp"})),
+        ];
+        assert_eq!(step_statuses(&events)[0].job_ids, ["mnp", "mnp#0", "mnp#1"]);
     }
 
     #[test]
