@@ -394,7 +394,7 @@ pub async fn history_after(
                 Kind::MapRunStarted => event
                     .map_run_started_event_details()
                     .and_then(|d| d.map_run_arn().map(str::to_owned)),
-                Kind::MapStateEntered => event
+                Kind::MapStateEntered | Kind::TaskStateEntered => event
                     .state_entered_event_details()
                     .map(|d| d.name().to_owned()),
                 _ => None,
