@@ -9,6 +9,7 @@ pub mod api;
 pub mod aws;
 pub mod compile;
 pub mod controller;
+pub mod failpoint;
 pub mod iam;
 pub mod metrics;
 pub mod reconcilers;

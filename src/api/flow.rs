@@ -551,10 +551,22 @@ pub struct FlowStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_machine_version: Option<i64>,
 
-    /// The Batch job definition of each step.
+    /// The revision ID of the state machine that version was published from. While the
+    /// machine's current revision is this one, the version is the latest; when it is not (a
+    /// reconcile interrupted after updating the machine), the latest version is read again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_machine_revision_id: Option<String>,
+
+    /// The Batch job definition revision of each step (the revisions the version submits).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["step".into()]))]
     pub job_definitions: Vec<JobDefinitionRef>,
+
+    /// Job definition revisions the Flow no longer uses, still ACTIVE because an execution
+    /// that is running submits them (its version refers to them); each is deregistered once
+    /// no running execution does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_job_definitions: Vec<String>,
 
     /// The ARN each secret `id` resolved to. Values are never read into the status.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

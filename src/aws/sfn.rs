@@ -22,6 +22,8 @@ pub struct ObservedMachine {
     pub arn: String,
     pub definition: serde_json::Value,
     pub role_arn: String,
+    /// The machine's current revision (a version: the revision it was published from).
+    pub revision_id: Option<String>,
 }
 
 /// Describes a state machine by ARN; `None` when it does not exist.
@@ -44,6 +46,7 @@ pub async fn describe_state_machine(
             definition: serde_json::from_str(output.definition())
                 .unwrap_or(serde_json::Value::Null),
             role_arn: output.role_arn().to_owned(),
+            revision_id: output.revision_id().map(str::to_owned),
         })),
         Err(error) => {
             if is_not_found(&error) {
@@ -72,13 +75,19 @@ pub async fn tags(
         .collect())
 }
 
-/// Replaces a state machine's definition and role, publishing a new version; returns the
-/// version's ARN.
+/// A version published by an update, and the machine revision it was published from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub version_arn: String,
+    pub revision_id: Option<String>,
+}
+
+/// Replaces a state machine's definition and role, publishing a new version.
 pub async fn update_state_machine(
     client: &Client,
     arn: &str,
     machine: &StateMachine,
-) -> Result<String, AwsError> {
+) -> Result<Published, AwsError> {
     let output = call(
         Operation::UpdateStateMachine,
         client
@@ -90,10 +99,13 @@ pub async fn update_state_machine(
             .send(),
     )
     .await?;
-    Ok(output
-        .state_machine_version_arn()
-        .unwrap_or_default()
-        .to_owned())
+    Ok(Published {
+        version_arn: output
+            .state_machine_version_arn()
+            .unwrap_or_default()
+            .to_owned(),
+        revision_id: output.revision_id().map(str::to_owned),
+    })
 }
 
 /// The newest published version of a state machine, if any.
@@ -111,6 +123,44 @@ pub async fn latest_version(client: &Client, arn: &str) -> Result<Option<String>
         .state_machine_versions()
         .first()
         .map(|version| version.state_machine_version_arn().to_owned()))
+}
+
+/// A running execution of a state machine, and the version it was started on (none for an
+/// execution started on the machine itself, which runs the revision current at its start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningExecution {
+    pub arn: String,
+    pub version_arn: Option<String>,
+}
+
+/// The executions of a state machine (of every version) that are running.
+pub async fn running_executions(
+    client: &Client,
+    machine_arn: &str,
+) -> Result<Vec<RunningExecution>, AwsError> {
+    let mut running = Vec::new();
+    let mut token = None;
+    loop {
+        let output = call(
+            Operation::ListExecutions,
+            client
+                .list_executions()
+                .state_machine_arn(machine_arn)
+                .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
+                .max_results(1000)
+                .set_next_token(token)
+                .send(),
+        )
+        .await?;
+        running.extend(output.executions().iter().map(|e| RunningExecution {
+            arn: e.execution_arn().to_owned(),
+            version_arn: e.state_machine_version_arn().map(str::to_owned),
+        }));
+        token = output.next_token().map(str::to_owned);
+        if token.is_none() {
+            return Ok(running);
+        }
+    }
 }
 
 /// Deletes a state machine (and its versions); a missing one counts as deleted.
@@ -344,7 +394,7 @@ pub async fn history_after(
                 Kind::MapRunStarted => event
                     .map_run_started_event_details()
                     .and_then(|d| d.map_run_arn().map(str::to_owned)),
-                Kind::MapStateEntered => event
+                Kind::MapStateEntered | Kind::TaskStateEntered => event
                     .state_entered_event_details()
                     .map(|d| d.name().to_owned()),
                 _ => None,

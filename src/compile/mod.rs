@@ -8,6 +8,7 @@ pub mod graph;
 pub mod job_definition;
 pub mod naming;
 pub mod parameters;
+pub mod revisions;
 pub mod secrets;
 pub mod state_machine;
 pub mod trigger;

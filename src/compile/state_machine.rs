@@ -36,7 +36,8 @@ use super::parameters;
 /// Everything the state machine is built from, already resolved.
 pub struct MachineInput<'a> {
     pub steps: BTreeMap<&'a str, &'a Step>,
-    /// Job definition name per step.
+    /// Job definition name per step; the Flow reconciler pins each to its revision ARN
+    /// ([`super::revisions::pin`]) before the machine is written.
     pub job_definitions: BTreeMap<&'a str, String>,
     /// Job queue per step.
     pub queues: BTreeMap<&'a str, String>,

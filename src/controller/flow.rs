@@ -19,8 +19,10 @@ use crate::aws::error::{AwsError, ErrorClass};
 use crate::compile::job_definition::CONTENT_HASH_TAG;
 use crate::compile::secrets::{Lookups, ResolvedSecret, SecretLookups};
 use crate::compile::{self, Rendered, TAG_UID, naming};
+use crate::failpoint;
 use crate::reconcilers::flow::{
-    Change, Observed, Outcome, job_definition_name, owner_uid, plan, status,
+    Change, InUse, Observed, Outcome, deregistrations, in_use, job_definition_name, known_version,
+    owner_uid, plan, retired, status,
 };
 use crate::reconcilers::tenancy;
 
@@ -122,50 +124,76 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
     }
 
     let machine_arn = state_machine_arn(ctx, &rendered.state_machine.name);
-    let observed = observe(ctx, &rendered, previous, &machine_arn, &uid).await?;
-    let previous_definitions = previous
-        .map(|s| s.job_definitions.as_slice())
-        .unwrap_or_default();
-    let changes = match plan(&rendered, &observed, previous_definitions, &uid) {
-        Ok(changes) => changes,
-        Err(error) => {
-            return stall(flow, api, ctx, "ForeignResource", &error.to_string(), None).await;
-        }
-    };
+    let mut observed = observe(ctx, &rendered, previous, &machine_arn, &uid).await?;
 
-    let mut registered = observed.job_definitions.clone();
-    let mut version = previous
-        .filter(|s| s.state_machine_arn.as_deref() == Some(machine_arn.as_str()))
-        .and_then(|s| s.state_machine_version_arn.clone());
-    for change in &changes {
-        let result = apply_change(ctx, change, &mut registered, &mut version).await;
-        if let Err(error) = result {
-            if error.class == ErrorClass::Terminal {
-                let message = format!("AWS rejected a change: {error}");
-                return stall(
-                    flow,
-                    api,
-                    ctx,
-                    "AwsRejected",
-                    &message,
-                    Some(ctx.recheck_interval),
-                )
-                .await;
+    // Two phases (see `reconcilers::flow`): the first plan registers the job definitions that
+    // have no revision; their revisions join what was observed, and the second plan pins them
+    // into the state machine. A converged Flow plans nothing and leaves after one round.
+    let mut applied = Vec::new();
+    let mut published = None;
+    for _phase in 0..2 {
+        let changes = match plan(&rendered, &observed, &uid) {
+            Ok(changes) => changes,
+            Err(error) => {
+                return stall(flow, api, ctx, "ForeignResource", &error.to_string(), None).await;
             }
-            return Err(aws_error(error));
+        };
+        if changes.is_empty() {
+            break;
         }
+        for change in &changes {
+            match apply_change(ctx, change).await {
+                Ok(Applied::Registered { name, arn }) => {
+                    observed.job_definitions.insert(name, arn);
+                }
+                Ok(Applied::Published(version)) => published = Some(version),
+                Ok(Applied::Done) => {}
+                Err(error) if error.class == ErrorClass::Terminal => {
+                    let message = format!("AWS rejected a change: {error}");
+                    return stall(
+                        flow,
+                        api,
+                        ctx,
+                        "AwsRejected",
+                        &message,
+                        Some(ctx.recheck_interval),
+                    )
+                    .await;
+                }
+                Err(error) => return Err(aws_error(error)),
+            }
+        }
+        applied.extend(changes);
     }
-    if version.is_none() {
-        version = aws::sfn::latest_version(&ctx.sfn, &machine_arn)
+
+    // The version Runs start on: the one just published, or the recorded one while the machine
+    // is still at its revision; otherwise (an update whose status write was interrupted) the
+    // latest, read from Step Functions, so the Flow is never Ready on a stale version.
+    let version = match known_version(
+        previous,
+        &machine_arn,
+        observed.machine.as_ref(),
+        published.as_ref(),
+    ) {
+        Some(version) => Some(version),
+        None => aws::sfn::latest_version(&ctx.sfn, &machine_arn)
             .await
-            .map_err(aws_error)?;
-    }
+            .map_err(aws_error)?
+            .map(|version_arn| aws::sfn::Published {
+                version_arn,
+                revision_id: observed
+                    .machine
+                    .as_ref()
+                    .and_then(|m| m.revision_id.clone()),
+            }),
+    };
 
     let job_definitions: Vec<JobDefinitionRef> = rendered
         .steps
         .iter()
         .filter_map(|binding| {
-            registered
+            observed
+                .job_definitions
                 .get(&binding.job_definition)
                 .map(|arn| JobDefinitionRef {
                     step: binding.step.clone(),
@@ -173,21 +201,111 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
                 })
         })
         .collect();
-    let outcome = Outcome::Ready {
-        state_machine_arn: machine_arn,
-        state_machine_version_arn: version,
+    let mut retired_job_definitions = retired(previous, &job_definitions);
+    let mut outcome = Outcome::Ready {
+        state_machine_arn: machine_arn.clone(),
+        version,
         job_definitions,
+        retired_job_definitions: retired_job_definitions.clone(),
         secrets: resolved,
-        changed: !changes.is_empty(),
+        changed: !applied.is_empty(),
     };
     let next = status(previous, flow.metadata.generation, &outcome, now());
-    if !changes.is_empty() {
-        let summary = summarize(&changes);
+    // The new version and the retired revisions are recorded before any is deregistered: a
+    // reconcile interrupted after this point finds them in the status and finishes the job.
+    write_status(api, flow, previous, next.clone()).await?;
+
+    if !retired_job_definitions.is_empty() {
+        let in_use = running_in_use(ctx, &machine_arn, &next).await?;
+        let deregister = deregistrations(&retired_job_definitions, &in_use);
+        for change in &deregister {
+            if let Change::DeregisterJobDefinition { arn } = change {
+                aws::batch::deregister(&ctx.batch, arn)
+                    .await
+                    .map_err(aws_error)?;
+                retired_job_definitions.retain(|retired| retired != arn);
+            }
+        }
+        applied.extend(deregister);
+        if let Outcome::Ready {
+            retired_job_definitions: recorded,
+            changed,
+            ..
+        } = &mut outcome
+        {
+            *recorded = retired_job_definitions.clone();
+            *changed = !applied.is_empty();
+        }
+        let after = status(Some(&next), flow.metadata.generation, &outcome, now());
+        write_status(api, flow, Some(&next), after).await?;
+    }
+    if !applied.is_empty() {
+        let summary = summarize(&applied, retired_job_definitions.len());
         info!(flow = %flow.name_any(), namespace = %flow.namespace().unwrap_or_default(), %summary, "applied");
         publish(ctx, flow, EventType::Normal, "Applied", &summary, "Apply").await;
     }
-    write_status(api, flow, flow.status.as_ref(), next).await?;
-    Ok(Action::requeue(ctx.drift_interval))
+    // Retired revisions are looked at again when a Run of the Flow ends (the Run watch wakes
+    // the Flow), and at least every recheck interval for executions started elsewhere.
+    Ok(if retired_job_definitions.is_empty() {
+        Action::requeue(ctx.drift_interval)
+    } else {
+        Action::requeue(ctx.drift_interval.min(ctx.recheck_interval))
+    })
+}
+
+/// What the running executions of the machine may still submit: the job definitions their
+/// versions' definitions refer to. One ListExecutions, plus one DescribeStateMachine per other
+/// version with running executions (the current version's references are in `status`); only
+/// called while revisions wait to be deregistered.
+///
+/// Asked of Step Functions rather than read from the Runs in the cluster, because executions
+/// also start without a Run (a Schedule's rule, the console) and a Run records its execution
+/// only after StartExecution returned. An execution started on the machine itself rather than
+/// a version (a Schedule's rule) runs the revision current at its start, which is not known:
+/// it keeps every retired revision until it ends.
+async fn running_in_use(
+    ctx: &Context,
+    machine_arn: &str,
+    status: &FlowStatus,
+) -> Result<InUse, ReconcileError> {
+    let running = aws::sfn::running_executions(&ctx.sfn, machine_arn)
+        .await
+        .map_err(aws_error)?;
+    let current_version = status.state_machine_version_arn.as_deref();
+    let current = revisions_of(status);
+    let mut definitions: BTreeMap<Option<String>, Option<serde_json::Value>> = BTreeMap::new();
+    for execution in running {
+        let version = execution.version_arn;
+        if definitions.contains_key(&version) {
+            continue;
+        }
+        let definition = match version.as_deref() {
+            None => None,
+            Some(arn) if Some(arn) == current_version => Some(current.clone()),
+            Some(arn) => aws::sfn::describe_state_machine(&ctx.sfn, arn)
+                .await
+                .map_err(aws_error)?
+                .map(|version| version.definition),
+        };
+        definitions.insert(version, definition);
+    }
+    Ok(in_use(definitions.values().map(Option::as_ref)))
+}
+
+/// The current version's job definitions, as a definition [`in_use`] can read.
+fn revisions_of(status: &FlowStatus) -> serde_json::Value {
+    let tasks: Vec<serde_json::Value> = status
+        .job_definitions
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "Type": "Task",
+                "Resource": "arn:aws:states:::batch:submitJob.sync",
+                "Parameters": {"JobDefinition": r.arn}
+            })
+        })
+        .collect();
+    serde_json::Value::Array(tasks)
 }
 
 /// Reads what the plan needs: the state machine (and, if not known to be ours, its owner tag)
@@ -279,27 +397,36 @@ fn revision_number(arn: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn apply_change(
-    ctx: &Context,
-    change: &Change,
-    registered: &mut BTreeMap<String, String>,
-    version: &mut Option<String>,
-) -> Result<(), AwsError> {
-    match change {
-        Change::RegisterJobDefinition(definition) => {
-            let arn = aws::batch::register_job_definition(&ctx.batch, definition).await?;
-            registered.insert(definition.job_definition_name.clone(), arn);
-        }
+/// What applying one change gave back.
+enum Applied {
+    Registered { name: String, arn: String },
+    Published(aws::sfn::Published),
+    Done,
+}
+
+async fn apply_change(ctx: &Context, change: &Change) -> Result<Applied, AwsError> {
+    Ok(match change {
+        Change::RegisterJobDefinition(definition) => Applied::Registered {
+            name: definition.job_definition_name.clone(),
+            arn: aws::batch::register_job_definition(&ctx.batch, definition).await?,
+        },
         Change::CreateStateMachine(machine) => {
-            let (_, published) = aws::sfn::create_published(&ctx.sfn, machine).await?;
-            *version = Some(published);
+            let (_, version_arn) = aws::sfn::create_published(&ctx.sfn, machine).await?;
+            Applied::Published(aws::sfn::Published {
+                version_arn,
+                revision_id: None,
+            })
         }
         Change::UpdateStateMachine { arn, machine } => {
-            *version = Some(aws::sfn::update_state_machine(&ctx.sfn, arn, machine).await?);
+            let published = aws::sfn::update_state_machine(&ctx.sfn, arn, machine).await?;
+            failpoint::hit(failpoint::AFTER_STATE_MACHINE_UPDATE);
+            Applied::Published(published)
         }
-        Change::DeregisterJobDefinition { arn } => aws::batch::deregister(&ctx.batch, arn).await?,
-    }
-    Ok(())
+        Change::DeregisterJobDefinition { arn } => {
+            aws::batch::deregister(&ctx.batch, arn).await?;
+            Applied::Done
+        }
+    })
 }
 
 /// Looks every referenced secret up: its ARN, and for a JSON secret listing no keys, its key
@@ -415,7 +542,13 @@ async fn cleanup(flow: &Flow, ctx: &Context) -> Result<Action, ReconcileError> {
     let mut arns: Vec<String> = flow
         .status
         .as_ref()
-        .map(|s| s.job_definitions.iter().map(|r| r.arn.clone()).collect())
+        .map(|s| {
+            s.job_definitions
+                .iter()
+                .map(|r| r.arn.clone())
+                .chain(s.retired_job_definitions.iter().cloned())
+                .collect()
+        })
         .unwrap_or_default();
     // Revisions registered by a reconcile that crashed before writing the status.
     if let Ok(rendered) = compile::render(flow, &ctx.settings, Lookups::Offline) {
@@ -451,7 +584,7 @@ async fn cleanup(flow: &Flow, ctx: &Context) -> Result<Action, ReconcileError> {
     Ok(Action::await_change())
 }
 
-fn summarize(changes: &[Change]) -> String {
+fn summarize(changes: &[Change], kept: usize) -> String {
     let count = |f: fn(&Change) -> bool| changes.iter().filter(|c| f(c)).count();
     let registered = count(|c| matches!(c, Change::RegisterJobDefinition(_)));
     let deregistered = count(|c| matches!(c, Change::DeregisterJobDefinition { .. }));
@@ -468,7 +601,14 @@ fn summarize(changes: &[Change]) -> String {
     } else {
         "state machine unchanged"
     };
-    format!("{machine}; {registered} job definition(s) registered, {deregistered} deregistered")
+    let kept = if kept > 0 {
+        format!(", {kept} kept for running executions")
+    } else {
+        String::new()
+    };
+    format!(
+        "{machine}; {registered} job definition(s) registered, {deregistered} deregistered{kept}"
+    )
 }
 
 fn aws_error(error: AwsError) -> ReconcileError {

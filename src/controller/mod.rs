@@ -564,7 +564,26 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         ),
     };
     info!(namespace = ?options.namespace, workers = options.workers, "flowline controller starting");
-    let flow_controller = Controller::new(flows.clone(), watcher::Config::default())
+    let flow_controller = Controller::new(flows.clone(), watcher::Config::default());
+    let known_flows = flow_controller.store();
+    let flow_controller = flow_controller
+        // A Run that ends wakes its Flow when the Flow keeps superseded job definition
+        // revisions for running executions: they may be deregistered now.
+        .watches(runs.clone(), watcher::Config::default(), move |run: Run| {
+            let finished = run
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(crate::api::RunPhase::is_finished);
+            let flow = ObjectRef::<Flow>::new(&run.spec.flow_ref.name)
+                .within(&run.namespace().unwrap_or_default());
+            let retiring = known_flows.get(&flow).is_some_and(|flow| {
+                flow.status
+                    .as_ref()
+                    .is_some_and(|s| !s.retired_job_definitions.is_empty())
+            });
+            (finished && retiring).then_some(flow)
+        })
         .with_config(ControllerConfig::default().concurrency(options.workers))
         .graceful_shutdown_on(shutdown.clone());
     let run_controller = Controller::new(runs.clone(), watcher::Config::default())

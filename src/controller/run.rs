@@ -23,8 +23,8 @@ use crate::aws::error::ErrorClass;
 use crate::compile::{self, naming};
 use crate::reconcilers::conditions::{Health, set_health};
 use crate::reconcilers::run::{
-    FinishedRun, RUNNABLE_HINT, check_parameters, failure_message, history_every, map_runs,
-    merge_task_steps, phase_of, poll_interval, runs_to_prune, step_statuses,
+    FinishedRun, RUNNABLE_HINT, check_parameters, failure_message, history_every, is_node_job,
+    map_runs, merge_task_steps, phase_of, poll_interval, runs_to_prune, step_statuses,
 };
 
 use super::report::{now, publish, write_status};
@@ -548,7 +548,7 @@ async fn stuck_runnable(
     let ids: Vec<String> = steps
         .iter()
         .filter(|s| s.phase == Some(StepPhase::Running))
-        .flat_map(|s| s.job_ids.iter().cloned())
+        .flat_map(|s| s.job_ids.iter().filter(|id| !is_node_job(id)).cloned())
         .collect();
     if ids.is_empty() {
         return Ok(None);
@@ -617,7 +617,8 @@ async fn terminate_jobs(ctx: &Context, status: &RunStatus) {
         .iter()
         .filter(|s| s.phase == Some(StepPhase::Running))
     {
-        for job in &step.job_ids {
+        // A multi-node job is terminated through its main job, which ends its nodes.
+        for job in step.job_ids.iter().filter(|id| !is_node_job(id)) {
             if let Err(error) =
                 aws::batch::terminate_job(&ctx.batch, job, "Run stopped (spec.stop)").await
             {

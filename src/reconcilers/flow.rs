@@ -1,5 +1,14 @@
-//! The Flow pipeline's pure parts: what changes AWS needs ([`plan`]) and what the Flow's
-//! status says ([`status`]). The I/O around them is in [`crate::controller::flow`].
+//! The Flow pipeline's pure parts: what changes AWS needs ([`plan`]), which version the
+//! status records ([`known_version`]), which superseded job definition revisions wait for
+//! running executions ([`retired`]) and which may go ([`deregistrations`]), and what the
+//! Flow's status says ([`status`]). The I/O around them is in [`crate::controller::flow`].
+//!
+//! The plan has two phases, because the state machine refers to job definitions by revision
+//! ARN and a revision exists only once Batch registered it: while a wanted job definition has
+//! no ACTIVE revision, the plan is those registrations; the shell applies them, adds the
+//! revisions they returned to what it observed, and plans again, which then pins the
+//! revisions into the machine and compares it. Both phases are the same pure function of
+//! `(desired, observed)`, and a converged Flow plans nothing at either.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::api::{FlowStatus, JobDefinitionRef, ResolvedSecret};
 use crate::aws::sfn::ObservedMachine;
 use crate::compile::job_definition::JobDefinition;
-use crate::compile::{Rendered, StateMachine, TAG_UID};
+use crate::compile::{Rendered, StateMachine, TAG_UID, revisions};
 
 use super::conditions::{Health, set_health};
 
@@ -20,7 +29,8 @@ pub struct Observed {
     /// Its `flowline.io/uid` tag, when it was read (only for a machine not yet known to be
     /// the Flow's own).
     pub machine_owner_uid: Option<Option<String>>,
-    /// ACTIVE job definition revisions, by name: their ARN.
+    /// The Flow's ACTIVE job definition revisions with the wanted content, by name: their ARN
+    /// (with the revision). Revisions registered by this reconcile are added as they come.
     pub job_definitions: BTreeMap<String, String>,
 }
 
@@ -40,19 +50,23 @@ pub enum PlanError {
         "state machine {name} exists but belongs to another owner (flowline.io/uid {owner:?}); Flowline never changes what it does not own: delete or rename it"
     )]
     ForeignStateMachine { name: String, owner: Option<String> },
+    #[error(
+        "the state machine refers to job definition(s) {names:?} that the Flow does not define"
+    )]
+    UnknownJobDefinitions { names: Vec<String> },
 }
 
-/// The changes that make AWS match `desired`: register missing job definitions, create or
-/// update the state machine (only when its definition or role differ, compared as parsed
-/// JSON), then deregister the revisions the Flow used before and no longer needs. Empty when
-/// AWS already matches.
+/// The changes that make AWS match `desired`. First phase: register the job definitions that
+/// have no ACTIVE revision (nothing else: the machine cannot name revisions that do not exist
+/// yet). Second phase, once every one has a revision: create the state machine, or update it
+/// (publishing a version) when its definition, with the revisions pinned, or its role differ
+/// from what is observed (compared as parsed JSON). Empty when AWS already matches. Nothing
+/// is deregistered here: see [`retired`] and [`deregistrations`].
 pub fn plan(
     desired: &Rendered,
     observed: &Observed,
-    previous: &[JobDefinitionRef],
     own_uid: &str,
 ) -> Result<Vec<Change>, PlanError> {
-    let mut changes = Vec::new();
     if let (Some(_), Some(owner)) = (&observed.machine, &observed.machine_owner_uid)
         && owner.as_deref() != Some(own_uid)
     {
@@ -61,47 +75,130 @@ pub fn plan(
             owner: owner.clone(),
         });
     }
-    for definition in &desired.job_definitions {
-        if !observed
-            .job_definitions
-            .contains_key(&definition.job_definition_name)
-        {
-            changes.push(Change::RegisterJobDefinition(Box::new(definition.clone())));
-        }
-    }
-    match &observed.machine {
-        None => changes.push(Change::CreateStateMachine(desired.state_machine.clone())),
-        Some(machine)
-            if machine.definition != desired.state_machine.definition
-                || machine.role_arn != desired.state_machine.role_arn =>
-        {
-            changes.push(Change::UpdateStateMachine {
-                arn: machine.arn.clone(),
-                machine: desired.state_machine.clone(),
-            });
-        }
-        Some(_) => {}
-    }
-    let wanted: BTreeSet<&str> = desired
+    let registrations: Vec<Change> = desired
         .job_definitions
         .iter()
-        .map(|d| d.job_definition_name.as_str())
+        .filter(|d| {
+            !observed
+                .job_definitions
+                .contains_key(&d.job_definition_name)
+        })
+        .map(|d| Change::RegisterJobDefinition(Box::new(d.clone())))
         .collect();
-    let mut superseded: Vec<&str> = previous
+    if !registrations.is_empty() {
+        return Ok(registrations);
+    }
+    let machine = pinned_machine(desired, &observed.job_definitions)?;
+    Ok(match &observed.machine {
+        None => vec![Change::CreateStateMachine(machine)],
+        Some(current)
+            if current.definition != machine.definition || current.role_arn != machine.role_arn =>
+        {
+            vec![Change::UpdateStateMachine {
+                arn: current.arn.clone(),
+                machine,
+            }]
+        }
+        Some(_) => Vec::new(),
+    })
+}
+
+/// The desired state machine with each job definition pinned to its revision.
+pub fn pinned_machine(
+    desired: &Rendered,
+    revisions: &BTreeMap<String, String>,
+) -> Result<StateMachine, PlanError> {
+    let definition = revisions::pin(&desired.state_machine.definition, revisions)
+        .map_err(|names| PlanError::UnknownJobDefinitions { names })?;
+    Ok(StateMachine {
+        definition,
+        ..desired.state_machine.clone()
+    })
+}
+
+/// The version Runs start on, when it is known without asking Step Functions: the one this
+/// reconcile published, else the one the status recorded if the machine is still at the
+/// revision that version was published from. `None` means the recorded version may be stale
+/// (a reconcile updated the machine and was interrupted before writing the status, or the
+/// status has none): the shell reads the latest version.
+pub fn known_version(
+    previous: Option<&FlowStatus>,
+    machine_arn: &str,
+    observed: Option<&ObservedMachine>,
+    published: Option<&crate::aws::sfn::Published>,
+) -> Option<crate::aws::sfn::Published> {
+    if let Some(published) = published {
+        return Some(published.clone());
+    }
+    let previous = previous.filter(|s| s.state_machine_arn.as_deref() == Some(machine_arn))?;
+    let observed = observed?;
+    let version_arn = previous.state_machine_version_arn.clone()?;
+    (previous.state_machine_revision_id == observed.revision_id).then(|| {
+        crate::aws::sfn::Published {
+            version_arn,
+            revision_id: observed.revision_id.clone(),
+        }
+    })
+}
+
+/// The revisions the Flow used before and no longer uses: those the status already retired,
+/// and those its previous job definitions named that `current` does not. Kept (ACTIVE) until
+/// [`deregistrations`] finds no running execution that submits them.
+pub fn retired(previous: Option<&FlowStatus>, current: &[JobDefinitionRef]) -> Vec<String> {
+    let Some(previous) = previous else {
+        return Vec::new();
+    };
+    let current: BTreeSet<&str> = current.iter().map(|r| r.arn.as_str()).collect();
+    let mut retired: Vec<String> = previous
+        .retired_job_definitions
         .iter()
-        .filter(|reference| !wanted.contains(job_definition_name(&reference.arn)))
-        .map(|reference| reference.arn.as_str())
+        .chain(previous.job_definitions.iter().map(|r| &r.arn))
+        .filter(|arn| !current.contains(arn.as_str()))
+        .cloned()
         .collect();
-    superseded.sort_unstable();
-    superseded.dedup();
-    changes.extend(
-        superseded
-            .into_iter()
-            .map(|arn| Change::DeregisterJobDefinition {
-                arn: arn.to_owned(),
-            }),
-    );
-    Ok(changes)
+    retired.sort();
+    retired.dedup();
+    retired
+}
+
+/// The job definitions that running executions may still submit: what the definitions of
+/// their versions refer to. `complete` is false when some execution's definition could not be
+/// told (then nothing is deregistered).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InUse {
+    pub references: BTreeSet<String>,
+    pub complete: bool,
+}
+
+/// What the running executions use, from the definitions of their versions: `None` for an
+/// execution whose definition is unknown (started on the machine itself, or on a version that
+/// cannot be read).
+pub fn in_use<'a>(definitions: impl IntoIterator<Item = Option<&'a serde_json::Value>>) -> InUse {
+    let mut in_use = InUse {
+        references: BTreeSet::new(),
+        complete: true,
+    };
+    for definition in definitions {
+        match definition {
+            Some(definition) => in_use.references.extend(revisions::referenced(definition)),
+            None => in_use.complete = false,
+        }
+    }
+    in_use
+}
+
+/// Deregisters each retired revision that no running execution refers to (by ARN, or by name
+/// for a definition written before revisions were pinned). Nothing while `in_use` is
+/// incomplete: a revision deregistered under a running execution fails its next step.
+pub fn deregistrations(retired: &[String], in_use: &InUse) -> Vec<Change> {
+    if !in_use.complete {
+        return Vec::new();
+    }
+    retired
+        .iter()
+        .filter(|arn| !revisions::is_referenced(arn, &in_use.references))
+        .map(|arn| Change::DeregisterJobDefinition { arn: arn.clone() })
+        .collect()
 }
 
 /// `name` of `arn:aws:batch:<region>:<account>:job-definition/<name>:<revision>`.
@@ -121,8 +218,11 @@ pub enum Outcome {
     /// AWS matches the Flow.
     Ready {
         state_machine_arn: String,
-        state_machine_version_arn: Option<String>,
+        /// The version Runs start on, and the machine revision it was published from.
+        version: Option<crate::aws::sfn::Published>,
         job_definitions: Vec<JobDefinitionRef>,
+        /// Superseded revisions still used by running executions.
+        retired_job_definitions: Vec<String>,
         secrets: Vec<ResolvedSecret>,
         /// Whether this reconcile changed anything (for the condition's reason).
         changed: bool,
@@ -147,17 +247,20 @@ pub fn status(
     match outcome {
         Outcome::Ready {
             state_machine_arn,
-            state_machine_version_arn,
+            version,
             job_definitions,
+            retired_job_definitions,
             secrets,
             changed,
         } => {
             next.state_machine_arn = Some(state_machine_arn.clone());
-            if let Some(version) = state_machine_version_arn {
-                next.state_machine_version_arn = Some(version.clone());
-                next.state_machine_version = version_number(version);
+            if let Some(version) = version {
+                next.state_machine_version_arn = Some(version.version_arn.clone());
+                next.state_machine_version = version_number(&version.version_arn);
+                next.state_machine_revision_id = version.revision_id.clone();
             }
             next.job_definitions = job_definitions.clone();
+            next.retired_job_definitions = retired_job_definitions.clone();
             next.secrets = secrets.clone();
             next.message = None;
             let reason = if *changed { "Applied" } else { "UpToDate" };
@@ -210,13 +313,19 @@ pub fn version_number(version_arn: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::api::condition;
+    use crate::aws::sfn::Published;
     use crate::compile::{StateMachine, StepBinding};
 
     const UID: &str = "uid-1";
+    const MACHINE: &str = "arn:aws:states:us-east-1:1:stateMachine:flowline-ns-flow-abc";
+
+    fn arn(name: &str, revision: u32) -> String {
+        format!("arn:aws:batch:us-east-1:1:job-definition/{name}:{revision}")
+    }
 
     fn definition(name: &str) -> JobDefinition {
         JobDefinition {
@@ -232,13 +341,29 @@ mod tests {
         }
     }
 
-    fn rendered(names: &[&str], definition_json: serde_json::Value) -> Rendered {
+    /// A machine whose steps submit the named job definitions (names or revision ARNs).
+    fn asl(job_definitions: &[&str], comment: &str) -> Value {
+        let states: serde_json::Map<String, Value> = job_definitions
+            .iter()
+            .enumerate()
+            .map(|(i, jd)| {
+                (
+                    format!("s{i}"),
+                    json!({"Type": "Task", "Resource": "arn:aws:states:::batch:submitJob.sync",
+                           "Parameters": {"JobDefinition": jd}, "End": true}),
+                )
+            })
+            .collect();
+        json!({"Comment": comment, "StartAt": "s0", "States": states})
+    }
+
+    fn rendered(names: &[&str], comment: &str) -> Rendered {
         Rendered {
             state_machine: StateMachine {
                 name: "flowline-ns-flow-abc".into(),
                 role_arn: "role".into(),
                 kind: "STANDARD".into(),
-                definition: definition_json,
+                definition: asl(names, comment),
                 tags: BTreeMap::new(),
             },
             job_definitions: names.iter().map(|n| definition(n)).collect(),
@@ -246,77 +371,208 @@ mod tests {
         }
     }
 
-    fn machine(definition_json: serde_json::Value) -> ObservedMachine {
+    fn machine(definition_json: Value, revision: &str) -> ObservedMachine {
         ObservedMachine {
-            arn: "arn:sm".into(),
+            arn: MACHINE.into(),
             definition: definition_json,
             role_arn: "role".into(),
+            revision_id: Some(revision.into()),
         }
     }
 
+    fn registered(names: &[(&str, u32)]) -> BTreeMap<String, String> {
+        names
+            .iter()
+            .map(|(name, revision)| ((*name).to_owned(), arn(name, *revision)))
+            .collect()
+    }
+
     #[test]
-    fn nothing_exists_so_everything_is_created() {
-        let desired = rendered(&["jd-a", "jd-b"], json!({"StartAt": "x"}));
-        let changes = plan(&desired, &Observed::default(), &[], UID).unwrap();
-        assert_eq!(changes.len(), 3);
-        assert!(matches!(changes[2], Change::CreateStateMachine(_)));
+    fn nothing_exists_so_job_definitions_come_first_then_the_pinned_machine() {
+        let desired = rendered(&["jd-a", "jd-b"], "v1");
+        let mut observed = Observed::default();
+        let first = plan(&desired, &observed, UID).unwrap();
+        assert_eq!(first.len(), 2);
+        assert!(
+            first
+                .iter()
+                .all(|c| matches!(c, Change::RegisterJobDefinition(_)))
+        );
+        // The shell folds the registered revisions into what it observed and plans again.
+        observed.job_definitions = registered(&[("jd-a", 1), ("jd-b", 1)]);
+        let second = plan(&desired, &observed, UID).unwrap();
+        let [Change::CreateStateMachine(machine)] = second.as_slice() else {
+            panic!("{second:?}")
+        };
+        assert_eq!(
+            revisions::referenced(&machine.definition),
+            BTreeSet::from([arn("jd-a", 1), arn("jd-b", 1)])
+        );
     }
 
     #[test]
     fn converged_flow_plans_no_change() {
-        let desired = rendered(&["jd-a"], json!({"StartAt": "x", "States": {}}));
+        let desired = rendered(&["jd-a"], "v1");
+        let pinned = asl(&[&arn("jd-a", 1)], "v1");
+        // Key order differs: compared as parsed JSON, not as text.
+        let reordered: Value = serde_json::from_str(&pinned.to_string()).unwrap();
         let observed = Observed {
-            // Key order differs: compared as parsed JSON, not as text.
-            machine: Some(machine(
-                serde_json::from_str(r#"{"States": {}, "StartAt": "x"}"#).unwrap(),
-            )),
+            machine: Some(machine(reordered, "r1")),
             machine_owner_uid: None,
-            job_definitions: BTreeMap::from([("jd-a".into(), "arn:jd-a:1".into())]),
+            job_definitions: registered(&[("jd-a", 1)]),
         };
-        let previous = [JobDefinitionRef {
-            step: "start".into(),
-            arn: "arn:aws:batch:us-east-1:1:job-definition/jd-a:1".into(),
-        }];
-        assert_eq!(plan(&desired, &observed, &previous, UID), Ok(vec![]));
+        assert_eq!(plan(&desired, &observed, UID), Ok(vec![]));
     }
 
     #[test]
-    fn changed_step_registers_updates_and_deregisters_the_old_revision() {
-        let desired = rendered(&["jd-new"], json!({"v": 2}));
-        let observed = Observed {
-            machine: Some(machine(json!({"v": 1}))),
+    fn changed_step_registers_then_updates_the_machine_and_deregisters_nothing() {
+        let desired = rendered(&["jd-new"], "v2");
+        let mut observed = Observed {
+            machine: Some(machine(asl(&[&arn("jd-old", 4)], "v1"), "r1")),
             machine_owner_uid: None,
-            job_definitions: BTreeMap::from([("jd-old".into(), "arn:old".into())]),
+            job_definitions: BTreeMap::new(),
         };
-        let previous = [JobDefinitionRef {
-            step: "start".into(),
-            arn: "arn:aws:batch:us-east-1:1:job-definition/jd-old:4".into(),
-        }];
-        let changes = plan(&desired, &observed, &previous, UID).unwrap();
+        let first = plan(&desired, &observed, UID).unwrap();
         assert!(
-            matches!(&changes[0], Change::RegisterJobDefinition(d) if d.job_definition_name == "jd-new")
+            matches!(first.as_slice(), [Change::RegisterJobDefinition(d)] if d.job_definition_name == "jd-new")
         );
-        assert!(matches!(&changes[1], Change::UpdateStateMachine { arn, .. } if arn == "arn:sm"));
+        observed.job_definitions = registered(&[("jd-new", 1)]);
+        let second = plan(&desired, &observed, UID).unwrap();
+        let [
+            Change::UpdateStateMachine {
+                arn: machine_arn,
+                machine,
+            },
+        ] = second.as_slice()
+        else {
+            panic!("{second:?}")
+        };
+        assert_eq!(machine_arn, MACHINE);
         assert_eq!(
-            changes[2],
-            Change::DeregisterJobDefinition {
-                arn: "arn:aws:batch:us-east-1:1:job-definition/jd-old:4".into()
-            }
+            machine.definition["States"]["s0"]["Parameters"]["JobDefinition"],
+            arn("jd-new", 1)
         );
+    }
+
+    #[test]
+    fn a_machine_naming_job_definitions_by_name_is_repinned() {
+        // A machine written before revisions were pinned differs from the pinned one.
+        let desired = rendered(&["jd-a"], "v1");
+        let observed = Observed {
+            machine: Some(machine(asl(&["jd-a"], "v1"), "r1")),
+            machine_owner_uid: None,
+            job_definitions: registered(&[("jd-a", 2)]),
+        };
+        assert!(matches!(
+            plan(&desired, &observed, UID).unwrap().as_slice(),
+            [Change::UpdateStateMachine { .. }]
+        ));
     }
 
     #[test]
     fn foreign_state_machine_is_never_touched() {
-        let desired = rendered(&[], json!({}));
+        let desired = rendered(&[], "v1");
         let observed = Observed {
-            machine: Some(machine(json!({"other": true}))),
+            machine: Some(machine(json!({"other": true}), "r1")),
             machine_owner_uid: Some(Some("someone-else".into())),
             job_definitions: BTreeMap::new(),
         };
         assert!(matches!(
-            plan(&desired, &observed, &[], UID),
+            plan(&desired, &observed, UID),
             Err(PlanError::ForeignStateMachine { .. })
         ));
+    }
+
+    fn status_with(version: &str, revision: Option<&str>, definitions: &[String]) -> FlowStatus {
+        FlowStatus {
+            state_machine_arn: Some(MACHINE.into()),
+            state_machine_version_arn: Some(format!("{MACHINE}:{version}")),
+            state_machine_revision_id: revision.map(str::to_owned),
+            job_definitions: definitions
+                .iter()
+                .map(|arn| JobDefinitionRef {
+                    step: job_definition_name(arn).into(),
+                    arn: arn.clone(),
+                })
+                .collect(),
+            ..FlowStatus::default()
+        }
+    }
+
+    #[test]
+    fn recorded_version_is_trusted_only_while_the_machine_is_at_its_revision() {
+        let previous = status_with("1", Some("r1"), &[]);
+        let at_r1 = machine(json!({}), "r1");
+        assert_eq!(
+            known_version(Some(&previous), MACHINE, Some(&at_r1), None),
+            Some(Published {
+                version_arn: format!("{MACHINE}:1"),
+                revision_id: Some("r1".into())
+            })
+        );
+        // The machine was updated (version 2 published) by a reconcile that was interrupted
+        // before it wrote the status: version 1 is stale, so the latest must be read.
+        let at_r2 = machine(json!({}), "r2");
+        assert_eq!(
+            known_version(Some(&previous), MACHINE, Some(&at_r2), None),
+            None
+        );
+        // What this reconcile published wins.
+        let published = Published {
+            version_arn: format!("{MACHINE}:3"),
+            revision_id: Some("r3".into()),
+        };
+        assert_eq!(
+            known_version(Some(&previous), MACHINE, Some(&at_r2), Some(&published)),
+            Some(published)
+        );
+        assert_eq!(known_version(None, MACHINE, Some(&at_r1), None), None);
+    }
+
+    #[test]
+    fn superseded_revisions_are_retired_until_no_running_execution_uses_them() {
+        let (old_a, old_b, new_a) = (arn("jd-a", 1), arn("jd-b", 1), arn("jd-a2", 1));
+        let previous = FlowStatus {
+            retired_job_definitions: vec![arn("jd-z", 7)],
+            ..status_with("1", Some("r1"), &[old_a.clone(), old_b.clone()])
+        };
+        let current = vec![
+            JobDefinitionRef {
+                step: "a".into(),
+                arn: new_a.clone(),
+            },
+            JobDefinitionRef {
+                step: "b".into(),
+                arn: old_b.clone(),
+            },
+        ];
+        let waiting = retired(Some(&previous), &current);
+        assert_eq!(waiting, vec![old_a.clone(), arn("jd-z", 7)]);
+
+        // Version 1 still runs an execution: its revisions stay.
+        let version_1 = asl(&[&old_a, &old_b], "v1");
+        let version_2 = asl(&[&new_a, &old_b], "v2");
+        let running = in_use([Some(&version_1), Some(&version_2)]);
+        assert_eq!(
+            deregistrations(&waiting, &running),
+            vec![Change::DeregisterJobDefinition {
+                arn: arn("jd-z", 7)
+            }]
+        );
+        // An execution whose definition is unknown keeps everything.
+        let unknown = in_use([Some(&version_2), None]);
+        assert_eq!(deregistrations(&waiting, &unknown), vec![]);
+        // A definition from before pinning refers to every revision of a name.
+        let by_name = in_use([Some(&asl(&["jd-a"], "v0"))]);
+        assert_eq!(
+            deregistrations(&waiting, &by_name),
+            vec![Change::DeregisterJobDefinition {
+                arn: arn("jd-z", 7)
+            }]
+        );
+        // Nothing running: all go.
+        assert_eq!(deregistrations(&waiting, &in_use([])).len(), 2);
+        assert_eq!(retired(None, &current), Vec::<String>::new());
     }
 
     #[test]
@@ -333,36 +589,35 @@ mod tests {
 
     #[test]
     fn unchanged_outcome_gives_an_equal_status() {
-        let outcome = Outcome::Ready {
+        let ready = |changed: bool| Outcome::Ready {
             state_machine_arn: "arn:sm".into(),
-            state_machine_version_arn: Some("arn:sm:1".into()),
+            version: Some(Published {
+                version_arn: "arn:sm:1".into(),
+                revision_id: Some("r1".into()),
+            }),
             job_definitions: vec![],
+            retired_job_definitions: vec!["arn:old:1".into()],
             secrets: vec![],
-            changed: true,
+            changed,
         };
         let first = status(
             None,
             Some(1),
-            &outcome,
+            &ready(true),
             Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         );
         let later = Time(
             k8s_openapi::jiff::Timestamp::UNIX_EPOCH
                 + k8s_openapi::jiff::SignedDuration::from_secs(60),
         );
-        let unchanged = Outcome::Ready {
-            state_machine_arn: "arn:sm".into(),
-            state_machine_version_arn: Some("arn:sm:1".into()),
-            job_definitions: vec![],
-            secrets: vec![],
-            changed: false,
-        };
-        let second = status(Some(&first), Some(1), &unchanged, later);
+        let second = status(Some(&first), Some(1), &ready(false), later);
         assert_eq!(first, second);
         assert!(crate::api::is_condition_true(
             &second.conditions,
             condition::READY
         ));
         assert_eq!(second.state_machine_version, Some(1));
+        assert_eq!(second.state_machine_revision_id.as_deref(), Some("r1"));
+        assert_eq!(second.retired_job_definitions, ["arn:old:1"]);
     }
 }

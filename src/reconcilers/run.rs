@@ -72,25 +72,60 @@ pub struct HistoryEvent {
     pub previous_id: i64,
     pub kind: String,
     /// TaskScheduled: the task's parameters; TaskSubmitted/TaskSucceeded: its output;
-    /// TaskFailed: its cause. All JSON text.
+    /// TaskFailed: its cause (all JSON text). TaskStateEntered, MapStateEntered: the state's
+    /// name.
     pub detail: Option<String>,
     pub timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// Per-step status from the execution history of the top-level state machine (the tasks of
 /// a Distributed Map run in child executions and are not listed here). Steps are recognised
-/// by their `FLOWLINE_STEP` override.
+/// by their `FLOWLINE_STEP` override, else by the name of their Task state (a step's state is
+/// named after it): a multi-node task's parameters carry its environment in `NodeOverrides`,
+/// which a history may not echo.
+///
+/// A step of a multi-node (gang) job lists the main job's id and then each node's,
+/// `<jobId>#<node>` (Batch's ids of the node jobs), once the node count is known: from the
+/// task's `NodeOverrides.NumNodes`, else from the job description the task ends with.
+///
+/// History ends at `ExecutionAborted`: a step whose task had not left its state by then
+/// (`TaskStateExited`, which follows a task that ended) was killed by the stop and is
+/// Aborted, whatever its task reported: stopping terminates the job, and the task can still
+/// record an end (even TaskSucceeded) before or after the abort.
 pub fn step_statuses(events: &[HistoryEvent]) -> Vec<StepStatus> {
     let by_id: BTreeMap<i64, &HistoryEvent> = events.iter().map(|e| (e.id, e)).collect();
     let mut steps: BTreeMap<String, StepStatus> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
+    // Node counts of the multi-node steps, from their task parameters.
+    let mut node_counts: BTreeMap<String, i64> = BTreeMap::new();
+    // Steps whose last task has left its state.
+    let mut exited: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     for event in events {
+        if event.kind == "ExecutionAborted" {
+            for step in steps.values_mut() {
+                if !exited.contains(&step.name) && step.phase != Some(StepPhase::Aborted) {
+                    step.phase = Some(StepPhase::Aborted);
+                    step.completion_time = event.timestamp.clone();
+                }
+            }
+            break;
+        }
         let Some(scheduled) = scheduled_event(event, &by_id) else {
             continue;
         };
-        let Some(step) = scheduled.detail.as_deref().and_then(step_of_parameters) else {
+        let Some(step) = step_of(scheduled, &by_id) else {
             continue;
         };
+        match event.kind.as_str() {
+            "TaskStateExited" => {
+                exited.insert(step);
+                continue;
+            }
+            "TaskScheduled" => {
+                exited.remove(&step);
+            }
+            _ => {}
+        }
         if !steps.contains_key(&step) {
             order.push(step.clone());
         }
@@ -106,10 +141,16 @@ pub fn step_statuses(events: &[HistoryEvent]) -> Vec<StepStatus> {
             "TaskScheduled" => {
                 status.phase = Some(StepPhase::Running);
                 status.start_time = event.timestamp.clone();
+                if let Some(count) = job
+                    .as_ref()
+                    .and_then(|p| p["NodeOverrides"]["NumNodes"].as_i64())
+                {
+                    node_counts.insert(step.clone(), count);
+                }
             }
             "TaskSubmitted" => {
                 if let Some(id) = job.as_ref().and_then(|j| j["JobId"].as_str()) {
-                    push_unique(&mut status.job_ids, id);
+                    push_job_ids(&mut status.job_ids, id, node_counts.get(&step).copied());
                 }
             }
             "TaskSucceeded" | "TaskFailed" => {
@@ -133,7 +174,10 @@ pub fn step_statuses(events: &[HistoryEvent]) -> Vec<StepStatus> {
                 status.completion_time = event.timestamp.clone();
                 if let Some(job) = job {
                     if let Some(id) = job["JobId"].as_str() {
-                        push_unique(&mut status.job_ids, id);
+                        let nodes = job["NodeProperties"]["NumNodes"]
+                            .as_i64()
+                            .or_else(|| node_counts.get(&step).copied());
+                        push_job_ids(&mut status.job_ids, id, nodes);
                     }
                     if let Some(attempts) = job["Attempts"].as_array() {
                         status.attempts = i32::try_from(attempts.len()).ok().filter(|n| *n > 0);
@@ -232,6 +276,23 @@ pub fn merge_task_steps(tasks: &[Vec<StepStatus>]) -> Vec<StepStatus> {
     merged
 }
 
+/// Most node job ids listed for one multi-node step (Batch allows up to 1,000 nodes).
+const MAX_NODE_IDS: i64 = 100;
+
+/// Adds a job's id and, for a multi-node job of `nodes` nodes, its nodes' ids (`<id>#<n>`).
+fn push_job_ids(list: &mut Vec<String>, id: &str, nodes: Option<i64>) {
+    push_unique(list, id);
+    for node in 0..nodes.unwrap_or(0).clamp(0, MAX_NODE_IDS) {
+        push_unique(list, &format!("{id}#{node}"));
+    }
+}
+
+/// Whether a job id names one node of a multi-node job (`<id>#<n>`): such a job is stopped
+/// through its main job.
+pub fn is_node_job(id: &str) -> bool {
+    id.contains('#')
+}
+
 fn push_unique(list: &mut Vec<String>, value: &str) {
     if !list.iter().any(|v| v == value) {
         list.push(value.to_owned());
@@ -243,7 +304,8 @@ fn scheduled_event<'a>(
     event: &'a HistoryEvent,
     by_id: &BTreeMap<i64, &'a HistoryEvent>,
 ) -> Option<&'a HistoryEvent> {
-    if !event.kind.starts_with("Task") {
+    // A TaskStateEntered precedes its task: walking back from it would find an earlier one.
+    if !event.kind.starts_with("Task") || event.kind == "TaskStateEntered" {
         return None;
     }
     let mut current = event;
@@ -254,6 +316,21 @@ fn scheduled_event<'a>(
         current = by_id.get(&current.previous_id)?;
     }
     None
+}
+
+/// The step a task runs: its `FLOWLINE_STEP` override, else the name of the Task state the
+/// task was scheduled in.
+fn step_of(scheduled: &HistoryEvent, by_id: &BTreeMap<i64, &HistoryEvent>) -> Option<String> {
+    scheduled
+        .detail
+        .as_deref()
+        .and_then(step_of_parameters)
+        .or_else(|| {
+            by_id
+                .get(&scheduled.previous_id)
+                .filter(|entered| entered.kind == "TaskStateEntered")
+                .and_then(|entered| entered.detail.clone())
+        })
 }
 
 /// The step a Batch task runs, from its `FLOWLINE_STEP` container or node override.
@@ -452,6 +529,82 @@ mod tests {
             message.starts_with("step `train` failed: CannotPullContainerError: no image; the image could not be pulled"),
             "{message}"
         );
+    }
+
+    fn params(step: &str) -> Value {
+        serde_json::json!({"ContainerOverrides": {"Environment": [{"Name": "FLOWLINE_STEP", "Value": step}]}})
+    }
+
+    #[test]
+    fn a_step_killed_by_a_stop_is_aborted_whatever_its_task_reported() {
+        // As the emulator records a stop: the task of the terminated job "succeeds" with no
+        // job description just before the abort, without leaving its state.
+        let mut events = vec![
+            event(5, 4, "TaskScheduled", params("start")),
+            event(6, 5, "TaskSucceeded", serde_json::json!({"JobId": "job-1"})),
+            event(7, 6, "TaskStateExited", serde_json::json!({})),
+            event(8, 7, "TaskScheduled", params("work")),
+            event(9, 8, "TaskSubmitted", serde_json::json!({"JobId": "job-2"})),
+            event(10, 9, "TaskSucceeded", Value::Null),
+            event(11, 0, "ExecutionAborted", serde_json::json!({})),
+        ];
+        let steps = step_statuses(&events);
+        assert_eq!(steps[0].phase, Some(StepPhase::Succeeded));
+        assert_eq!(steps[1].name, "work");
+        assert_eq!(steps[1].phase, Some(StepPhase::Aborted));
+        assert_eq!(steps[1].job_ids, ["job-2"]);
+        // A task that ends after the abort changes nothing either.
+        events.push(event(12, 10, "TaskFailed", serde_json::json!({})));
+        assert_eq!(step_statuses(&events)[1].phase, Some(StepPhase::Aborted));
+        // A step still running at the abort is Aborted too.
+        events.truncate(5);
+        events.push(event(11, 0, "ExecutionAborted", serde_json::json!({})));
+        assert_eq!(step_statuses(&events)[1].phase, Some(StepPhase::Aborted));
+    }
+
+    #[test]
+    fn a_multi_node_step_lists_every_node_job() {
+        // The history need not echo the node overrides (the emulator's does not): the step is
+        // then known by the name of its Task state.
+        let entered = HistoryEvent {
+            detail: Some("train".into()),
+            ..event(4, 3, "TaskStateEntered", Value::Null)
+        };
+        let events = vec![
+            entered,
+            event(
+                5,
+                4,
+                "TaskScheduled",
+                serde_json::json!({"JobDefinition": "jd"}),
+            ),
+            event(6, 5, "TaskSubmitted", serde_json::json!({"JobId": "mnp"})),
+        ];
+        let running = step_statuses(&events);
+        assert_eq!(running[0].name, "train");
+        assert_eq!(running[0].phase, Some(StepPhase::Running));
+        assert_eq!(running[0].job_ids, ["mnp"]);
+        let mut events = events;
+        events.push(event(
+            7,
+            6,
+            "TaskSucceeded",
+            serde_json::json!({"JobId": "mnp", "NodeProperties": {"NumNodes": 3, "MainNode": 0}}),
+        ));
+        let done = step_statuses(&events);
+        assert_eq!(done[0].phase, Some(StepPhase::Succeeded));
+        assert_eq!(done[0].job_ids, ["mnp", "mnp#0", "mnp#1", "mnp#2"]);
+        assert!(is_node_job("mnp#1") && !is_node_job("mnp"));
+
+        // A node count in the task's overrides lists the nodes from the submission on.
+        let counted = serde_json::json!({"NodeOverrides": {"NumNodes": 2, "NodePropertyOverrides": [
+            {"TargetNodes": "0:", "ContainerOverrides": {"Environment": [{"Name": "FLOWLINE_STEP", "Value": "train"}]}}
+        ]}});
+        let events = vec![
+            event(5, 4, "TaskScheduled", counted),
+            event(6, 5, "TaskSubmitted", serde_json::json!({"JobId": "mnp"})),
+        ];
+        assert_eq!(step_statuses(&events)[0].job_ids, ["mnp", "mnp#0", "mnp#1"]);
     }
 
     #[test]

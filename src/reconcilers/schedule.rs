@@ -417,6 +417,7 @@ mod tests {
                 arn: "arn:m".into(),
                 definition: m.definition.clone(),
                 role_arn: m.role_arn.clone(),
+                revision_id: None,
             }),
             dispatcher_owner: None,
         }

@@ -197,10 +197,20 @@ async fn example_flows_become_ready_with_the_rendered_resources() {
             .expect("exists");
         let definition: serde_json::Value =
             serde_json::from_str(described.definition()).expect("JSON");
-        assert_eq!(
-            definition, predicted.state_machine.definition,
-            "{name}: definition as rendered"
-        );
+        // As rendered, with each job definition pinned to the revision the status records.
+        let revisions: BTreeMap<String, String> = status
+            .job_definitions
+            .iter()
+            .map(|r| {
+                (
+                    flowline::reconcilers::flow::job_definition_name(&r.arn).to_owned(),
+                    r.arn.clone(),
+                )
+            })
+            .collect();
+        let pinned = compile::revisions::pin(&predicted.state_machine.definition, &revisions)
+            .unwrap_or_else(|missing| panic!("{name}: no revision for {missing:?}"));
+        assert_eq!(definition, pinned, "{name}: definition as rendered");
         assert_eq!(status.state_machine_version, Some(1), "{name}");
         let registered: BTreeSet<&str> = status
             .job_definitions
@@ -297,17 +307,25 @@ async fn editing_a_step_publishes_a_version_and_a_no_op_writes_nothing() {
     assert_ne!(old_arn, new_arn);
     let config = aws_config().await;
     let batch = aws_sdk_batch::Client::new(&config);
-    let old = batch
-        .describe_job_definitions()
-        .job_definitions(&old_arn)
-        .send()
-        .await
-        .expect("described");
-    assert_eq!(
-        old.job_definitions()[0].status(),
-        Some("INACTIVE"),
-        "the superseded revision is deregistered"
-    );
+    // Deregistered once the status records version 2 (no execution runs version 1).
+    let status = wait_for_async(
+        "the superseded revision to be deregistered",
+        READY_TIMEOUT,
+        || async {
+            let old = batch
+                .describe_job_definitions()
+                .job_definitions(&old_arn)
+                .send()
+                .await
+                .expect("described");
+            old.job_definitions()[0]
+                .status()
+                .filter(|s| *s == "INACTIVE")
+                .map(str::to_owned)
+        },
+    )
+    .await;
+    assert_eq!(status, "INACTIVE");
     let after_edit = controller.aws_requests();
     assert_eq!(after_edit.get("states:UpdateStateMachine"), Some(&1));
 }
@@ -572,4 +590,287 @@ async fn controller_killed_while_creating_fifty_flows_converges_without_duplicat
     // Three steps with different commands: three job definitions per Flow, one revision each.
     assert_eq!(unique.len(), active.len(), "no duplicate revisions");
     assert_eq!(active.len(), 150, "no orphaned or missing job definitions");
+}
+
+/// The job definition revisions a Flow's status names, one per distinct step definition.
+fn status_definitions(namespace: &str, flow: &str) -> BTreeSet<String> {
+    jsonpath(
+        namespace,
+        &format!("flow/{flow}"),
+        "{.status.jobDefinitions[*].arn}",
+    )
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// The ACTIVE job definition revisions tagged with the namespace.
+async fn active_definitions(batch: &aws_sdk_batch::Client, namespace: &str) -> BTreeSet<String> {
+    let mut active = BTreeSet::new();
+    let mut token = None;
+    loop {
+        let page = batch
+            .describe_job_definitions()
+            .status("ACTIVE")
+            .set_next_token(token)
+            .send()
+            .await
+            .expect("described");
+        active.extend(
+            page.job_definitions()
+                .iter()
+                .filter(|d| {
+                    d.tags()
+                        .and_then(|t| t.get(TAG_NAMESPACE))
+                        .map(String::as_str)
+                        == Some(namespace)
+                })
+                .filter_map(|d| d.job_definition_arn().map(str::to_owned)),
+        );
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() {
+            return active;
+        }
+    }
+}
+
+/// The job definition revision each Batch job of a Run was submitted with, by step.
+async fn run_job_definitions(
+    batch: &aws_sdk_batch::Client,
+    namespace: &str,
+    run: &str,
+) -> BTreeMap<String, String> {
+    let steps = jsonpath(
+        namespace,
+        &format!("run/{run}"),
+        "{range .status.steps[*]}{.name}={.jobIds[0]} {end}",
+    );
+    let mut used = BTreeMap::new();
+    for entry in steps.split_whitespace() {
+        let (step, job) = entry.split_once('=').expect("step=job");
+        let described = batch
+            .describe_jobs()
+            .jobs(job)
+            .send()
+            .await
+            .expect("job described");
+        used.insert(
+            step.to_owned(),
+            described.jobs()[0]
+                .job_definition()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    used
+}
+
+fn wait_run_phase(namespace: &str, run: &str, phase: &str) {
+    wait_for(&format!("Run {run} to be {phase}"), READY_TIMEOUT, || {
+        (jsonpath(namespace, &format!("run/{run}"), "{.status.phase}") == phase).then_some(())
+    });
+}
+
+fn wait_version(namespace: &str, flow: &str, version: &str) {
+    wait_for(
+        &format!("Flow {flow} at version {version}"),
+        READY_TIMEOUT,
+        || {
+            (jsonpath(
+                namespace,
+                &format!("flow/{flow}"),
+                "{.status.stateMachineVersion}",
+            ) == version)
+                .then_some(())
+        },
+    );
+}
+
+#[tokio::test]
+async fn editing_every_step_mid_run_leaves_the_run_on_its_version_and_deregisters_after_it_ends() {
+    install_crds();
+    let ns = TestNamespace::create("mid-run");
+    let controller = ControllerProcess::start(&ns.name);
+    // `work` is held RUNNING by the emulator for `hold` seconds.
+    let flow = |edition: &str, hold: &str| {
+        format!(
+            "apiVersion: flowline.io/v1alpha1\nkind: Flow\nmetadata: {{name: edited}}\nspec:\n  steps:\n    - {{name: start, command: [\"echo\", \"start {edition}\"], next: [work]}}\n    - {{name: work, command: [\"echo\", \"work {edition}\"], next: [end], env: [{{name: EMULATOR_RUN_SECONDS, value: \"{hold}\"}}]}}\n    - {{name: end, command: [\"echo\", \"end {edition}\"]}}\n"
+        )
+    };
+    let run = |name: &str| {
+        format!(
+            "apiVersion: flowline.io/v1alpha1\nkind: Run\nmetadata: {{name: {name}}}\nspec:\n  flowRef: {{name: edited}}\n"
+        )
+    };
+    apply(&ns.name, &flow("one", "15"));
+    wait_ready(&ns.name, "edited");
+    let first = status_definitions(&ns.name, "edited");
+    assert_eq!(first.len(), 3, "{first:?}");
+
+    // The first Run is mid-way: its `work` job runs, `end` is still to be submitted.
+    apply(&ns.name, &run("before-edit"));
+    wait_for("the work step to run", READY_TIMEOUT, || {
+        let work = jsonpath(
+            &ns.name,
+            "run/before-edit",
+            "{.status.steps[?(@.name==\"work\")].jobIds[0]}",
+        );
+        (!work.is_empty()).then_some(())
+    });
+
+    // Every step's command changes: three new job definitions, version 2.
+    apply(&ns.name, &flow("two", "1"));
+    wait_version(&ns.name, "edited", "2");
+    let second = status_definitions(&ns.name, "edited");
+    assert_eq!(second.len(), 3, "{second:?}");
+    assert!(first.is_disjoint(&second), "{first:?} {second:?}");
+    let retired: BTreeSet<String> = jsonpath(
+        &ns.name,
+        "flow/edited",
+        "{.status.retiredJobDefinitions[*]}",
+    )
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(
+        retired, first,
+        "version 1's revisions wait for its execution"
+    );
+    let config = aws_config().await;
+    let batch = aws_sdk_batch::Client::new(&config);
+    let active = active_definitions(&batch, &ns.name).await;
+    assert!(
+        first.is_subset(&active),
+        "still ACTIVE while the first Run runs: {active:?}"
+    );
+
+    apply(&ns.name, &run("after-edit"));
+    wait_run_phase(&ns.name, "before-edit", "Succeeded");
+    wait_run_phase(&ns.name, "after-edit", "Succeeded");
+    let version = |run: &str| {
+        jsonpath(
+            &ns.name,
+            &format!("run/{run}"),
+            "{.status.stateMachineVersionArn}",
+        )
+    };
+    assert!(version("before-edit").ends_with(":1"));
+    assert!(version("after-edit").ends_with(":2"));
+    let before = run_job_definitions(&batch, &ns.name, "before-edit").await;
+    let after = run_job_definitions(&batch, &ns.name, "after-edit").await;
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(
+        before.values().all(|arn| first.contains(arn)),
+        "the first Run ran on version 1's definitions to its end: {before:?}"
+    );
+    assert!(
+        after.values().all(|arn| second.contains(arn)),
+        "the second Run ran on version 2's: {after:?}"
+    );
+
+    // Both ended: nothing but the current revisions stays ACTIVE.
+    wait_for("the retired revisions to go", READY_TIMEOUT, || {
+        jsonpath(&ns.name, "flow/edited", "{.status.retiredJobDefinitions}")
+            .is_empty()
+            .then_some(())
+    });
+    assert_eq!(active_definitions(&batch, &ns.name).await, second);
+
+    // And a reconcile of the unchanged Flow still writes nothing.
+    let before = controller.aws_requests();
+    let reads_before = before
+        .get("states:DescribeStateMachine")
+        .copied()
+        .unwrap_or(0);
+    kubectl(
+        &[
+            "annotate",
+            "flow",
+            "edited",
+            "-n",
+            &ns.name,
+            "e2e/resync=1",
+            "--overwrite",
+        ],
+        None,
+    )
+    .ok();
+    wait_for("the resync to reconcile", Duration::from_secs(30), || {
+        let now = controller.aws_requests();
+        (now.get("states:DescribeStateMachine").copied().unwrap_or(0) > reads_before).then_some(())
+    });
+    let after = controller.aws_requests();
+    assert_eq!(writes(&after), writes(&before), "no AWS write: {after:?}");
+}
+
+#[tokio::test]
+async fn controller_stopped_between_machine_update_and_status_write_records_the_new_version() {
+    install_crds();
+    let ns = TestNamespace::create("failpoint");
+    let mut controller = ControllerProcess::start_with(
+        &ns.name,
+        &[(
+            "FLOWLINE_FAILPOINT",
+            flowline::failpoint::AFTER_STATE_MACHINE_UPDATE,
+        )],
+    );
+    let flow = |greeting: &str| {
+        format!(
+            "apiVersion: flowline.io/v1alpha1\nkind: Flow\nmetadata: {{name: interrupted}}\nspec:\n  steps:\n    - {{name: start, command: [\"echo\", \"{greeting}\"], next: [end]}}\n    - {{name: end, command: [\"echo\", \"{greeting} again\"]}}\n"
+        )
+    };
+    apply(&ns.name, &flow("hello"));
+    wait_ready(&ns.name, "interrupted");
+    let first = status_definitions(&ns.name, "interrupted");
+
+    // The edit updates the machine (version 2), and the process exits before the status.
+    apply(&ns.name, &flow("goodbye"));
+    let exit = controller.wait_exit(READY_TIMEOUT);
+    assert_eq!(exit.code(), Some(flowline::failpoint::EXIT_CODE));
+    let machine_arn = jsonpath(&ns.name, "flow/interrupted", "{.status.stateMachineArn}");
+    let config = aws_config().await;
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let versions = sfn
+        .list_state_machine_versions()
+        .state_machine_arn(&machine_arn)
+        .send()
+        .await
+        .expect("listed");
+    assert_eq!(versions.state_machine_versions().len(), 2);
+    assert_eq!(
+        jsonpath(
+            &ns.name,
+            "flow/interrupted",
+            "{.status.stateMachineVersion}"
+        ),
+        "1",
+        "the status was not written"
+    );
+    let batch = aws_sdk_batch::Client::new(&config);
+    assert!(first.is_subset(&active_definitions(&batch, &ns.name).await));
+
+    // Restarted, it finds the machine already matching the Flow and records its version.
+    controller.restart_with(&[]);
+    wait_version(&ns.name, "interrupted", "2");
+    wait_ready(&ns.name, "interrupted");
+    let second = status_definitions(&ns.name, "interrupted");
+    assert!(first.is_disjoint(&second), "{first:?} {second:?}");
+    let described = sfn
+        .describe_state_machine()
+        .state_machine_arn(&machine_arn)
+        .send()
+        .await
+        .expect("described");
+    let definition: serde_json::Value = serde_json::from_str(described.definition()).expect("JSON");
+    assert_eq!(compile::revisions::referenced(&definition), second);
+    wait_for_async("version 1's revisions to go", READY_TIMEOUT, || async {
+        (active_definitions(&batch, &ns.name).await == second).then_some(())
+    })
+    .await;
+    assert_eq!(
+        controller.aws_requests().get("states:UpdateStateMachine"),
+        Some(&1),
+        "the restarted controller updates nothing again"
+    );
 }

@@ -414,6 +414,23 @@ impl ControllerProcess {
         );
     }
 
+    /// Starts the process again (after it exited or was killed) with other extra environment.
+    pub fn restart_with(&mut self, extra_env: &[(&str, &str)]) {
+        self.kill();
+        self.extra_env = extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.child = spawn_controller(
+            &self.namespace,
+            &self.kubeconfig,
+            &self.access_key,
+            &self.log,
+            self.http_port,
+            &self.extra_env,
+        );
+    }
+
     /// Sends SIGTERM (a graceful stop).
     pub fn terminate(&self) {
         let status = Command::new("kill")

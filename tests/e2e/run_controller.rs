@@ -167,6 +167,16 @@ async fn stopped_run_ends_aborted_and_its_job_is_terminated() {
         .map(|s| s.as_str().to_owned())
         .unwrap_or_default();
     assert_eq!(status, "FAILED", "the running job is terminated");
+    let steps = jsonpath(
+        &ns.name,
+        "run/slow-1",
+        "{range .status.steps[*]}{.name}={.phase} {end}",
+    );
+    assert_eq!(
+        steps.trim(),
+        "start=Succeeded work=Aborted",
+        "the step the stop killed is Aborted, never Succeeded"
+    );
 }
 
 #[test]
@@ -541,5 +551,41 @@ async fn execution_status_events_wake_a_run_long_before_its_next_poll() {
             "{.metadata.annotations.flowline\\.io/execution-event}"
         ),
         "SUCCEEDED"
+    );
+}
+
+#[test]
+fn multi_node_step_reports_every_node_job() {
+    install_crds();
+    let ns = TestNamespace::create("run-mnp");
+    let _controller = ControllerProcess::start(&ns.name);
+    apply(
+        &ns.name,
+        "apiVersion: flowline.io/v1alpha1\nkind: Flow\nmetadata: {name: gang}\nspec:\n  steps:\n    - {name: start, command: [\"true\"], next: [train]}\n    - {name: train, command: [\"true\"], parallel: {numNodes: 3}, next: [end]}\n    - {name: end, command: [\"true\"]}\n",
+    );
+    apply(&ns.name, &run("gang-1", "gang", "{}"));
+    wait_phase(&ns.name, "gang-1", "Succeeded");
+    let train = |path: &str| {
+        jsonpath(
+            &ns.name,
+            "run/gang-1",
+            &format!("{{.status.steps[?(@.name==\"train\")].{path}}}"),
+        )
+    };
+    assert_eq!(train("phase"), "Succeeded");
+    let ids: Vec<String> = train("jobIds[*]")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let main = ids.first().cloned().unwrap_or_default();
+    assert!(!main.is_empty() && !main.contains('#'), "{ids:?}");
+    assert_eq!(
+        ids[1..],
+        [
+            format!("{main}#0"),
+            format!("{main}#1"),
+            format!("{main}#2")
+        ],
+        "the main job and every node's job"
     );
 }
