@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -299,8 +300,6 @@ def patch_actions_case_insensitive() -> None:
     """IAM matches action names case-insensitively; moto matches them exactly, and names Batch's
     actions after the lower-case URL (``batch:submitjob``), so no policy written as AWS
     documents it (``batch:SubmitJob``) would allow them."""
-    import re
-
     from moto.iam.access_control import IAMPolicyStatement
 
     original = IAMPolicyStatement._check_element_matches
@@ -315,6 +314,21 @@ def patch_actions_case_insensitive() -> None:
         return False
 
     IAMPolicyStatement._check_element_matches = _check_element_matches
+
+
+def patch_resource_wildcards() -> None:
+    """IAM's wildcards in a Resource are ``*`` (any characters) and ``?`` (any one character),
+    everything else literal. moto turns only ``*`` into a regular expression and leaves the
+    rest as regex syntax: ``secret:db-??????`` (a secret named without the six characters
+    Secrets Manager appends) made every request the statement was checked for fail with a
+    regex error (HTTP 500), and ``.`` matched any character."""
+    from moto.iam.access_control import IAMPolicyStatement
+
+    def _match(pattern: str, string: str) -> Any:
+        regex = "^" + re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".") + "$"
+        return re.match(regex, string, re.DOTALL)
+
+    IAMPolicyStatement._match = staticmethod(_match)
 
 
 def patch_service_only_trust() -> None:
@@ -416,6 +430,7 @@ def apply() -> None:
     """The patches that shape enforcement; harmless while it is off (moto checks nothing)."""
     patch_unknown_resources_match_allows()
     patch_actions_case_insensitive()
+    patch_resource_wildcards()
     patch_service_only_trust()
     patch_sfn_resources()
     patch_access_denied_shape()

@@ -111,6 +111,29 @@ def test_step_functions_actions_are_checked_against_the_named_resource(iam_emu):
     client(iam_emu, "secretsmanager", key, secret).list_secrets()
 
 
+def test_resource_wildcards_are_iams_star_and_question_mark(iam_emu):
+    s3, bucket = admin(iam_emu, "s3"), uid("bucket")
+    s3.create_bucket(Bucket=bucket)
+    for key in ("a1c", "a12c", "a.c"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    admin(iam_emu, "secretsmanager").create_secret(Name=(secret_name := uid("db")), SecretString="v")
+    key, secret = user_with(
+        iam_emu,
+        allow("s3:GetObject", f"arn:aws:s3:::{bucket}/a?c"),
+        allow("s3:GetObject", f"arn:aws:s3:::{bucket}/x.y"),
+        allow("secretsmanager:DescribeSecret", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{secret_name}-??????"),
+    )
+    user_s3 = client(iam_emu, "s3", key, secret)
+    user_s3.get_object(Bucket=bucket, Key="a1c")
+    user_s3.get_object(Bucket=bucket, Key="a.c")
+    assert error_code(lambda: user_s3.get_object(Bucket=bucket, Key="a12c"))[0] == "AccessDenied"
+    # `.` is literal: x.y grants no xzy.
+    s3.put_object(Bucket=bucket, Key="xzy", Body=b"x")
+    assert error_code(lambda: user_s3.get_object(Bucket=bucket, Key="xzy"))[0] == "AccessDenied"
+    # A secret named by `name-??????` (moto answered 500 on the `?`s).
+    client(iam_emu, "secretsmanager", key, secret).describe_secret(SecretId=secret_name)
+
+
 def batch_setup(emu) -> dict:
     batch, iam = admin(emu, "batch"), admin(emu, "iam")
     service_role = iam.create_role(RoleName=uid("batch"), AssumeRolePolicyDocument=policy())["Role"]["Arn"]

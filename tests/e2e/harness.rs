@@ -299,6 +299,9 @@ pub struct ControllerProcess {
     namespace: String,
     kubeconfig: PathBuf,
     extra_env: Vec<(String, String)>,
+    /// The emulator it calls, and the secret of its access key.
+    endpoint: String,
+    secret_key: String,
 }
 
 impl ControllerProcess {
@@ -346,6 +349,24 @@ impl ControllerProcess {
         Self::start_full(namespace, "", kubeconfig, extra_env)
     }
 
+    /// Starts a controller against another emulator (e.g. one that enforces IAM) with the
+    /// access key of an IAM user of its own.
+    pub fn start_against(
+        namespace: &str,
+        endpoint: &str,
+        access_key: &str,
+        secret_key: &str,
+        extra_env: &[(&str, &str)],
+    ) -> ControllerProcess {
+        Self::spawn(
+            namespace,
+            "",
+            &env().kubeconfig,
+            (endpoint, access_key, secret_key),
+            extra_env,
+        )
+    }
+
     fn start_full(
         namespace: &str,
         replica: &str,
@@ -357,6 +378,24 @@ impl ControllerProcess {
             namespace.replace('-', "").to_uppercase(),
             replica.to_uppercase()
         );
+        Self::spawn(
+            namespace,
+            replica,
+            kubeconfig,
+            (&env().aws_endpoint, &access_key, "testing"),
+            extra_env,
+        )
+    }
+
+    /// `aws`: the emulator's endpoint, and the access key id and secret to sign with.
+    fn spawn(
+        namespace: &str,
+        replica: &str,
+        kubeconfig: &Path,
+        aws: (&str, &str, &str),
+        extra_env: &[(&str, &str)],
+    ) -> ControllerProcess {
+        let (endpoint, access_key, secret_key) = aws;
         let suffix = if replica.is_empty() {
             String::new()
         } else {
@@ -374,19 +413,21 @@ impl ControllerProcess {
         let child = spawn_controller(
             namespace,
             kubeconfig,
-            &access_key,
+            (endpoint, access_key, secret_key),
             &log,
             http_port,
             &extra_env,
         );
         ControllerProcess {
             child,
-            access_key,
+            access_key: access_key.to_owned(),
             log,
             http_port,
             namespace: namespace.to_owned(),
             kubeconfig: kubeconfig.to_owned(),
             extra_env,
+            endpoint: endpoint.to_owned(),
+            secret_key: secret_key.to_owned(),
         }
     }
 
@@ -407,7 +448,7 @@ impl ControllerProcess {
         self.child = spawn_controller(
             &self.namespace,
             &self.kubeconfig,
-            &self.access_key,
+            (&self.endpoint, &self.access_key, &self.secret_key),
             &self.log,
             self.http_port,
             &self.extra_env,
@@ -424,7 +465,7 @@ impl ControllerProcess {
         self.child = spawn_controller(
             &self.namespace,
             &self.kubeconfig,
-            &self.access_key,
+            (&self.endpoint, &self.access_key, &self.secret_key),
             &self.log,
             self.http_port,
             &self.extra_env,
@@ -463,7 +504,7 @@ impl ControllerProcess {
 
     /// Requests this controller made to the emulator, by `service:Operation`.
     pub fn aws_requests(&self) -> std::collections::BTreeMap<String, u64> {
-        emulator_requests(&self.access_key)
+        emulator_requests_at(&self.endpoint, &self.access_key)
     }
 }
 
@@ -485,7 +526,7 @@ pub fn free_port() -> u16 {
 fn spawn_controller(
     namespace: &str,
     kubeconfig: &Path,
-    access_key: &str,
+    aws: (&str, &str, &str),
     log: &Path,
     http_port: u16,
     extra_env: &[(String, String)],
@@ -496,13 +537,14 @@ fn spawn_controller(
         .open(log)
         .expect("controller log opens");
     let errors = output.try_clone().expect("log handle clones");
+    let (endpoint, access_key, secret_key) = aws;
     Command::new(env!("CARGO_BIN_EXE_flowline"))
         .arg("controller")
         .env("KUBECONFIG", kubeconfig)
         .env("FLOWLINE_WATCH_NAMESPACE", namespace)
-        .env("AWS_ENDPOINT_URL", &env().aws_endpoint)
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ACCESS_KEY_ID", access_key)
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", secret_key)
         .env("AWS_REGION", "us-east-1")
         .env("FLOWLINE_S3_FORCE_PATH_STYLE", "true")
         .env("FLOWLINE_LEADER_ELECTION", "false")
@@ -518,7 +560,15 @@ fn spawn_controller(
 
 /// The emulator's request counts for one access key, by `service:Operation`.
 pub fn emulator_requests(access_key: &str) -> std::collections::BTreeMap<String, u64> {
-    let url = format!("{}/flowline-test/requests", env().aws_endpoint);
+    emulator_requests_at(&env().aws_endpoint, access_key)
+}
+
+/// The request counts of the emulator at `endpoint` for one access key.
+pub fn emulator_requests_at(
+    endpoint: &str,
+    access_key: &str,
+) -> std::collections::BTreeMap<String, u64> {
+    let url = format!("{endpoint}/flowline-test/requests");
     let output = Command::new("curl")
         .args(["-sf", &url])
         .output()
@@ -608,4 +658,97 @@ pub async fn finished_execution(
         },
     )
     .await
+}
+
+/// An emulator of the suite's own that enforces IAM like AWS (`--enforce-iam`) and runs each
+/// Batch job's command as a local process (`--exec-jobs`). Started once per test process by
+/// [`iam_emulator`]; a watchdog in its process group stops it when the test process is gone,
+/// and its pid file under `$FLOWLINE_ENV_DIR/pids/` lets `hack/env-down.sh` stop it too.
+pub struct IamEmulator {
+    pub endpoint: String,
+    /// Where each job's output goes, as `<logStreamName>.log`.
+    pub job_log_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+/// The IAM-enforcing emulator, started on first use (see [`IamEmulator`]).
+pub fn iam_emulator() -> &'static IamEmulator {
+    static EMULATOR: OnceLock<IamEmulator> = OnceLock::new();
+    EMULATOR.get_or_init(start_iam_emulator)
+}
+
+fn start_iam_emulator() -> IamEmulator {
+    use std::os::unix::process::CommandExt;
+
+    let python = std::env::var("FLOWLINE_MOTO_PYTHON")
+        .expect("FLOWLINE_MOTO_PYTHON is set by env.sh (hack/env-up.sh)");
+    let owner = std::process::id();
+    let name = format!("moto-iam-{owner}");
+    let home = env().env_dir.join(&name);
+    let job_log_dir = home.join("job-logs");
+    std::fs::create_dir_all(&job_log_dir).expect("job log folder is created");
+    let log = env().env_dir.join("logs").join(format!("{name}.log"));
+    let pid_file = env().env_dir.join("pids").join(format!("{name}.pid"));
+    let output = std::fs::File::create(&log).expect("emulator log opens");
+    let errors = output.try_clone().expect("log handle clones");
+    // The shell leads the process group: it runs the emulator, waits while both the test
+    // process and the emulator live, then removes the pid file and stops the whole group.
+    let watchdog = r#"owner=$1 pid_file=$2; shift 2
+"$@" &
+while kill -0 "$owner" 2>/dev/null && kill -0 $! 2>/dev/null; do sleep 1; done
+rm -f "$pid_file"
+kill -TERM 0"#;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(watchdog)
+        .arg("sh")
+        .arg(owner.to_string())
+        .arg(&pid_file)
+        // Nothing of the test's environment: as hack/env-up.sh starts its emulators.
+        .args([
+            "env",
+            "-i",
+            "PATH=/usr/local/bin:/usr/bin:/bin",
+            "LANG=C.UTF-8",
+        ])
+        .arg(format!("HOME={}", home.display()))
+        .arg(&python)
+        .arg(repo_root().join("hack/moto/launcher.py"))
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(["--enforce-iam", "--exec-jobs"])
+        .arg("--runtimes")
+        .arg(env().env_dir.join("runtimes.txt"))
+        .arg("--job-log-dir")
+        .arg(&job_log_dir)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(output)
+        .stderr(errors)
+        .spawn()
+        .expect("the IAM-enforcing emulator starts");
+    std::fs::write(&pid_file, child.id().to_string()).expect("pid file is written");
+    let endpoint = wait_for(
+        "the IAM-enforcing emulator to be ready",
+        Duration::from_secs(120),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(url) = text
+                .lines()
+                .find_map(|line| line.strip_prefix("moto ready on "))
+            {
+                return Some(url.trim().to_owned());
+            }
+            let exited = child.try_wait().expect("process state");
+            assert!(
+                exited.is_none(),
+                "the IAM-enforcing emulator exited ({exited:?}):\n{text}"
+            );
+            None
+        },
+    );
+    IamEmulator {
+        endpoint,
+        job_log_dir,
+        log,
+    }
 }

@@ -10,6 +10,7 @@ mod flow_controller;
 mod foundation;
 mod health_script;
 mod helm;
+mod iam;
 mod operations;
 mod render;
 mod run_controller;
