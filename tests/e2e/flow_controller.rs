@@ -352,7 +352,7 @@ kind: Flow
 metadata: {name: needs-secret}
 spec:
   steps:
-    - {name: start, command: ["true"], next: [end], secrets: [{id: no/such-secret, type: plaintext, envVarName: TOKEN}]}
+    - {name: start, command: ["true"], next: [end], batch: {executionRole: "arn:aws:iam::123456789012:role/flowline-execution"}, secrets: [{id: no/such-secret, type: plaintext, envVarName: TOKEN}]}
     - {name: end, command: ["true"]}
 "#;
     let missing_queue = r#"

@@ -65,10 +65,38 @@ fn step_output(namespace: &str, run: &str, step: &str) -> Vec<String> {
         &format!("{{range .status.steps[?(@.name==\"{step}\")].logStreams[*]}}{{@}} {{end}}"),
     );
     let dir = env().env_dir.join("exec-job-logs");
-    streams
-        .split_whitespace()
-        .flat_map(|stream| {
-            std::fs::read_to_string(dir.join(format!("{stream}.log")))
+    let mut files = Vec::new();
+    for stream in streams.split_whitespace() {
+        // A multi-node step names its main node's stream; the emulator writes each node's
+        // output beside it (`<job>-node-<i>`).
+        match stream.rsplit_once("-node-") {
+            Some((job, _)) => {
+                let path = dir.join(format!("{job}-node-"));
+                let (folder, stem) = (path.parent().expect("a folder"), path.file_name());
+                let stem = stem.and_then(|s| s.to_str()).expect("a file name");
+                let mut nodes: Vec<_> = std::fs::read_dir(folder)
+                    .map(|entries| {
+                        entries
+                            .flatten()
+                            .map(|entry| entry.path())
+                            .filter(|p| {
+                                p.file_name()
+                                    .and_then(|n| n.to_str())
+                                    .is_some_and(|n| n.starts_with(stem))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                nodes.sort();
+                files.extend(nodes);
+            }
+            None => files.push(dir.join(format!("{stream}.log"))),
+        }
+    }
+    files
+        .iter()
+        .flat_map(|file| {
+            std::fs::read_to_string(file)
                 .unwrap_or_default()
                 .lines()
                 .map(str::to_owned)
@@ -516,11 +544,12 @@ print("INPUTS " + os.environ["FLOWLINE_INPUT_URIS"])
         "run/gang-1",
         "{range .status.steps[?(@.name==\"train\")].jobIds[*]}{@} {end}",
     );
-    assert_eq!(
-        jobs.split_whitespace().count(),
-        3,
-        "the step lists every node's job: {jobs}"
-    );
+    // The multi-node job first, then each node's job (`<job id>#<node>`).
+    let nodes: Vec<&str> = jobs
+        .split_whitespace()
+        .filter(|id| id.contains('#'))
+        .collect();
+    assert_eq!(nodes.len(), 3, "the step lists every node's job: {jobs}");
 }
 
 #[test]
