@@ -318,6 +318,7 @@ pub fn render(
     };
     let definition = state_machine::definition(&machine_input, &graph)?;
     check_overrides(&definition)?;
+    check_filled_overrides(flow, &definition)?;
     let size = json_len(&definition);
     if size > MAX_DEFINITION_BYTES {
         return Err(CompileError::Limit {
@@ -367,17 +368,87 @@ pub fn check_parameter_overrides(
 /// Batch rejects a job whose container overrides exceed 8,192 characters. The overrides are
 /// templates filled at run time, so this bounds their fixed part; parameter values add to it.
 fn check_overrides(definition: &Value) -> Result<(), CompileError> {
-    fn visit(value: &Value, found: &mut Vec<(String, usize, bool)>) {
+    for task in task_overrides(definition) {
+        let Some(size) = task.containers.iter().map(|c| json_len(*c)).max() else {
+            continue;
+        };
+        if size > MAX_OVERRIDES_CHARS {
+            return Err(CompileError::Limit {
+                what: format!("the container overrides of job `{}`", task.job),
+                size,
+                limit: MAX_OVERRIDES_CHARS,
+                hint: if task.multi_node {
+                    "every node of a multi-node step gets the task contract in its own override: declare fewer parameters or move static environment into the step's env"
+                } else {
+                    "declare fewer parameters or move static environment into the step's env"
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The templates are filled at run time, and a join after a multi-node step receives every
+/// node's prefix, so its overrides grow with `parallel.numNodes`. Measured filled with the
+/// Flow's defaults and the longest run and task ids, so that a Flow every Run of which Batch
+/// would refuse is refused itself (a Run's own values are measured again when it is admitted).
+fn check_filled_overrides(flow: &Flow, definition: &Value) -> Result<(), CompileError> {
+    // Defaults that do not parse are reported by the state machine's compiler.
+    let Ok(defaults) = parameters::typed_defaults(&flow.spec.parameters) else {
+        return Ok(());
+    };
+    let defaults: parameters::TypedParameters = defaults.into_iter().collect();
+    let bounds = parameters::Bounds { s3_trigger: false };
+    parameters::check_overrides(definition, &defaults, bounds).map_err(|oversized| {
+        CompileError::Limit {
+            what: format!(
+                "the container overrides of job `{}`, filled with the longest run and task ids",
+                oversized.job
+            ),
+            size: oversized.size,
+            limit: MAX_OVERRIDES_CHARS,
+            hint: "a join after a multi-node step receives every node's prefix: lower parallel.numNodes; otherwise shorten the parameter defaults or move static environment into the step's env",
+        }
+    })
+}
+
+/// The container overrides one Batch Task of a state machine submits.
+pub(crate) struct TaskOverrides<'a> {
+    pub job: String,
+    /// One entry per container Batch starts: the job's `ContainerOverrides`, or each node's of
+    /// a multi-node job. ECS applies the 8,192-character limit to each container's overrides
+    /// (every node of a multi-node job is its own ECS task), so each is measured alone.
+    pub containers: Vec<&'a Value>,
+    pub multi_node: bool,
+}
+
+/// Every Batch Task of a definition, at any depth (Parallel branches, Map item processors).
+pub(crate) fn task_overrides(definition: &Value) -> Vec<TaskOverrides<'_>> {
+    fn visit<'a>(value: &'a Value, found: &mut Vec<TaskOverrides<'a>>) {
         match value {
             Value::Object(map) => {
                 if map.get("Type").and_then(Value::as_str) == Some("Task")
                     && let Some(params) = map.get("Parameters")
                 {
-                    let nodes = params.get("NodeOverrides");
-                    let overrides = params.get("ContainerOverrides").or(nodes);
-                    let size = overrides.map(json_len).unwrap_or(0);
                     let job = params.get("JobName").and_then(Value::as_str).unwrap_or("");
-                    found.push((job.to_owned(), size, nodes.is_some()));
+                    let nodes = params.get("NodeOverrides");
+                    let containers = match nodes {
+                        Some(nodes) => nodes
+                            .get("NodePropertyOverrides")
+                            .and_then(Value::as_array)
+                            .map(|list| {
+                                list.iter()
+                                    .filter_map(|node| node.get("ContainerOverrides"))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        None => params.get("ContainerOverrides").into_iter().collect(),
+                    };
+                    found.push(TaskOverrides {
+                        job: job.to_owned(),
+                        containers,
+                        multi_node: nodes.is_some(),
+                    });
                 }
                 map.values().for_each(|v| visit(v, found));
             }
@@ -387,22 +458,7 @@ fn check_overrides(definition: &Value) -> Result<(), CompileError> {
     }
     let mut found = Vec::new();
     visit(definition, &mut found);
-    match found
-        .into_iter()
-        .find(|(_, size, _)| *size > MAX_OVERRIDES_CHARS)
-    {
-        Some((job, size, multi_node)) => Err(CompileError::Limit {
-            what: format!("the container overrides of job `{job}`"),
-            size,
-            limit: MAX_OVERRIDES_CHARS,
-            hint: if multi_node {
-                "every node of a multi-node step gets the task contract in its own override: lower parallel.numNodes or declare fewer parameters"
-            } else {
-                "declare fewer parameters or move static environment into the step's env"
-            },
-        }),
-        None => Ok(()),
-    }
+    found
 }
 
 /// Length of a value's JSON form, counted without building the string.
@@ -712,6 +768,14 @@ spec:
                 "{inputs}"
             );
         }
+    }
+
+    #[test]
+    fn each_node_s_overrides_are_measured_alone_as_ecs_does() {
+        // Together 16 nodes' overrides exceed 8,192 characters; each node's fits, and so does
+        // the join's list of 16 prefixes.
+        let rendered = render(&multi_node_flow(16), &Settings::default(), Lookups::Offline);
+        assert!(rendered.is_ok(), "{:?}", rendered.err());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 
 use crate::api::{Parameter, ParameterType};
 
-use super::MAX_OVERRIDES_CHARS;
+use super::{MAX_OVERRIDES_CHARS, task_overrides};
 
 /// The prefix of each parameter's own variable.
 pub const PARAM_ENV_PREFIX: &str = "FLOWLINE_PARAM_";
@@ -148,34 +148,18 @@ pub fn check_overrides(
             .collect(),
         bounds,
     };
-    let mut tasks = Vec::new();
-    collect_tasks(definition, &mut tasks);
-    for (job, overrides) in tasks {
-        let size = filler.len(overrides);
-        if size > MAX_OVERRIDES_CHARS {
-            return Err(Oversized { job, size });
+    for task in task_overrides(definition) {
+        for container in task.containers {
+            let size = filler.len(container);
+            if size > MAX_OVERRIDES_CHARS {
+                return Err(Oversized {
+                    job: task.job,
+                    size,
+                });
+            }
         }
     }
     Ok(())
-}
-
-fn collect_tasks<'a>(value: &'a Value, out: &mut Vec<(String, &'a Value)>) {
-    match value {
-        Value::Object(map) => {
-            if map.get("Type").and_then(Value::as_str) == Some("Task")
-                && let Some(params) = map.get("Parameters")
-                && let Some(overrides) = params
-                    .get("ContainerOverrides")
-                    .or_else(|| params.get("NodeOverrides"))
-            {
-                let job = params.get("JobName").and_then(Value::as_str).unwrap_or("");
-                out.push((job.to_owned(), overrides));
-            }
-            map.values().for_each(|v| collect_tasks(v, out));
-        }
-        Value::Array(items) => items.iter().for_each(|v| collect_tasks(v, out)),
-        _ => {}
-    }
 }
 
 /// Length of a string once written as JSON, without its quotes.
