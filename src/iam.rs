@@ -66,14 +66,18 @@ pub enum Role {
     Eventbridge,
     /// The role Batch jobs run as (`--job-role`).
     Job,
+    /// The role ECS starts a job's container with (`--execution-role`): it reads the secrets
+    /// Batch injects, pulls the image from ECR and writes the container's logs.
+    Execution,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::Controller,
         Role::StepFunctions,
         Role::Eventbridge,
         Role::Job,
+        Role::Execution,
     ];
 }
 
@@ -132,6 +136,13 @@ pub fn policies(settings: &Settings, inputs: &Inputs, roles: &[Role]) -> Vec<Rol
                 role_arn: settings.job_role.as_deref().map(|r| arns.role(r)),
                 permissions: document(job(&arns, settings, inputs)),
                 // Batch runs jobs as ECS tasks; ECS assumes the job role.
+                trust: Some(trust("ecs-tasks.amazonaws.com", None)),
+            },
+            Role::Execution => RolePolicies {
+                role: *role,
+                role_arn: settings.execution_role.as_deref().map(|r| arns.role(r)),
+                permissions: document(execution(&arns, settings, inputs)),
+                // ECS assumes it to start the container, as it does the job role.
                 trust: Some(trust("ecs-tasks.amazonaws.com", None)),
             },
         })
@@ -562,6 +573,43 @@ fn job(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<Statement> 
     if !secrets.is_empty() {
         statements.push(allow(
             "ReadSecrets",
+            &["secretsmanager:GetSecretValue"],
+            secrets,
+        ));
+    }
+    statements
+}
+
+/// What ECS does with the execution role before the container starts: read the secrets Batch
+/// injects (`secrets[].valueFrom`, on EC2 as on Fargate), pull the image from ECR, and create
+/// the container's log stream in Batch's log group.
+fn execution(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<Statement> {
+    let mut statements = vec![
+        // ECR authorizes GetAuthorizationToken only on `*`.
+        allow(
+            "AuthenticateToEcr",
+            &["ecr:GetAuthorizationToken"],
+            vec!["*".into()],
+        ),
+        allow(
+            "PullImages",
+            &[
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:GetDownloadUrlForLayer",
+                "ecr:BatchGetImage",
+            ],
+            vec![arns.arn("ecr", arns.region, "repository/*")],
+        ),
+        allow(
+            "WriteContainerLogs",
+            &["logs:CreateLogStream", "logs:PutLogEvents"],
+            vec![arns.arn("logs", arns.region, "log-group:/aws/batch/job:*")],
+        ),
+    ];
+    let secrets = secrets(arns, settings, inputs);
+    if !secrets.is_empty() {
+        statements.push(allow(
+            "ReadInjectedSecrets",
             &["secretsmanager:GetSecretValue"],
             secrets,
         ));

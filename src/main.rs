@@ -82,6 +82,7 @@ enum RoleSelector {
     StepFunctions,
     Eventbridge,
     Job,
+    Execution,
 }
 
 impl RoleSelector {
@@ -92,6 +93,7 @@ impl RoleSelector {
             RoleSelector::StepFunctions => vec![Role::StepFunctions],
             RoleSelector::Eventbridge => vec![Role::Eventbridge],
             RoleSelector::Job => vec![Role::Job],
+            RoleSelector::Execution => vec![Role::Execution],
         }
     }
 }

@@ -160,6 +160,7 @@ fn without_secrets_or_optional_roles_nothing_is_granted_for_them() {
     for absent in [
         "LookUpSecrets",
         "ReadSecrets",
+        "ReadInjectedSecrets",
         "AssumeSecretsRoles",
         "PassJobRoles",
         "EncryptArtifacts",
@@ -175,6 +176,7 @@ fn wildcard_resources_only_for_actions_aws_does_not_scope() {
         "batch:DescribeJobDefinitions",
         "batch:DescribeJobQueues",
         "batch:DescribeJobs",
+        "ecr:GetAuthorizationToken",
     ];
     for policies in policies(&settings(), &inputs(), &Role::ALL) {
         for statement in &policies.permissions.statement {
@@ -296,5 +298,33 @@ fn bucket_root_and_other_partitions() {
     assert_eq!(
         statement(job, "ReadWriteArtifacts").resource,
         ["arn:aws-cn:s3:::bucket/*"]
+    );
+}
+
+#[test]
+fn execution_role_reads_the_injected_secrets_pulls_images_and_writes_logs() {
+    let execution = role(Role::Execution);
+    assert_eq!(
+        statement(&execution, "ReadInjectedSecrets").resource,
+        [
+            "arn:aws:secretsmanager:eu-west-1:210987654321:secret:db-password-??????",
+            "arn:aws:secretsmanager:eu-west-1:210987654321:secret:api-key-AbCdEf"
+        ]
+    );
+    assert_eq!(
+        statement(&execution, "PullImages").resource,
+        ["arn:aws:ecr:eu-west-1:210987654321:repository/*"]
+    );
+    assert_eq!(
+        statement(&execution, "WriteContainerLogs").resource,
+        ["arn:aws:logs:eu-west-1:210987654321:log-group:/aws/batch/job:*"]
+    );
+    let trust = execution.trust.expect("ECS assumes the execution role");
+    assert_eq!(
+        trust.statement[0]
+            .principal
+            .as_ref()
+            .map(|p| p.service.as_str()),
+        Some("ecs-tasks.amazonaws.com")
     );
 }

@@ -87,7 +87,7 @@ struct Platform {
     controller_secret: String,
 }
 
-/// Sets up, once per test process: the bucket and queue, the four roles with exactly
+/// Sets up, once per test process: the bucket and queue, the four service roles with exactly
 /// iam-policy's permissions and trust, the controller's IAM user with exactly the controller
 /// policy, and the secret.
 fn platform() -> &'static Platform {
@@ -104,9 +104,11 @@ fn platform() -> &'static Platform {
         let states = iam_policy("step-functions", &endpoint);
         let events = iam_policy("eventbridge", &endpoint);
         let job = iam_policy("job", &endpoint);
+        let execution = iam_policy("execution", &endpoint);
         assert_eq!(states["roleArn"], role_arn("flowline-states"));
         assert_eq!(events["roleArn"], role_arn("flowline-events"));
         assert_eq!(job["roleArn"], role_arn("flowline-job"));
+        assert_eq!(execution["roleArn"], role_arn("flowline-execution"));
         let spec = serde_json::json!({
             "bucket": BUCKET,
             "queue": QUEUE,
@@ -114,9 +116,7 @@ fn platform() -> &'static Platform {
                 role("flowline-states", &states),
                 role("flowline-events", &events),
                 role("flowline-job", &job),
-                // iam-policy prints no execution role of its own; the job role's statements
-                // say an execution role needs the same secret statement (and ECS assumes it).
-                role("flowline-execution", &job),
+                role("flowline-execution", &execution),
             ],
             "users": [{
                 "name": CONTROLLER_USER,
