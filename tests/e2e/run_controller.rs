@@ -205,6 +205,40 @@ fn bad_parameters_stall_and_start_nothing() {
     );
 }
 
+#[test]
+fn parameter_values_too_long_for_batch_stall_the_run_naming_size_and_limit() {
+    install_crds();
+    let ns = TestNamespace::create("run-oversize");
+    let controller = ControllerProcess::start(&ns.name);
+    apply(
+        &ns.name,
+        "apiVersion: flowline.io/v1alpha1\nkind: Flow\nmetadata: {name: notes}\nspec:\n  parameters: [{name: note, type: String, default: short}, {name: remark, type: String, default: short}]\n  steps:\n    - {name: start, command: [\"true\"], next: [end]}\n    - {name: end, command: [\"true\"]}\n",
+    );
+    // Each value is within the API's 4,096 bytes, but every task receives both twice
+    // (FLOWLINE_PARAMETERS and FLOWLINE_PARAM_<NAME>): 12,000 characters in all.
+    let long = "x".repeat(3000);
+    apply(
+        &ns.name,
+        &run(
+            "notes-1",
+            "notes",
+            &format!("{{note: {long}, remark: {long}}}"),
+        ),
+    );
+    let (reason, message) = wait_for("the Run to stall", TIMEOUT, || {
+        let (stalled, reason, message) = condition(&ns.name, "run/notes-1", "Stalled");
+        (stalled == "True").then_some((reason, message))
+    });
+    assert_eq!(reason, "InvalidParameters", "{message}");
+    assert!(message.contains("8192"), "{message}");
+    assert!(message.contains("characters"), "{message}");
+    assert_eq!(
+        controller.aws_requests().get("states:StartExecution"),
+        None,
+        "nothing is started"
+    );
+}
+
 #[tokio::test]
 async fn finished_steps_list_the_artifacts_their_tasks_wrote() {
     install_crds();
