@@ -12,8 +12,8 @@ use flowline::compile::{self, TAG_NAMESPACE};
 use flowline::settings::Settings;
 
 use crate::harness::{
-    ControllerProcess, TestNamespace, aws_config, condition, install_crds, jsonpath, kubectl,
-    repo_root, wait_for, wait_for_async, writes,
+    ControllerProcess, TestNamespace, aws_config, condition, create_job_queue, install_crds,
+    jsonpath, kubectl, repo_root, wait_for, wait_for_async, writes,
 };
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -48,7 +48,6 @@ fn flow_object(namespace: &str, name: &str) -> Flow {
 
 /// Queues and secrets the examples name, created as a platform team would.
 async fn create_example_dependencies(config: &aws_config::SdkConfig) -> SecretLookups {
-    let batch = aws_sdk_batch::Client::new(config);
     for queue in [
         "gpu-queue",
         "multi-node-gpu-queue",
@@ -56,19 +55,7 @@ async fn create_example_dependencies(config: &aws_config::SdkConfig) -> SecretLo
         "trainium-queue",
         "fargate-queue",
     ] {
-        let _ = batch
-            .create_job_queue()
-            .job_queue_name(queue)
-            .state(aws_sdk_batch::types::JqState::Enabled)
-            .priority(1)
-            .compute_environment_order(
-                aws_sdk_batch::types::ComputeEnvironmentOrder::builder()
-                    .order(1)
-                    .compute_environment("flowline")
-                    .build(),
-            )
-            .send()
-            .await;
+        create_job_queue(config, queue).await;
     }
     let secrets = aws_sdk_secretsmanager::Client::new(config);
     let json_value = r#"{"username": "app", "password": "s3cr3t", "host": "db.internal"}"#;

@@ -752,3 +752,77 @@ kill -TERM 0"#;
         log,
     }
 }
+
+/// The lines every task of a step printed, read from an exec-mode emulator's job logs in
+/// `log_dir` (the files behind the CloudWatch streams the Run's status names).
+pub fn task_output(namespace: &str, run: &str, step: &str, log_dir: &Path) -> Vec<String> {
+    let streams = jsonpath(
+        namespace,
+        &format!("run/{run}"),
+        &format!("{{range .status.steps[?(@.name==\"{step}\")].logStreams[*]}}{{@}} {{end}}"),
+    );
+    let dir = log_dir;
+    let mut files = Vec::new();
+    for stream in streams.split_whitespace() {
+        // A multi-node step names its main node's stream; the emulator writes each node's
+        // output beside it (`<job>-node-<i>`).
+        match stream.rsplit_once("-node-") {
+            Some((job, _)) => {
+                let path = dir.join(format!("{job}-node-"));
+                let (folder, stem) = (path.parent().expect("a folder"), path.file_name());
+                let stem = stem.and_then(|s| s.to_str()).expect("a file name");
+                let mut nodes: Vec<_> = std::fs::read_dir(folder)
+                    .map(|entries| {
+                        entries
+                            .flatten()
+                            .map(|entry| entry.path())
+                            .filter(|p| {
+                                p.file_name()
+                                    .and_then(|n| n.to_str())
+                                    .is_some_and(|n| n.starts_with(stem))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                nodes.sort();
+                files.extend(nodes);
+            }
+            None => files.push(dir.join(format!("{stream}.log"))),
+        }
+    }
+    files
+        .iter()
+        .flat_map(|file| {
+            std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The value a task printed on a line `<tag> <value>` (the first such line).
+pub fn tagged<'a>(lines: &'a [String], tag: &str) -> Option<&'a str> {
+    lines
+        .iter()
+        .find_map(|line| line.strip_prefix(&format!("{tag} ")))
+}
+
+/// A job queue on the emulator's `flowline` compute environment (an error, e.g. that it
+/// exists already, is ignored).
+pub async fn create_job_queue(config: &aws_config::SdkConfig, queue: &str) {
+    let _ = aws_sdk_batch::Client::new(config)
+        .create_job_queue()
+        .job_queue_name(queue)
+        .state(aws_sdk_batch::types::JqState::Enabled)
+        .priority(1)
+        .compute_environment_order(
+            aws_sdk_batch::types::ComputeEnvironmentOrder::builder()
+                .order(1)
+                .compute_environment("flowline")
+                .build(),
+        )
+        .send()
+        .await;
+}

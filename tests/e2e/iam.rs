@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::harness::{
     ControllerProcess, TestNamespace, condition, iam_emulator, install_crds, jsonpath, kubectl,
-    repo_root, wait_for, wait_for_async,
+    repo_root, tagged, task_output, wait_for, wait_for_async,
 };
 
 /// Jobs are real processes here (Python starts, boto3 imports): give them time.
@@ -233,29 +233,9 @@ fn apply(namespace: &str, manifest: &str) {
     kubectl(&["apply", "-n", namespace, "-f", "-"], Some(manifest)).ok();
 }
 
-/// The lines every task of a step printed (the job logs behind the Run's log streams).
+/// The lines every task of a step printed, on the suite's emulator.
 fn step_output(namespace: &str, run: &str, step: &str) -> Vec<String> {
-    let streams = jsonpath(
-        namespace,
-        &format!("run/{run}"),
-        &format!("{{range .status.steps[?(@.name==\"{step}\")].logStreams[*]}}{{@}} {{end}}"),
-    );
-    streams
-        .split_whitespace()
-        .flat_map(|stream| {
-            std::fs::read_to_string(iam_emulator().job_log_dir.join(format!("{stream}.log")))
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-fn tagged<'a>(lines: &'a [String], tag: &str) -> Option<&'a str> {
-    lines
-        .iter()
-        .find_map(|line| line.strip_prefix(&format!("{tag} ")))
+    task_output(namespace, run, step, &iam_emulator().job_log_dir)
 }
 
 /// Waits until the Run ends Succeeded; any other end fails with its status and task output.

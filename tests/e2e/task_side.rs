@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::harness::{
-    ControllerProcess, TestNamespace, aws_config, aws_exec_config, condition, env, install_crds,
-    jsonpath, kubectl, repo_root, unique_name, wait_for,
+    ControllerProcess, TestNamespace, aws_config, aws_exec_config, condition, create_job_queue,
+    env, install_crds, jsonpath, kubectl, repo_root, tagged, task_output, unique_name, wait_for,
 };
 
 /// Jobs are real processes here (Python starts, boto3 imports): give them time.
@@ -56,60 +56,9 @@ fn wait_ended(namespace: &str, run: &str, expected: &str) {
     }
 }
 
-/// The lines every task of a step printed, read from the emulator's job logs (the files
-/// behind the CloudWatch streams the Run's status names).
+/// The lines every task of a step printed, on the exec emulator.
 fn step_output(namespace: &str, run: &str, step: &str) -> Vec<String> {
-    let streams = jsonpath(
-        namespace,
-        &format!("run/{run}"),
-        &format!("{{range .status.steps[?(@.name==\"{step}\")].logStreams[*]}}{{@}} {{end}}"),
-    );
-    let dir = env().env_dir.join("exec-job-logs");
-    let mut files = Vec::new();
-    for stream in streams.split_whitespace() {
-        // A multi-node step names its main node's stream; the emulator writes each node's
-        // output beside it (`<job>-node-<i>`).
-        match stream.rsplit_once("-node-") {
-            Some((job, _)) => {
-                let path = dir.join(format!("{job}-node-"));
-                let (folder, stem) = (path.parent().expect("a folder"), path.file_name());
-                let stem = stem.and_then(|s| s.to_str()).expect("a file name");
-                let mut nodes: Vec<_> = std::fs::read_dir(folder)
-                    .map(|entries| {
-                        entries
-                            .flatten()
-                            .map(|entry| entry.path())
-                            .filter(|p| {
-                                p.file_name()
-                                    .and_then(|n| n.to_str())
-                                    .is_some_and(|n| n.starts_with(stem))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                nodes.sort();
-                files.extend(nodes);
-            }
-            None => files.push(dir.join(format!("{stream}.log"))),
-        }
-    }
-    files
-        .iter()
-        .flat_map(|file| {
-            std::fs::read_to_string(file)
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// The value a task printed on a line `<tag> <value>` (the first such line).
-fn tagged<'a>(lines: &'a [String], tag: &str) -> Option<&'a str> {
-    lines
-        .iter()
-        .find_map(|line| line.strip_prefix(&format!("{tag} ")))
+    task_output(namespace, run, step, &env().env_dir.join("exec-job-logs"))
 }
 
 fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
@@ -135,23 +84,6 @@ async fn keys_under(config: &aws_config::SdkConfig, uri: &str) -> Vec<String> {
         .iter()
         .filter_map(|object| object.key().map(str::to_owned))
         .collect()
-}
-
-/// Queues the examples name, on the exec emulator's compute environment.
-async fn create_queue(config: &aws_config::SdkConfig, queue: &str) {
-    let _ = aws_sdk_batch::Client::new(config)
-        .create_job_queue()
-        .job_queue_name(queue)
-        .state(aws_sdk_batch::types::JqState::Enabled)
-        .priority(1)
-        .compute_environment_order(
-            aws_sdk_batch::types::ComputeEnvironmentOrder::builder()
-                .order(1)
-                .compute_environment("flowline")
-                .build(),
-        )
-        .send()
-        .await;
 }
 
 #[test]
@@ -193,7 +125,7 @@ fn foreach_example_runs_as_written_with_typed_parameters() {
 #[tokio::test]
 async fn gpu_training_example_runs_as_written_on_the_gpu_it_asked_for() {
     install_crds();
-    create_queue(&aws_exec_config().await, "gpu-queue").await;
+    create_job_queue(&aws_exec_config().await, "gpu-queue").await;
     let ns = TestNamespace::create("task-gpu");
     let _controller = ControllerProcess::start_exec(&ns.name, &[]);
     apply(&ns.name, &example("gpu-training.yaml"));
