@@ -1,5 +1,6 @@
 """Starts the repository's AWS emulator (hack/moto/launcher.py) once per session, with the
-launcher tests' own helper, and gives each test a clean task environment pointing at it.
+launcher tests' own helper, in exec mode (Batch jobs run in the emulator's runtimes), and gives
+each test a clean task environment pointing at it.
 
 Run with the emulator's venv (it has moto, boto3 and pytest):
     PYTHONPATH=python/flowline-task/src "$(hack/moto/install.sh | tail -n1)" -m pytest python/flowline-task -q
@@ -23,7 +24,7 @@ from test_launcher import REGION, Emulator, _start, _stop  # noqa: E402
 
 @pytest.fixture(scope="session")
 def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    emulator = _start(tmp_path_factory)
+    emulator = _start(tmp_path_factory, "--exec-jobs")
     yield emulator
     _stop(emulator)
 
