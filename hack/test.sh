@@ -45,6 +45,11 @@ source "$("$here/env-up.sh" | tail -n1 | cut -d" " -f2)"
 
 log "emulator launcher tests"
 "$FLOWLINE_MOTO_PYTHON" -m pytest "$here/moto" -q -p no:cacheprovider
+# The Python steps' helper, from its source (the emulator's venv has boto3 and pytest); the
+# emulator's python runtime installs it with pip, which its exec-mode test imports.
+log "Python step helper tests (python/flowline-task)"
+PYTHONPATH="$PWD/python/flowline-task/src" "$FLOWLINE_MOTO_PYTHON" -m pytest python/flowline-task -q \
+  -p no:cacheprovider
 log "end-to-end tests"
 cargo test --locked --features e2e --test e2e
 log "all tests passed in $((SECONDS - start))s"
