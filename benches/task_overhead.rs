@@ -1,7 +1,7 @@
 //! The task wrapper's own cost: `flowline task -- true` against `true` alone, with no inputs,
 //! no outputs and no secrets, and the difference per task (median and p95 over repeated runs).
 //! A benchmark, not a test: it prints numbers and asserts nothing about time. Run with
-//! `cargo bench --bench task_overhead`.
+//! `cargo bench --bench task_overhead` (add `--profile dev` to skip the release build).
 //!
 //! Without an S3 endpoint it measures the process, the runtime and the contract alone (no
 //! `FLOWLINE_ARTIFACT_URI`, so nothing is stored). With `FLOWLINE_AWS_EXEC_ENDPOINT` set (the
@@ -48,7 +48,8 @@ fn command(program: &str, args: &[&str], env: &[(&str, String)]) -> Command {
         .args(args)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("TMPDIR", std::env::temp_dir());
+        .env("TMPDIR", std::env::temp_dir())
+        .stderr(std::process::Stdio::null());
     for (name, value) in env {
         command.env(name, value);
     }
