@@ -292,3 +292,70 @@ async fn every_object_a_task_stores_carries_the_flows_kms_key() {
         assert_eq!(head.ssekms_key_id(), Some(key), "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_foreach_list_is_checked_before_the_fan_out_and_the_join_gets_a_folder_per_task() {
+    install_crds();
+    let ns = TestNamespace::create("task-wrapper-foreach");
+    let _controller = ControllerProcess::start_exec(&ns.name, &[]);
+    let split = r#"import json, os, pathlib
+items = json.loads(os.environ["ITEMS"])
+(pathlib.Path(os.environ["FLOWLINE_OUTPUT_DIR"]) / "items.json").write_text(json.dumps(items))
+"#;
+    let body = r#"import json, os, pathlib
+value = json.loads(os.environ["FLOWLINE_FOREACH_VALUE"])
+(pathlib.Path(os.environ["FLOWLINE_OUTPUT_DIR"]) / "square.txt").write_text(str(value * value))
+"#;
+    let join = r#"import os, pathlib
+inputs = pathlib.Path(os.environ["FLOWLINE_INPUT_DIR"]) / "body"
+print("SQUARES " + ",".join(sorted(p.read_text() for p in inputs.glob("*/square.txt"))))
+"#;
+    let python = |script: &str| serde_json::json!(["python3", "-c", script]);
+    for (name, items) in [("fans", "[1, 2, 3]"), ("nofan", "{\"not\": \"a list\"}")] {
+        apply(
+            &ns.name,
+            &flow(
+                name,
+                serde_json::json!({
+                    "taskRuntime": true,
+                    "steps": [
+                        {
+                            "name": "start", "command": python(split), "next": ["body"],
+                            "foreach": {"artifact": "items.json"},
+                            "env": [{"name": "ITEMS", "value": items}]
+                        },
+                        {"name": "body", "command": python(body), "next": ["join"]},
+                        {"name": "join", "join": true, "command": python(join), "inputs": ["*"], "next": ["end"]},
+                        {"name": "end", "command": ["true"]}
+                    ]
+                }),
+            ),
+        );
+        apply(&ns.name, &run(&format!("{name}-1"), name, "{}"));
+    }
+    wait_ended(&ns.name, "fans-1", "Succeeded");
+    let joined = step_output(&ns.name, "fans-1", "join");
+    assert_eq!(tagged(&joined, "SQUARES"), Some("1,4,9"), "{joined:#?}");
+
+    wait_ended(&ns.name, "nofan-1", "Failed");
+    let config = aws_exec_config().await;
+    let (bucket, prefix) = task_prefix(&ns.name, "nofan", "nofan-1", "start");
+    let stored = manifest(&config, &bucket, &prefix).await;
+    assert_eq!(stored["outcome"], "failed", "{stored}");
+    assert_eq!(
+        stored["exitCode"], 0,
+        "the command itself succeeded: {stored}"
+    );
+    let errors = stored["errors"].to_string();
+    assert!(
+        errors.contains("must be a JSON array, not an object"),
+        "{stored}"
+    );
+    let started = step_output(&ns.name, "nofan-1", "start");
+    assert!(
+        started
+            .iter()
+            .any(|line| line.contains("flowline task: the foreach list items.json")),
+        "the reason is in the task's log: {started:#?}"
+    );
+}
