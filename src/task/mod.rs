@@ -65,6 +65,8 @@ pub enum TaskError {
         #[source]
         source: std::io::Error,
     },
+    #[error("stopped by signal {0} before the command started")]
+    Stopped(i32),
     #[error("signal handlers cannot be installed: {0}")]
     Signals(#[source] std::io::Error),
 }
@@ -156,17 +158,24 @@ impl Task<'_> {
         let contract = self.contract;
         let mut attempt = Attempt::default();
         let needs_s3 = contract.artifact_uri.is_some()
-            || contract
-                .input_uris
-                .iter()
-                .any(|_| contract.inputs != contract::InputSelection::None);
+            || (!contract.input_uris.is_empty()
+                && contract.inputs != contract::InputSelection::None);
         let client = if needs_s3 {
             Some(transfer::client(&contract.s3).await)
         } else {
             None
         };
 
-        let prepared = self.prepare(client.as_ref()).await;
+        // Stopped before the command started: it is not started at all.
+        let prepared = tokio::select! {
+            prepared = self.prepare(client.as_ref()) => prepared,
+            Some(()) = signals.term.recv() => Err(TaskError::Stopped(15)),
+            Some(()) = signals.int.recv() => Err(TaskError::Stopped(2)),
+        };
+        let stopped = match &prepared {
+            Err(TaskError::Stopped(signal)) => Some(128 + signal),
+            _ => None,
+        };
         match prepared {
             Ok(secret_env) => {
                 let mut env = secret_env;
@@ -195,7 +204,7 @@ impl Task<'_> {
             attempt.errors.push(error.to_string());
         }
         self.store(client.as_ref(), &mut attempt).await;
-        match attempt.exit_code {
+        match stopped.or(attempt.exit_code) {
             Some(code) if code != 0 => code,
             _ if attempt.errors.is_empty() => 0,
             _ => WRAPPER_FAILURE,
