@@ -20,7 +20,7 @@ cargo build --locked --bins
 wait "$tools_pid" || { cat "$tools_log" >&2; die "building the control plane failed"; }
 
 # In the demo the emulator runs each Batch job's command as a local process.
-env_file="$(FLOWLINE_EMULATOR_EXEC_JOBS=1 "$here/env-up.sh" | tail -n1 | cut -d" " -f2)"
+env_file="$(FLOWLINE_EMULATOR_EXEC_JOBS=1 FLOWLINE_TASK_BIN_DIR="$CARGO_TARGET_DIR/debug" "$here/env-up.sh" | tail -n1 | cut -d" " -f2)"
 # shellcheck disable=SC1090
 source "$env_file"
 flowline="$CARGO_TARGET_DIR/debug/flowline"

@@ -138,6 +138,16 @@ start etcd "$bin_dir/etcd" --name flowline --data-dir "$env_dir/etcd-data" \
   --unsafe-no-fsync --quota-backend-bytes=$((2 * 1024 * 1024 * 1024)) --log-level warn
 wait_until etcd 60 curl -sf "http://127.0.0.1:$etcd_port/health"
 
+# The flowline binary tasks run as `flowline task` (a Flow's taskRuntime): only when the caller
+# names the folder it was built in (FLOWLINE_TASK_BIN_DIR, e.g. $CARGO_TARGET_DIR/debug), as an
+# image has it only when its Dockerfile copies it in. A link, so a rebuilt binary is picked up.
+task_bin_args=()
+if [[ -n "${FLOWLINE_TASK_BIN_DIR:-}" ]]; then
+  mkdir -p "$env_dir/task-bin"
+  ln -sfn "$(cd "$FLOWLINE_TASK_BIN_DIR" && pwd)/flowline" "$env_dir/task-bin/flowline"
+  task_bin_args=(--task-bin-dir "$env_dir/task-bin")
+fi
+
 # start_emulator NAME PORT EXEC_JOBS JOB_LOG_DIR: an emulator with a minimal environment of its
 # own; its job processes get only what a Batch container would (see hack/moto/task_runtime.py).
 start_emulator() {
@@ -148,7 +158,7 @@ start_emulator() {
   start "$name" env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$env_dir" LANG=C.UTF-8 \
     FLOWLINE_EMULATOR_EXEC_JOBS="$exec_jobs" "${extra[@]}" \
     "$python" "$here/moto/launcher.py" --host 127.0.0.1 --port "$port" \
-    --job-log-dir "$job_logs" --runtimes "$env_dir/runtimes.txt"
+    --job-log-dir "$job_logs" --runtimes "$env_dir/runtimes.txt" "${task_bin_args[@]}"
 }
 echo "$exec_jobs" >"$env_dir/exec-jobs"
 log "starting the AWS emulator on 127.0.0.1:$moto_port (exec jobs: $exec_jobs)"

@@ -41,7 +41,7 @@ FLOWLINE_ENV_DIR="$(mktemp -d "${TMPDIR:-/tmp}/flowline-test.XXXXXX")"
 export FLOWLINE_ENV_DIR
 trap '"$here/env-down.sh" || true' EXIT
 # shellcheck disable=SC1090
-source "$("$here/env-up.sh" | tail -n1 | cut -d" " -f2)"
+source "$(FLOWLINE_TASK_BIN_DIR="$CARGO_TARGET_DIR/debug" "$here/env-up.sh" | tail -n1 | cut -d" " -f2)"
 
 log "emulator launcher tests"
 "$FLOWLINE_MOTO_PYTHON" -m pytest "$here/moto" -q -p no:cacheprovider

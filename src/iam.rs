@@ -562,7 +562,8 @@ fn job(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<Statement> 
         arns.list_datastore("ListArtifacts"),
         allow(
             "ReadWriteArtifacts",
-            &["s3:GetObject", "s3:PutObject"],
+            // Abort: `flowline task` cancels a multipart upload whose part failed.
+            &["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
             vec![arns.objects()],
         ),
     ];

@@ -3,7 +3,8 @@
 //! The crate is laid out as a pure core inside a thin I/O shell (see README.md):
 //! [`api`] holds the custom resource types, [`compile`] turns them into AWS resources without
 //! any I/O, [`aws`] adapts each AWS service, [`reconcilers`] run one pipeline per kind and
-//! [`controller`] wires them to the Kubernetes watch machinery.
+//! [`controller`] wires them to the Kubernetes watch machinery. [`task`] is the task side:
+//! `flowline task`, which runs inside a step's container.
 
 pub mod api;
 pub mod aws;
@@ -14,3 +15,4 @@ pub mod iam;
 pub mod metrics;
 pub mod reconcilers;
 pub mod settings;
+pub mod task;

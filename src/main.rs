@@ -72,6 +72,15 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Run a step's command inside its container with the task side around it: binary secrets
+    /// and declared inputs before, outputs and a `_task.json` manifest stored after (see the
+    /// README's "The task runtime"). Exits with the command's code (128 + n after signal n),
+    /// or 125 when the command succeeded but the wrapper failed.
+    Task {
+        /// The command and its arguments, after `--`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 /// The roles `iam-policy` prints.
@@ -107,6 +116,7 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Task { command } => return run_task(command),
         Command::Crds => flowline::api::crds_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(anyhow::Error::from),
@@ -141,6 +151,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The task side runs on one thread: it waits on a child and on S3, and starts fast.
+fn run_task(command: Vec<std::ffi::OsString>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("flowline task: {error}");
+            return ExitCode::from(flowline::task::WRAPPER_FAILURE as u8);
+        }
+    };
+    let code = runtime.block_on(flowline::task::run(command));
+    ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
 }
 
 fn run_controller(

@@ -37,3 +37,30 @@ fn every_example_renders_as_snapshotted() {
         "only {rendered_flows} example flows rendered"
     );
 }
+
+/// The task runtime: wrapped commands, the join's inputs, the foreach list the wrapper checks,
+/// and a step that opts out running its command as written.
+#[test]
+fn task_runtime_flow_renders_as_snapshotted() {
+    let text = r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {name: task-runtime, namespace: ml}
+spec:
+  taskRuntime: true
+  datastore: {serverSideEncryption: "aws:kms", kmsKeyId: alias/flowline}
+  steps:
+    - {name: start, command: [python3, prepare.py], next: [train, report]}
+    - {name: train, command: [python3, train.py], next: [shards], foreach: {artifact: shards.json}}
+    - {name: shards, command: [python3, shard.py], next: [gather]}
+    - {name: gather, join: true, command: [python3, gather.py], inputs: [shards], next: [join]}
+    - {name: report, command: [sh, -c, "echo report"], taskRuntime: false, next: [join]}
+    - {name: join, join: true, command: [python3, join.py], inputs: ["*"], next: [end]}
+    - {name: end, command: ["true"]}
+"#;
+    let flows = compile::flows_in_manifest(text).expect("the flow parses");
+    let rendered =
+        compile::render(&flows[0], &Settings::default(), Lookups::Offline).expect("renders");
+    asl_check::check(&rendered.state_machine.definition).expect("valid ASL");
+    insta::assert_yaml_snapshot!("task-runtime", rendered);
+}

@@ -49,7 +49,8 @@ secrets, AWS_BATCH_JOB_ID, AWS_BATCH_JOB_ATTEMPT, AWS_BATCH_JQ_NAME, AWS_BATCH_C
 AWS_BATCH_JOB_NODE_INDEX, AWS_BATCH_JOB_NUM_NODES, AWS_BATCH_JOB_MAIN_NODE_INDEX per node of a
 multi-node job, AWS_BATCH_JOB_ARRAY_INDEX per child of an array job), PATH of the runtime its
 image maps to (``<venv>/bin:/usr/local/bin:/usr/bin:/bin``, venvs listed by ``--runtimes`` /
-``FLOWLINE_EMULATOR_RUNTIMES`` as install-runtimes.sh prints them), a fresh HOME and working
+``FLOWLINE_EMULATOR_RUNTIMES`` as install-runtimes.sh prints them; ``--task-bin-dir`` /
+``FLOWLINE_EMULATOR_TASK_BIN_DIR`` adds the flowline binary's folder after the runtime's), a fresh HOME and working
 directory under ``<job-log-dir>/tasks/``, AWS_ENDPOINT_URL (this emulator), AWS_REGION,
 AWS_DEFAULT_REGION, credentials of the job definition's jobRoleArn from STS (none without one;
 on AWS they come from the container credentials endpoint instead), and NVIDIA_VISIBLE_DEVICES
@@ -2498,6 +2499,12 @@ def main(argv: list[str] | None = None) -> int:
         help="file of NAME=VENV lines, as install-runtimes.sh prints, for --exec-jobs "
         f"(also {task_runtime.ENV_RUNTIMES})",
     )
+    parser.add_argument(
+        "--task-bin-dir",
+        default=os.environ.get(task_runtime.ENV_TASK_BIN_DIR, ""),
+        help="folder holding the flowline binary, put on every task's PATH after its runtime's "
+        f"(also {task_runtime.ENV_TASK_BIN_DIR}); without it tasks have no flowline",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
 
@@ -2515,7 +2522,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     try:
-        task_runtime.configure(args.images, args.runtimes)
+        task_runtime.configure(args.images, args.runtimes, args.task_bin_dir)
     except (OSError, ValueError) as err:
         parser.error(f"cannot read the images or runtimes: {err}")
     LOG.info("job images: %s", task_runtime.describe_configuration())

@@ -12,6 +12,10 @@ emulator's Python, credentials or PATH leaked into the task:
   the system's ``/usr/local/bin:/usr/bin:/bin``, so ``python3`` and ``pip`` are the runtime's.
   An image with no mapping cannot be pulled (see batch_strict.py); held mode checks the mapping
   too, but needs no installed runtime.
+* ``flowline`` is on a task's PATH only when the emulator is told where it is
+  (``--task-bin-dir`` / ``FLOWLINE_EMULATOR_TASK_BIN_DIR``): that folder comes after the
+  runtime's bin, as ``/usr/local/bin/flowline`` would in an image that copies it in. Without it a
+  Flow with ``taskRuntime`` fails as it would on an image without the binary.
 * HOME is a fresh per-attempt folder (a container's root home is empty at start) and the
   working directory another, empty one, both under ``<job-log-dir>/tasks/``.
 * ``AWS_ENDPOINT_URL`` is this emulator (a container on AWS reaches AWS; here that is the
@@ -38,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_IMAGES_FILE = HERE / "images.json"
 ENV_IMAGES = "FLOWLINE_EMULATOR_IMAGES"
 ENV_RUNTIMES = "FLOWLINE_EMULATOR_RUNTIMES"
+ENV_TASK_BIN_DIR = "FLOWLINE_EMULATOR_TASK_BIN_DIR"
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 # Linux's C locale; a container image without locale settings behaves the same.
 BASE_ENVIRONMENT = {"LANG": "C.UTF-8"}
@@ -97,15 +102,25 @@ class RuntimeSettings:
     images = Images()
     runtimes: dict[str, str] = {}
     runtimes_source = ""
+    # A folder holding the flowline binary, on every task's PATH (empty: not installed).
+    task_bin_dir = ""
 
 
 RUNTIME = RuntimeSettings()
 
 
-def configure(images_file: str, runtimes_file: str) -> None:
+def configure(images_file: str, runtimes_file: str, task_bin_dir: str = "") -> None:
     RUNTIME.images = load_images(images_file or DEFAULT_IMAGES_FILE)
     RUNTIME.runtimes = load_runtimes(runtimes_file) if runtimes_file else {}
     RUNTIME.runtimes_source = runtimes_file
+    RUNTIME.task_bin_dir = os.path.abspath(task_bin_dir) if task_bin_dir else ""
+
+
+def task_path(bin_dir: str | None) -> str:
+    """A task's PATH: its runtime's bin, the flowline binary's folder when configured, then
+    the system's folders."""
+    parts = [bin_dir, RUNTIME.task_bin_dir or None, SYSTEM_PATH]
+    return ":".join(part for part in parts if part)
 
 
 def runtime_bin(runtime: str) -> str | None:
@@ -186,7 +201,7 @@ def build_task(
     runtime = RUNTIME.images.runtime_for(str(container.get("image") or ""))
     bin_dir = runtime_bin(runtime) if runtime else None
     env = dict(BASE_ENVIRONMENT)
-    env["PATH"] = f"{bin_dir}:{SYSTEM_PATH}" if bin_dir else SYSTEM_PATH
+    env["PATH"] = task_path(bin_dir)
     env["HOME"] = home
     env["AWS_ENDPOINT_URL"] = endpoint
     env["AWS_REGION"] = region
@@ -218,5 +233,6 @@ def missing_runtime_reason(image: str) -> str | None:
 def describe_configuration() -> str:
     return (
         f"images from {RUNTIME.images.source}, runtimes "
-        f"{', '.join(f'{k}={v}' for k, v in sorted(RUNTIME.runtimes.items())) or 'none'}"
+        f"{', '.join(f'{k}={v}' for k, v in sorted(RUNTIME.runtimes.items())) or 'none'}, "
+        f"flowline binary {'in ' + RUNTIME.task_bin_dir if RUNTIME.task_bin_dir else 'not installed'}"
     )

@@ -241,3 +241,30 @@ def test_every_image_of_the_examples_and_e2e_tests_is_mapped():
     # Registries under the reserved `.invalid` domain stand for images that cannot be pulled.
     unmapped = sorted(i for i in used if images.runtime_for(i) is None and ".invalid/" not in i)
     assert unmapped == [], unmapped
+
+
+def test_flowline_is_on_a_tasks_path_only_when_the_emulator_is_told_where_it_is(task_emu, tmp_path, tmp_path_factory):
+    # Without --task-bin-dir (task_emu), a task finds no flowline, as in an image without it.
+    setup = batch_env(task_emu)
+    missing = run(setup, register(setup["batch"], ["flowline", "task", "--", "true"]), tmp_path / "none.json")
+    assert missing["status"] == "FAILED", missing
+
+    bin_dir = tmp_path / "task-bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "flowline"
+    fake.write_text('#!/bin/sh\necho "$@" > "$OUT"\n')
+    fake.chmod(0o755)
+    emulator = _start(tmp_path_factory, "--exec-jobs", "--task-bin-dir", str(bin_dir))
+    try:
+        setup = batch_env(emulator)
+        out = tmp_path / "args.txt"
+        job = run(setup, register(setup["batch"], ["flowline", "task", "--", "true"]), out)
+        assert job["status"] == "SUCCEEDED", job
+        assert out.read_text().strip() == "task -- true"
+        dump = tmp_path / "env.json"
+        run(setup, register(setup["batch"], ["python3", "-c", DUMP]), dump)
+        path = json.loads(dump.read_text())["env"]["PATH"].split(":")
+        runtime_bin = runtime_bins(tmp_path_factory)["python"]
+        assert path == [runtime_bin, str(bin_dir), *SYSTEM_PATH.split(":")], path
+    finally:
+        _stop(emulator)

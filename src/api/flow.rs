@@ -126,6 +126,17 @@ pub struct FlowSpec {
     #[schemars(schema_with = "tags_schema")]
     pub tags: Tags,
 
+    /// Runs every step's command inside `flowline task` (the same binary as the controller),
+    /// which gives the command Flowline's task side: binary secrets resolved with the job role,
+    /// the parents' outputs a step lists in `inputs` downloaded into `$FLOWLINE_INPUT_DIR`, and
+    /// whatever the command writes to `$FLOWLINE_OUTPUT_DIR` stored under its
+    /// `FLOWLINE_ARTIFACT_URI` with the Flow's encryption, with a `_task.json` manifest of the
+    /// attempt; a foreach step's list is checked before the fan-out. The step's image must
+    /// hold the `flowline` binary on its PATH (see the README). A step's own `taskRuntime`
+    /// overrides it. Defaults to false: the command runs as written.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub task_runtime: bool,
+
     /// What happens to the AWS resources the Flow materialized (state machine, job
     /// definitions) when the Flow is deleted: `Delete` (the default) removes them, `Retain`
     /// leaves them in place. Artifacts in S3 are never deleted by the controller.
@@ -266,6 +277,24 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 60, max = 31536000))]
     pub timeout_seconds: Option<i64>,
+
+    /// Whether the step's command runs inside `flowline task`: overrides `spec.taskRuntime`
+    /// for this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_runtime: Option<bool>,
+
+    /// The parent steps whose stored outputs are downloaded before the command starts, into
+    /// `$FLOWLINE_INPUT_DIR/<parent>/` (one subfolder per task when the parent ran as several:
+    /// a foreach body seen from its join, or the nodes of a parallel step); `["*"]` for every
+    /// parent. Needs the task runtime (`taskRuntime`). Defaults to none: a step reads what it
+    /// needs itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(length(min = 1, max = 63), pattern(r"^([a-z][a-z0-9_]{0,62}|\*)$"))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub inputs: Vec<String>,
 
     /// Handles the step's failure after its retries instead of failing the run (Metaflow's
     /// `@catch`): the run goes on with `catch.next`, or with the step's own `next` when that is

@@ -288,6 +288,56 @@ pub struct JobInput<'a> {
     pub tags: BTreeMap<String, String>,
     /// Batch's attempt duration: see [`attempt_timeout`].
     pub attempt_timeout_seconds: i64,
+    /// Set when the step's command runs inside `flowline task`.
+    pub task_runtime: Option<TaskRuntime>,
+}
+
+/// How a step runs inside `flowline task`: its command is wrapped and the wrapper's variables
+/// are added to the job definition's environment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskRuntime {
+    /// The parents whose outputs are downloaded (`FLOWLINE_INPUT_STEPS`): names, or `*`.
+    pub inputs: Vec<String>,
+    /// A foreach step's list (`FLOWLINE_FOREACH_ARTIFACT`), checked before it is stored.
+    pub foreach_artifact: Option<String>,
+    /// `FLOWLINE_S3_FORCE_PATH_STYLE=true` for the wrapper's S3 client.
+    pub force_path_style: bool,
+}
+
+/// The wrapper's command line before the step's own command.
+pub const TASK_RUNTIME_COMMAND: [&str; 3] = ["flowline", "task", "--"];
+
+impl TaskRuntime {
+    fn wrap(&self, command: Vec<String>) -> Vec<String> {
+        TASK_RUNTIME_COMMAND
+            .iter()
+            .map(|part| (*part).to_owned())
+            .chain(command)
+            .collect()
+    }
+
+    fn environment(&self) -> Vec<KeyValue> {
+        let mut env = Vec::new();
+        if !self.inputs.is_empty() {
+            env.push(KeyValue::new(
+                crate::task::contract::INPUT_STEPS,
+                &self.inputs.join(","),
+            ));
+        }
+        if let Some(artifact) = &self.foreach_artifact {
+            env.push(KeyValue::new(
+                crate::task::contract::FOREACH_ARTIFACT,
+                artifact,
+            ));
+        }
+        if self.force_path_style {
+            env.push(KeyValue::new(
+                crate::task::contract::S3_FORCE_PATH_STYLE,
+                "true",
+            ));
+        }
+        env
+    }
 }
 
 /// Builds the job definition of one step (its name is filled from the content hash).
@@ -360,6 +410,9 @@ fn container_properties(
     let batch = input.batch;
     let mut command = input.step.command.clone();
     command.extend(input.step.args.iter().cloned());
+    if let Some(runtime) = &input.task_runtime {
+        command = runtime.wrap(command);
+    }
     let mut requirements = vec![
         ResourceRequirement {
             kind: "VCPU".into(),
@@ -381,6 +434,9 @@ fn container_properties(
         name: var.name.clone(),
         value: var.value.clone(),
     }));
+    if let Some(runtime) = &input.task_runtime {
+        environment.extend(runtime.environment());
+    }
     let linux = linux_parameters(batch, &mut environment);
     environment.sort();
     environment.dedup_by(|later, earlier| later.name == earlier.name);

@@ -90,6 +90,22 @@ pub enum CompileError {
         "step `{step}` binds secrets, which AWS Batch injects only through an execution role (on EC2 as on Fargate), and none is set: set spec.steps[].batch.executionRole or spec.batch.executionRole, or the controller's default FLOWLINE_EXECUTION_ROLE"
     )]
     MissingExecutionRole { step: String },
+    #[error(
+        "step `{step}` lists inputs, which only the task runtime downloads: set spec.steps[].taskRuntime or spec.taskRuntime, or read the parents' outputs from FLOWLINE_INPUT_URIS yourself"
+    )]
+    InputsWithoutTaskRuntime { step: String },
+    #[error(
+        "step `{step}` lists input `{input}`, which is not one of its parent steps ({parents})"
+    )]
+    UnknownInput {
+        step: String,
+        input: String,
+        parents: String,
+    },
+    #[error(
+        "step `{step}` runs in the task runtime, which wraps its command, and it has none: set spec.steps[].command (the image's CMD cannot be wrapped)"
+    )]
+    TaskRuntimeWithoutCommand { step: String },
     #[error("{what} is {size} bytes, over the AWS limit of {limit}; {hint}")]
     Limit {
         what: String,
@@ -209,6 +225,69 @@ fn flow_environment(flow: &Flow, settings: &Settings, id: &Identity<'_>) -> Vec<
     env
 }
 
+/// The parents of a step: the steps naming it in `next` or `catch.next`.
+fn parents<'a>(steps: &'a [Step], name: &str) -> Vec<&'a str> {
+    steps
+        .iter()
+        .filter(|step| {
+            step.next.iter().any(|next| next == name)
+                || step
+                    .catch
+                    .as_ref()
+                    .and_then(|c| c.next.as_deref())
+                    .is_some_and(|next| next == name)
+        })
+        .map(|step| step.name.as_str())
+        .collect()
+}
+
+/// Whether a step runs inside `flowline task` (its own `taskRuntime`, else the Flow's), and
+/// with which inputs; `inputs` must name parents and needs the task runtime.
+fn task_runtime(
+    flow: &Flow,
+    step: &Step,
+    settings: &Settings,
+) -> Result<Option<job_definition::TaskRuntime>, CompileError> {
+    let wrapped = step.task_runtime.unwrap_or(flow.spec.task_runtime);
+    if !wrapped {
+        if !step.inputs.is_empty() {
+            return Err(CompileError::InputsWithoutTaskRuntime {
+                step: step.name.clone(),
+            });
+        }
+        return Ok(None);
+    }
+    if step.command.is_empty() {
+        return Err(CompileError::TaskRuntimeWithoutCommand {
+            step: step.name.clone(),
+        });
+    }
+    let parents = parents(&flow.spec.steps, &step.name);
+    for input in step.inputs.iter().filter(|input| *input != "*") {
+        if !parents.contains(&input.as_str()) {
+            return Err(CompileError::UnknownInput {
+                step: step.name.clone(),
+                input: input.clone(),
+                parents: if parents.is_empty() {
+                    "it has none".into()
+                } else {
+                    parents.join(", ")
+                },
+            });
+        }
+    }
+    let inputs = if step.inputs.iter().any(|input| input == "*") {
+        vec!["*".to_owned()]
+    } else {
+        step.inputs.clone()
+    };
+    Ok(Some(job_definition::TaskRuntime {
+        inputs,
+        foreach_artifact: step.foreach.as_ref().map(|f| f.artifact.clone()),
+        force_path_style: settings.s3_force_path_style,
+    }))
+}
+
 /// Compiles a Flow. `lookups` are the secrets the controller looked up.
 pub fn render(
     flow: &Flow,
@@ -239,6 +318,7 @@ pub fn render(
                 step: step.name.clone(),
             });
         }
+        let task_runtime = task_runtime(flow, step, settings)?;
         let mut step_environment = environment.clone();
         step_environment.extend(bound.environment);
         let mut step_tags = tags.clone();
@@ -256,6 +336,7 @@ pub fn render(
                     flow.spec.timeout_seconds,
                     settings,
                 ),
+                task_runtime,
             },
             settings,
             &prefix,
@@ -553,6 +634,146 @@ spec:
     }
 
     const EXEC: &str = "arn:aws:iam::123456789012:role/exec";
+
+    fn task_runtime_flow(spec_extra: &str, join_extra: &str) -> Flow {
+        flow(&format!(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {{name: f, namespace: ns}}
+spec:
+  {spec_extra}
+  steps:
+    - {{name: start, command: [python3, -c, "print(1)"], next: [a, b]}}
+    - {{name: a, command: [python3], args: [a.py], next: [join]}}
+    - {{name: b, command: [python3, b.py], next: [join], taskRuntime: false}}
+    - {{name: join, join: true, command: [python3, join.py], next: [end], {join_extra}}}
+    - {{name: end, command: ["true"]}}
+"#
+        ))
+    }
+
+    fn definition_of<'a>(rendered: &'a Rendered, step: &str) -> &'a ContainerPropertiesRef {
+        let name = &rendered
+            .steps
+            .iter()
+            .find(|b| b.step == step)
+            .unwrap()
+            .job_definition;
+        rendered
+            .job_definitions
+            .iter()
+            .find(|d| &d.job_definition_name == name)
+            .and_then(|d| d.container_properties.as_ref())
+            .unwrap()
+    }
+
+    type ContainerPropertiesRef = job_definition::ContainerProperties;
+
+    fn env_value(container: &ContainerPropertiesRef, name: &str) -> Option<String> {
+        container
+            .environment
+            .iter()
+            .find(|kv| kv.name == name)
+            .map(|kv| kv.value.clone())
+    }
+
+    #[test]
+    fn task_runtime_wraps_each_command_unless_a_step_opts_out() {
+        let rendered = render(
+            &task_runtime_flow("taskRuntime: true", "inputs: [a, b]"),
+            &Settings::default(),
+            Lookups::Offline,
+        )
+        .unwrap();
+        let a = definition_of(&rendered, "a");
+        assert_eq!(a.command, ["flowline", "task", "--", "python3", "a.py"]);
+        let b = definition_of(&rendered, "b");
+        assert_eq!(b.command, ["python3", "b.py"]);
+        let join = definition_of(&rendered, "join");
+        assert_eq!(
+            env_value(join, "FLOWLINE_INPUT_STEPS").as_deref(),
+            Some("a,b")
+        );
+        assert_eq!(env_value(a, "FLOWLINE_INPUT_STEPS"), None);
+    }
+
+    #[test]
+    fn task_runtime_is_off_unless_asked_for() {
+        let rendered = render(
+            &task_runtime_flow("", "taskRuntime: true, inputs: ['*']"),
+            &Settings::default(),
+            Lookups::Offline,
+        )
+        .unwrap();
+        assert_eq!(definition_of(&rendered, "a").command, ["python3", "a.py"]);
+        let join = definition_of(&rendered, "join");
+        assert_eq!(join.command[..3], ["flowline", "task", "--"]);
+        assert_eq!(
+            env_value(join, "FLOWLINE_INPUT_STEPS").as_deref(),
+            Some("*")
+        );
+    }
+
+    #[test]
+    fn inputs_must_name_parents_and_need_the_task_runtime() {
+        let error = render(
+            &task_runtime_flow("", "inputs: [a]"),
+            &Settings::default(),
+            Lookups::Offline,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(error, CompileError::InputsWithoutTaskRuntime { .. }),
+            "{error}"
+        );
+        let error = render(
+            &task_runtime_flow("taskRuntime: true", "inputs: [start]"),
+            &Settings::default(),
+            Lookups::Offline,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("(a, b)"), "{error}");
+    }
+
+    #[test]
+    fn a_wrapped_foreach_step_names_its_list_and_a_step_without_command_is_refused() {
+        let foreach = flow(
+            r#"
+apiVersion: flowline.io/v1alpha1
+kind: Flow
+metadata: {name: f, namespace: ns}
+spec:
+  taskRuntime: true
+  steps:
+    - {name: start, command: ["true"], next: [body], foreach: {artifact: items.json}}
+    - {name: body, command: ["true"], next: [join]}
+    - {name: join, join: true, command: ["true"], next: [end]}
+    - {name: end, command: ["true"]}
+"#,
+        );
+        let settings = Settings {
+            s3_force_path_style: true,
+            ..Settings::default()
+        };
+        let rendered = render(&foreach, &settings, Lookups::Offline).unwrap();
+        let start = definition_of(&rendered, "start");
+        assert_eq!(
+            env_value(start, "FLOWLINE_FOREACH_ARTIFACT").as_deref(),
+            Some("items.json")
+        );
+        assert_eq!(
+            env_value(start, "FLOWLINE_S3_FORCE_PATH_STYLE").as_deref(),
+            Some("true")
+        );
+        let mut no_command = foreach.clone();
+        no_command.spec.steps[3].command.clear();
+        let error = render(&no_command, &settings, Lookups::Offline).unwrap_err();
+        assert!(
+            matches!(error, CompileError::TaskRuntimeWithoutCommand { .. }),
+            "{error}"
+        );
+    }
 
     #[test]
     fn an_ec2_step_with_secrets_gets_the_default_execution_role() {

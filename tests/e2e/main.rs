@@ -16,3 +16,4 @@ mod render;
 mod run_controller;
 mod schedule_controller;
 mod task_side;
+mod task_wrapper;

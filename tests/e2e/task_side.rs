@@ -15,7 +15,7 @@ use crate::harness::{
 /// Jobs are real processes here (Python starts, boto3 imports): give them time.
 const TIMEOUT: Duration = Duration::from_secs(180);
 
-fn apply(namespace: &str, manifest: &str) {
+pub(crate) fn apply(namespace: &str, manifest: &str) {
     kubectl(&["apply", "-n", namespace, "-f", "-"], Some(manifest)).ok();
 }
 
@@ -24,7 +24,7 @@ fn example(file: &str) -> String {
         .expect("example exists")
 }
 
-fn run(name: &str, flow: &str, parameters: &str) -> String {
+pub(crate) fn run(name: &str, flow: &str, parameters: &str) -> String {
     format!(
         "apiVersion: flowline.io/v1alpha1\nkind: Run\nmetadata: {{name: {name}}}\nspec:\n  flowRef: {{name: {flow}}}\n  parameters: {parameters}\n"
     )
@@ -32,7 +32,7 @@ fn run(name: &str, flow: &str, parameters: &str) -> String {
 
 /// Waits until the Run ends and returns its phase; a Run ending otherwise than `expected`
 /// fails the test with the Run's status and its tasks' output.
-fn wait_ended(namespace: &str, run: &str, expected: &str) {
+pub(crate) fn wait_ended(namespace: &str, run: &str, expected: &str) {
     let phase = wait_for(&format!("Run {run} to end"), TIMEOUT, || {
         let phase = jsonpath(namespace, &format!("run/{run}"), "{.status.phase}");
         ["Succeeded", "Failed", "Aborted", "TimedOut"]
@@ -57,11 +57,11 @@ fn wait_ended(namespace: &str, run: &str, expected: &str) {
 }
 
 /// The lines every task of a step printed, on the exec emulator.
-fn step_output(namespace: &str, run: &str, step: &str) -> Vec<String> {
+pub(crate) fn step_output(namespace: &str, run: &str, step: &str) -> Vec<String> {
     task_output(namespace, run, step, &env().env_dir.join("exec-job-logs"))
 }
 
-fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+pub(crate) fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(config)
             .force_path_style(true)
@@ -372,7 +372,7 @@ print("CALLER " + boto3.client("sts").get_caller_identity()["Arn"])
 }
 
 /// Every file below `dir`.
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return files;
