@@ -350,4 +350,8 @@ pub struct Artifact {
     /// Size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
+    /// True when the task's `_task.json` manifest says the attempt that stored the object
+    /// failed (steps in the task runtime only): the object may be partial.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub failed_attempt: bool,
 }

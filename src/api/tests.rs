@@ -383,6 +383,7 @@ fn statuses_round_trip() {
                 name: "model.pt".into(),
                 uri: "s3://bucket/ns/flow/run/start/1/model.pt".into(),
                 size: Some(42),
+                ..Artifact::default()
             }],
             artifact_count: Some(1),
             ..StepStatus::default()

@@ -54,6 +54,7 @@ pub enum Operation {
     GetSecretValue,
     // S3
     ListObjectsV2,
+    GetObject,
     // EventBridge (Schedules)
     PutRule,
     PutTargets,
@@ -97,6 +98,7 @@ impl Operation {
         Operation::DescribeSecret,
         Operation::GetSecretValue,
         Operation::ListObjectsV2,
+        Operation::GetObject,
         Operation::PutRule,
         Operation::PutTargets,
         Operation::DeleteRule,
@@ -131,7 +133,7 @@ impl Operation {
             | DeregisterJobDefinition
             | TerminateJob => "batch",
             DescribeSecret | GetSecretValue => "secretsmanager",
-            ListObjectsV2 => "s3",
+            ListObjectsV2 | GetObject => "s3",
             PutRule | PutTargets | DeleteRule | RemoveTargets | DescribeRule
             | ListTargetsByRule | ListRuleTags => "events",
             ReceiveMessage | DeleteMessageBatch => "sqs",
@@ -165,6 +167,7 @@ impl Operation {
             DescribeSecret => "DescribeSecret",
             GetSecretValue => "GetSecretValue",
             ListObjectsV2 => "ListObjectsV2",
+            GetObject => "GetObject",
             PutRule => "PutRule",
             PutTargets => "PutTargets",
             DeleteRule => "DeleteRule",
@@ -206,7 +209,7 @@ impl Operation {
             DescribeJobDefinitions | DescribeJobQueues | DescribeJobs => (100.0, 50.0),
             RegisterJobDefinition | DeregisterJobDefinition | TerminateJob => (50.0, 10.0),
             DescribeSecret | GetSecretValue => (10_000.0, 10_000.0),
-            ListObjectsV2 => (5_500.0, 5_500.0),
+            ListObjectsV2 | GetObject => (5_500.0, 5_500.0),
             PutRule | PutTargets | DeleteRule | RemoveTargets | DescribeRule
             | ListTargetsByRule | ListRuleTags => (50.0, 50.0),
             // SQS publishes no per-action rate for standard queues ("nearly unlimited").

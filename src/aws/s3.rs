@@ -1,4 +1,5 @@
-//! S3 adapter: lists the artifacts a task wrote under its prefix. Reads only.
+//! S3 adapter: lists the artifacts a task wrote under its prefix, reads one object (a task's
+//! manifest). Reads only.
 
 use aws_sdk_s3::Client;
 
@@ -46,6 +47,7 @@ pub async fn list(
                     name: key.strip_prefix(&prefix).unwrap_or(key).to_owned(),
                     uri: format!("s3://{bucket}/{key}"),
                     size: object.size(),
+                    failed_attempt: false,
                 });
             }
         }
@@ -58,4 +60,26 @@ pub async fn list(
             return Ok(listing);
         }
     }
+}
+
+/// Reads the object at `s3://bucket/key`; `None` when there is no such object (S3 answers
+/// NoSuchKey, or 404 to a role that may list the bucket).
+pub async fn get(client: &Client, uri: &str) -> Result<Option<Vec<u8>>, AwsError> {
+    let (bucket, key) = split_s3(uri);
+    let object = match call(
+        Operation::GetObject,
+        client.get_object().bucket(&bucket).key(&key).send(),
+    )
+    .await
+    {
+        Ok(object) => object,
+        Err(error) if error.code == "NoSuchKey" || error.code == "NotFound" => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let bytes = object.body.collect().await.map_err(|error| AwsError {
+        class: super::error::ErrorClass::Retryable,
+        code: "ReadBody".into(),
+        message: format!("reading s3://{bucket}/{key}: {error}"),
+    })?;
+    Ok(Some(bytes.to_vec()))
 }

@@ -21,11 +21,15 @@ use crate::api::{
 use crate::aws;
 use crate::aws::error::ErrorClass;
 use crate::compile::{self, naming};
+use crate::reconcilers::artifacts::{
+    MAX_MANIFESTS_READ, TaskManifest, from_manifests, manifest_tasks, parse_manifest,
+};
 use crate::reconcilers::conditions::{Health, set_health};
 use crate::reconcilers::run::{
     FinishedRun, RUNNABLE_HINT, check_parameters, failure_message, history_every, is_node_job,
     map_runs, merge_task_steps, phase_of, poll_interval, runs_to_prune, step_statuses,
 };
+use crate::task::layout::MANIFEST_NAME;
 
 use super::report::{now, publish, write_status};
 use super::{Context, ReconcileError};
@@ -298,7 +302,7 @@ async fn track(
             steps.push(known.clone());
         }
     }
-    list_artifacts(ctx, &status, &mut steps).await;
+    list_artifacts(ctx, run, &status, &status.foreach, &mut steps).await;
     let phase = phase_of(&execution.status);
     let stuck = if phase == RunPhase::Running {
         stuck_runnable(ctx, &mut steps).await?
@@ -575,13 +579,22 @@ async fn stuck_runnable(
     Ok((!stuck.is_empty()).then(|| format!("step(s) {} stuck: {RUNNABLE_HINT}", stuck.join(", "))))
 }
 
-/// Fills each finished step's artifacts: kept from the previous status once listed, listed
-/// from S3 (`<artifact root>/<step>/`) when a step has just finished. A listing that fails is
-/// retried on the next poll rather than failing the Run.
-async fn list_artifacts(ctx: &Context, previous: &RunStatus, steps: &mut [crate::api::StepStatus]) {
+/// Fills each finished step's artifacts: kept from the previous status once read; for a step
+/// in the task runtime, read from its tasks' `_task.json` manifests (one GetObject each, no
+/// listing); otherwise — or when a manifest is missing or unreadable — listed from S3
+/// (`<artifact root>/<step>/`). A read that fails is retried on the next poll rather than
+/// failing the Run.
+async fn list_artifacts(
+    ctx: &Context,
+    run: &Run,
+    previous: &RunStatus,
+    foreach: &[ForeachStatus],
+    steps: &mut [crate::api::StepStatus],
+) {
     let Some(root) = previous.artifact_root.as_deref() else {
         return;
     };
+    let mut unread = Vec::new();
     for step in steps.iter_mut() {
         if let Some(known) = previous
             .steps
@@ -591,22 +604,71 @@ async fn list_artifacts(ctx: &Context, previous: &RunStatus, steps: &mut [crate:
             step.artifacts = known.artifacts.clone();
             step.artifact_count = known.artifact_count;
             step.artifacts_truncated = known.artifacts_truncated;
-            continue;
+        } else if matches!(step.phase, Some(StepPhase::Succeeded | StepPhase::Failed)) {
+            unread.push(step);
         }
-        if !matches!(step.phase, Some(StepPhase::Succeeded | StepPhase::Failed)) {
-            continue;
+    }
+    if unread.is_empty() {
+        return;
+    }
+    // The Flow says which steps ran in the task runtime; one without it is listed.
+    let flows: Api<Flow> = Api::namespaced(ctx.kube.clone(), &run.namespace().unwrap_or_default());
+    let tasks = match flows.get_opt(&run.spec.flow_ref.name).await {
+        Ok(Some(flow)) => manifest_tasks(&flow, foreach, MAX_MANIFESTS_READ),
+        Ok(None) => Default::default(),
+        Err(error) => {
+            warn!(%error, "could not read the Flow; artifacts are listed");
+            Default::default()
         }
+    };
+    for step in unread {
         let prefix = format!("{}/{}/", root.trim_end_matches('/'), step.name);
-        match aws::s3::list(&ctx.s3, &prefix, MAX_LISTED_ARTIFACTS, 10 * 1000).await {
+        let listing = match tasks.get(&step.name) {
+            Some(task_ids) => match read_manifests(ctx, &prefix, task_ids).await {
+                Ok(Some(manifests)) => {
+                    Ok(from_manifests(&prefix, &manifests, MAX_LISTED_ARTIFACTS))
+                }
+                Ok(None) => aws::s3::list(&ctx.s3, &prefix, MAX_LISTED_ARTIFACTS, 10 * 1000).await,
+                Err(error) => Err(error),
+            },
+            None => aws::s3::list(&ctx.s3, &prefix, MAX_LISTED_ARTIFACTS, 10 * 1000).await,
+        };
+        match listing {
             Ok(listing) => {
                 step.artifacts_truncated =
                     listing.count > listing.artifacts.len() as i64 || listing.truncated;
                 step.artifacts = listing.artifacts;
                 step.artifact_count = Some(listing.count);
             }
-            Err(error) => warn!(step = %step.name, %prefix, %error, "could not list artifacts"),
+            Err(error) => warn!(step = %step.name, %prefix, %error, "could not read artifacts"),
         }
     }
+}
+
+/// The manifests of a step's tasks; `None` when one is missing or unreadable (the step did
+/// not run in the task runtime as the Flow now says, or a task never stored one).
+async fn read_manifests(
+    ctx: &Context,
+    step_prefix: &str,
+    task_ids: &[String],
+) -> Result<Option<Vec<TaskManifest>>, aws::error::AwsError> {
+    let mut manifests = Vec::with_capacity(task_ids.len());
+    for task_id in task_ids {
+        let uri = format!("{step_prefix}{task_id}/{MANIFEST_NAME}");
+        let Some(bytes) = aws::s3::get(&ctx.s3, &uri).await? else {
+            return Ok(None);
+        };
+        let Some(manifest) = parse_manifest(&bytes) else {
+            warn!(%uri, "a manifest this version cannot read; the step is listed");
+            return Ok(None);
+        };
+        manifests.push(TaskManifest {
+            task_id: task_id.clone(),
+            size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+            manifest,
+        });
+    }
+    Ok(Some(manifests))
 }
 
 /// Terminates the Batch jobs of steps still running (Step Functions' StopExecution leaves

@@ -1,6 +1,7 @@
 //! One pipeline per kind. The pure parts live here: planning changes and computing status
 //! from what was observed, so they are tested without a cluster or AWS.
 
+pub mod artifacts;
 pub mod conditions;
 pub mod discovery;
 pub mod flow;
