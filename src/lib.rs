@@ -7,6 +7,7 @@
 //! `flowline task`, which runs inside a step's container.
 
 pub mod api;
+pub mod artifacts;
 pub mod aws;
 pub mod compile;
 pub mod controller;

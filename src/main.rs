@@ -72,6 +72,12 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// List, download or store a Run's artifacts (`run/NAME`, narrowed by `--step` and
+    /// `--task`, or an `s3://` URI) with the controller's S3 settings.
+    Artifacts {
+        #[command(subcommand)]
+        command: ArtifactsCommand,
+    },
     /// Run a step's command inside its container with the task side around it: binary secrets
     /// and declared inputs before, outputs and a `_task.json` manifest stored after (see the
     /// README's "The task runtime"). Exits with the command's code (128 + n after signal n),
@@ -81,6 +87,54 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<std::ffi::OsString>,
     },
+}
+
+#[derive(Subcommand)]
+enum ArtifactsCommand {
+    /// Print the URI and size of each object, tab-separated, in key order.
+    Ls {
+        #[command(flatten)]
+        at: At,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Download every object into a folder, at its path under the addressed prefix.
+    Get {
+        #[command(flatten)]
+        at: At,
+        /// The folder to download into (created if missing).
+        #[arg(short = 'o', long = "output", default_value = ".")]
+        output: PathBuf,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Store files (a folder: the files under it, below its name) with the Flow's server-side
+    /// encryption: under `<step>/<task>/` of a Run (task 0 unless `--task`), or the URI.
+    Put {
+        #[command(flatten)]
+        at: At,
+        /// The files or folders to store.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+/// What an `artifacts` command addresses.
+#[derive(clap::Args)]
+struct At {
+    /// `run/NAME` (read through the cluster: KUBECONFIG, its current context) or `s3://…`.
+    target: String,
+    /// The step of the Run.
+    #[arg(long)]
+    step: Option<String>,
+    /// The task of the step (`0`, `0-<index>` in a foreach, `0-node-<i>` on a node).
+    #[arg(long)]
+    task: Option<String>,
+    /// The Run's namespace (default: the kubeconfig context's).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
 }
 
 /// The roles `iam-policy` prints.
@@ -117,6 +171,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Task { command } => return run_task(command),
+        Command::Artifacts { command } => artifacts(command),
         Command::Crds => flowline::api::crds_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(anyhow::Error::from),
@@ -167,6 +222,70 @@ fn run_task(command: Vec<std::ffi::OsString>) -> ExitCode {
     };
     let code = runtime.block_on(flowline::task::run(command));
     ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
+}
+
+fn artifacts(command: ArtifactsCommand) -> anyhow::Result<()> {
+    use flowline::artifacts::{Scope, Target};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let parse = |at: &At| -> anyhow::Result<(Target, Scope)> {
+        Ok((
+            Target::parse(&at.target)?,
+            Scope {
+                step: at.step.clone(),
+                task: at.task.clone(),
+            },
+        ))
+    };
+    runtime.block_on(async {
+        match command {
+            ArtifactsCommand::Ls { at, settings } => {
+                let (target, scope) = parse(&at)?;
+                let listed =
+                    flowline::artifacts::ls(&target, &scope, at.namespace.as_deref(), &settings)
+                        .await?;
+                for object in listed {
+                    println!("{}\t{}", object.uri, object.size);
+                }
+            }
+            ArtifactsCommand::Get {
+                at,
+                output,
+                settings,
+            } => {
+                let (target, scope) = parse(&at)?;
+                let count = flowline::artifacts::get(
+                    &target,
+                    &scope,
+                    at.namespace.as_deref(),
+                    &settings,
+                    &output,
+                )
+                .await?;
+                eprintln!("{count} files downloaded into {}", output.display());
+            }
+            ArtifactsCommand::Put {
+                at,
+                files,
+                settings,
+            } => {
+                let (target, scope) = parse(&at)?;
+                let stored = flowline::artifacts::put(
+                    &target,
+                    &scope,
+                    at.namespace.as_deref(),
+                    &settings,
+                    &files,
+                )
+                .await?;
+                for uri in stored {
+                    println!("{uri}");
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 fn run_controller(

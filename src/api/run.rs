@@ -341,6 +341,7 @@ pub enum StepPhase {
 
 /// An object a task wrote.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Artifact {
     /// Key of the object relative to the task's artifact prefix, e.g. `model.pt`; for a
     /// foreach, prefixed by the task's folder.

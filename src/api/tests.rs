@@ -383,7 +383,7 @@ fn statuses_round_trip() {
                 name: "model.pt".into(),
                 uri: "s3://bucket/ns/flow/run/start/1/model.pt".into(),
                 size: Some(42),
-                ..Artifact::default()
+                failed_attempt: true,
             }],
             artifact_count: Some(1),
             ..StepStatus::default()
@@ -393,6 +393,7 @@ fn statuses_round_trip() {
     let value = serde_json::to_value(&status).unwrap();
     assert_eq!(value["steps"][0]["jobIds"], json!(["job-1"]));
     assert!(value["steps"][0].get("artifactsTruncated").is_none());
+    assert_eq!(value["steps"][0]["artifacts"][0]["failedAttempt"], true);
     assert_eq!(serde_json::from_value::<RunStatus>(value).unwrap(), status);
     assert!(is_condition_true(&status.conditions, condition::READY));
     assert!(!is_condition_true(&status.conditions, condition::STALLED));

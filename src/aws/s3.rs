@@ -65,10 +65,12 @@ pub async fn list(
 /// Reads the object at `s3://bucket/key`; `None` when there is no such object (S3 answers
 /// NoSuchKey, or 404 to a role that may list the bucket).
 pub async fn get(client: &Client, uri: &str) -> Result<Option<Vec<u8>>, AwsError> {
-    let (bucket, key) = split_s3(uri);
+    // An object's key, as is (`split_s3` gives a prefix, ending with `/`).
+    let rest = uri.trim_start_matches("s3://");
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
     let object = match call(
         Operation::GetObject,
-        client.get_object().bucket(&bucket).key(&key).send(),
+        client.get_object().bucket(bucket).key(key).send(),
     )
     .await
     {

@@ -185,9 +185,13 @@ pub fn artifact_root(flow: &Flow, settings: &Settings) -> String {
     )
 }
 
-/// Environment every task of the Flow shares (the static part of the task contract).
-fn flow_environment(flow: &Flow, settings: &Settings, id: &Identity<'_>) -> Vec<KeyValue> {
-    let datastore = flow.spec.datastore.as_ref();
+/// The server-side encryption of the Flow's objects (`FLOWLINE_S3_SSE`) and its KMS key
+/// (`FLOWLINE_S3_KMS_KEY_ID`): the Flow's `spec.datastore`, else the controller's settings.
+pub fn datastore_encryption(
+    flow: Option<&Flow>,
+    settings: &Settings,
+) -> (Option<String>, Option<String>) {
+    let datastore = flow.and_then(|f| f.spec.datastore.as_ref());
     let sse = datastore
         .and_then(|d| d.server_side_encryption)
         .map(|sse| match sse {
@@ -198,6 +202,12 @@ fn flow_environment(flow: &Flow, settings: &Settings, id: &Identity<'_>) -> Vec<
     let kms_key = datastore
         .and_then(|d| d.kms_key_id.clone())
         .or_else(|| settings.s3_kms_key_id.clone());
+    (sse, kms_key)
+}
+
+/// Environment every task of the Flow shares (the static part of the task contract).
+fn flow_environment(flow: &Flow, settings: &Settings, id: &Identity<'_>) -> Vec<KeyValue> {
+    let (sse, kms_key) = datastore_encryption(Some(flow), settings);
     let mut env = vec![
         KeyValue::new("FLOWLINE_FLOW", id.name),
         KeyValue::new("FLOWLINE_NAMESPACE", id.namespace),

@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::{
     EXECUTION_ARN_ANNOTATION, FINALIZER, Flow, ForeachStatus, MAX_FOREACH_TASKS_READ,
@@ -656,6 +656,7 @@ async fn read_manifests(
     for task_id in task_ids {
         let uri = format!("{step_prefix}{task_id}/{MANIFEST_NAME}");
         let Some(bytes) = aws::s3::get(&ctx.s3, &uri).await? else {
+            debug!(%uri, "no manifest; the step is listed");
             return Ok(None);
         };
         let Some(manifest) = parse_manifest(&bytes) else {

@@ -54,21 +54,9 @@ pub async fn download(
 ) -> Result<usize, TaskError> {
     let mut objects = Vec::new();
     for input in inputs {
-        let mut pages = client
-            .list_objects_v2()
-            .bucket(&input.bucket)
-            .prefix(&input.prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                s3_error(format!("listing s3://{}/{}", input.bucket, input.prefix), e)
-            })?;
-            for object in page.contents() {
-                let Some(key) = object.key() else { continue };
-                if let Some(path) = input_path(input, key) {
-                    objects.push((input.bucket.clone(), key.to_owned(), dir.join(path)));
-                }
+        for (key, _) in list(client, &input.bucket, &input.prefix).await? {
+            if let Some(path) = input_path(input, &key) {
+                objects.push((input.bucket.clone(), key, dir.join(path)));
             }
         }
     }
@@ -79,6 +67,30 @@ pub async fn download(
         .try_collect::<Vec<()>>()
         .await?;
     Ok(count)
+}
+
+/// The key and size of every object under `s3://bucket/prefix`, in key order.
+pub async fn list(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<(String, i64)>, TaskError> {
+    let mut objects = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| s3_error(format!("listing s3://{bucket}/{prefix}"), e))?;
+        for object in page.contents() {
+            if let Some(key) = object.key() {
+                objects.push((key.to_owned(), object.size().unwrap_or_default()));
+            }
+        }
+    }
+    Ok(objects)
 }
 
 async fn download_one(

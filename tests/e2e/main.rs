@@ -5,6 +5,7 @@
 mod harness;
 
 mod api;
+mod artifacts;
 mod emulator;
 mod flow_controller;
 mod foundation;
