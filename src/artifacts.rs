@@ -130,6 +130,49 @@ pub fn put_scope(target: &Target, scope: &Scope) -> Result<Scope, ArtifactsError
     }
 }
 
+/// The controller's S3 settings, under the same flags and variables, and only those.
+#[derive(Debug, Clone, clap::Args)]
+pub struct S3Options {
+    /// S3 endpoint (MinIO or another S3-compatible store); unset means AWS.
+    #[arg(long, env = "FLOWLINE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Address S3 buckets by path (`endpoint/bucket/key`); on whenever an endpoint is set.
+    #[arg(long, env = "FLOWLINE_S3_FORCE_PATH_STYLE", default_value_t = false)]
+    pub s3_force_path_style: bool,
+
+    /// Server-side encryption of uploads when the Run's Flow sets none: `AES256` or `aws:kms`.
+    #[arg(long, env = "FLOWLINE_S3_SSE")]
+    pub s3_server_side_encryption: Option<String>,
+
+    /// KMS key for `aws:kms` server-side encryption.
+    #[arg(long, env = "FLOWLINE_S3_KMS_KEY_ID")]
+    pub s3_kms_key_id: Option<String>,
+
+    /// Retries of each S3 request.
+    #[arg(long, env = "FLOWLINE_S3_RETRY_COUNT", default_value_t = 7)]
+    pub s3_retry_count: u32,
+
+    /// Transfers at once.
+    #[arg(long, env = "FLOWLINE_S3_WORKER_COUNT", default_value_t = 64)]
+    pub s3_worker_count: u32,
+}
+
+impl S3Options {
+    /// The controller's settings with these S3 values.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_force_path_style: self.s3_force_path_style,
+            s3_server_side_encryption: self.s3_server_side_encryption.clone(),
+            s3_kms_key_id: self.s3_kms_key_id.clone(),
+            s3_retry_count: self.s3_retry_count,
+            s3_worker_count: self.s3_worker_count,
+            ..Settings::default()
+        }
+    }
+}
+
 /// The task runtime's S3 settings from the controller's, with the Flow's encryption.
 pub fn s3_settings(settings: &Settings, flow: Option<&Flow>) -> Result<S3Settings, TaskError> {
     let (sse, kms_key_id) = crate::compile::datastore_encryption(flow, settings);

@@ -96,7 +96,7 @@ enum ArtifactsCommand {
         #[command(flatten)]
         at: At,
         #[command(flatten)]
-        settings: Settings,
+        s3: flowline::artifacts::S3Options,
     },
     /// Download every object into a folder, at its path under the addressed prefix.
     Get {
@@ -106,7 +106,7 @@ enum ArtifactsCommand {
         #[arg(short = 'o', long = "output", default_value = ".")]
         output: PathBuf,
         #[command(flatten)]
-        settings: Settings,
+        s3: flowline::artifacts::S3Options,
     },
     /// Store files (a folder: the files under it, below its name) with the Flow's server-side
     /// encryption: under `<step>/<task>/` of a Run (task 0 unless `--task`), or the URI.
@@ -117,7 +117,7 @@ enum ArtifactsCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]
-        settings: Settings,
+        s3: flowline::artifacts::S3Options,
     },
 }
 
@@ -240,7 +240,8 @@ fn artifacts(command: ArtifactsCommand) -> anyhow::Result<()> {
     };
     runtime.block_on(async {
         match command {
-            ArtifactsCommand::Ls { at, settings } => {
+            ArtifactsCommand::Ls { at, s3 } => {
+                let settings = s3.settings();
                 let (target, scope) = parse(&at)?;
                 let listed =
                     flowline::artifacts::ls(&target, &scope, at.namespace.as_deref(), &settings)
@@ -249,11 +250,8 @@ fn artifacts(command: ArtifactsCommand) -> anyhow::Result<()> {
                     println!("{}\t{}", object.uri, object.size);
                 }
             }
-            ArtifactsCommand::Get {
-                at,
-                output,
-                settings,
-            } => {
+            ArtifactsCommand::Get { at, output, s3 } => {
+                let settings = s3.settings();
                 let (target, scope) = parse(&at)?;
                 let count = flowline::artifacts::get(
                     &target,
@@ -265,11 +263,8 @@ fn artifacts(command: ArtifactsCommand) -> anyhow::Result<()> {
                 .await?;
                 eprintln!("{count} files downloaded into {}", output.display());
             }
-            ArtifactsCommand::Put {
-                at,
-                files,
-                settings,
-            } => {
+            ArtifactsCommand::Put { at, files, s3 } => {
+                let settings = s3.settings();
                 let (target, scope) = parse(&at)?;
                 let stored = flowline::artifacts::put(
                     &target,
