@@ -9,8 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::harness::{
-    ControllerProcess, TestNamespace, aws_exec_config, emulator_requests_at, env, install_crds,
-    kubectl,
+    ControllerProcess, TestNamespace, aws_exec_config, env, install_crds, kubectl,
 };
 use crate::task_side::{apply, run, s3_client, wait_ended, walk};
 
@@ -168,9 +167,7 @@ sys.exit(3)
     );
 
     // Read from manifests: the controller listed nothing.
-    // `start_exec` points the controller at the exec emulator through its environment, so its
-    // requests are counted there (`aws_requests` reads the other emulator).
-    let requests = emulator_requests_at(&env().aws_exec_endpoint, &controller.access_key);
+    let requests = controller.aws_requests();
     assert!(
         requests
             .iter()
