@@ -60,7 +60,7 @@ log "what the controller created in AWS for flow/hello-batch:"
 kubectl get flow hello-batch -n demo -o jsonpath='{range .status.jobDefinitions[*]}  {.step}: {.arn}{"\n"}{end}  state machine: {.status.stateMachineVersionArn}{"\n"}'
 echo
 
-log "running the demo pipeline: a Run whose tasks write artifacts to S3"
+log "running the demo pipeline: a Run whose tasks pass files to each other, stored in S3"
 kubectl delete run demo-pipeline-1 -n demo --ignore-not-found --wait=true >/dev/null
 kubectl apply -n demo -f examples/manifests/demo.yaml
 kubectl wait -n demo --for=jsonpath='{.status.phase}'=Succeeded --timeout=180s run/demo-pipeline-1 >/dev/null \

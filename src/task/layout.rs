@@ -6,6 +6,12 @@
 //! a parent that ran as several tasks — the body of a foreach, seen whole from its join, or the
 //! nodes of a multi-node step — gives one subfolder per task id
 //! (`$FLOWLINE_INPUT_DIR/train/0-0/`, `…/0-1/`; `…/gang/0-node-0/`).
+//!
+//!
+//! Across a foreach boundary a task gets its parent's whole step prefix, which inside an outer
+//! foreach also holds the tasks of the other outer iterations. Task `t` takes only its own
+//! relatives there: the iterations it joins (`t-<index>`: join `0-1` takes `0-1-0`, `0-1-1`,
+//! never `0-0-0`), or the split it is an iteration of (body `0-1-0` takes split `0-1`).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -26,13 +32,33 @@ pub struct InputPrefix {
     /// The folder its keys land in, relative to the input folder: a key's part after
     /// `prefix` is appended.
     pub folder: PathBuf,
+    /// For a whole step's prefix: this task's id, whose relatives alone are taken.
+    pub whole_step_for: Option<String>,
 }
 
-/// Maps each of `uris` (the parents' prefixes under `<datastore root>/<run id>/`) to its folder.
-/// A URI outside the run is refused: it would not be named after a step.
+/// Whether task `other` of a whole-step parent belongs to task `own`: an iteration `own`
+/// joins (`<own>-<index>`), or the split `own` is an iteration of (`own` is `<other>-<index>…`).
+fn related(own: &str, other: &str) -> bool {
+    let indexes = |rest: &str| {
+        rest.split('-')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let joined = own_prefix(other, own).is_some_and(|index| !index.contains('-') && indexes(index));
+    let split = own_prefix(own, other).is_some_and(indexes);
+    joined || split
+}
+
+/// `long` without `<short>-`, if it starts so.
+fn own_prefix<'a>(long: &'a str, short: &str) -> Option<&'a str> {
+    long.strip_prefix(short)?.strip_prefix('-')
+}
+
+/// Maps each of `uris` (the parents' prefixes under `<datastore root>/<run id>/`) to its folder,
+/// for the task `task_id`. A URI outside the run is refused: it would not be named after a step.
 pub fn input_prefixes(
     datastore_root: &str,
     run_id: &str,
+    task_id: &str,
     uris: &[String],
 ) -> Result<Vec<InputPrefix>, TaskError> {
     let run_prefix = format!("{}/{}/", datastore_root.trim_end_matches('/'), run_id);
@@ -65,6 +91,7 @@ pub fn input_prefixes(
                 bucket,
                 prefix,
                 folder,
+                whole_step_for: task.is_none().then(|| task_id.to_owned()),
             }
         })
         .collect())
@@ -75,6 +102,11 @@ pub fn input_prefixes(
 pub fn input_path(input: &InputPrefix, key: &str) -> Option<PathBuf> {
     let rest = key.strip_prefix(&input.prefix)?;
     if rest.is_empty() || rest.ends_with('/') {
+        return None;
+    }
+    if let Some(own) = &input.whole_step_for
+        && !related(own, rest.split('/').next()?)
+    {
         return None;
     }
     let relative = Path::new(rest);
@@ -114,7 +146,7 @@ mod tests {
 
     #[test]
     fn a_parent_that_ran_once_lands_in_a_folder_named_after_its_step() {
-        let inputs = input_prefixes(ROOT, "run-1", &uris(&["a/0/", "b/0/"])).unwrap();
+        let inputs = input_prefixes(ROOT, "run-1", "0", &uris(&["a/0/", "b/0/"])).unwrap();
         assert_eq!(inputs[0].step, "a");
         assert_eq!(inputs[0].folder, PathBuf::from("a"));
         assert_eq!(inputs[0].bucket, "bucket");
@@ -127,20 +159,60 @@ mod tests {
 
     #[test]
     fn a_foreach_body_or_the_nodes_of_a_gang_get_a_folder_per_task() {
-        let foreach = input_prefixes(ROOT, "run-1", &uris(&["train/"])).unwrap();
+        let foreach = input_prefixes(ROOT, "run-1", "0", &uris(&["train/"])).unwrap();
         assert_eq!(foreach[0].folder, PathBuf::from("train"));
         assert_eq!(
             input_path(&foreach[0], "flowline/ns/flow/run-1/train/0-1/score.txt"),
             Some(PathBuf::from("train/0-1/score.txt"))
         );
-        let nodes =
-            input_prefixes(ROOT, "run-1", &uris(&["gang/0-node-0/", "gang/0-node-1/"])).unwrap();
+        let nodes = input_prefixes(
+            ROOT,
+            "run-1",
+            "0",
+            &uris(&["gang/0-node-0/", "gang/0-node-1/"]),
+        )
+        .unwrap();
         assert_eq!(nodes[1].folder, PathBuf::from("gang/0-node-1"));
     }
 
     #[test]
+    fn inside_an_outer_foreach_a_join_takes_only_its_own_iterations() {
+        let inner = input_prefixes(ROOT, "run-1", "0-1", &uris(&["inner/"])).unwrap();
+        let key = |task: &str| format!("flowline/ns/flow/run-1/inner/{task}/v.txt");
+        assert_eq!(
+            input_path(&inner[0], &key("0-1-0")),
+            Some(PathBuf::from("inner/0-1-0/v.txt"))
+        );
+        assert_eq!(
+            input_path(&inner[0], &key("0-1-12")),
+            Some(PathBuf::from("inner/0-1-12/v.txt"))
+        );
+        for other in ["0-0-1", "0-10-0", "0-1", "0-1-x", "0-1-0-node-0", "0-1-0-1"] {
+            assert_eq!(input_path(&inner[0], &key(other)), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn inside_an_outer_foreach_a_body_takes_only_the_split_it_iterates_over() {
+        let body = input_prefixes(ROOT, "run-1", "0-1-0", &uris(&["split/"])).unwrap();
+        let key = |task: &str| format!("flowline/ns/flow/run-1/split/{task}/v.txt");
+        assert_eq!(
+            input_path(&body[0], &key("0-1")),
+            Some(PathBuf::from("split/0-1/v.txt"))
+        );
+        let top = input_prefixes(ROOT, "run-1", "0-3", &uris(&["start/"])).unwrap();
+        assert_eq!(
+            input_path(&top[0], "flowline/ns/flow/run-1/start/0/v.txt"),
+            Some(PathBuf::from("start/0/v.txt"))
+        );
+        for other in ["0-0", "0-10", "0-1-0", "1"] {
+            assert_eq!(input_path(&body[0], &key(other)), None, "{other}");
+        }
+    }
+
+    #[test]
     fn keys_that_would_leave_their_folder_are_skipped() {
-        let inputs = input_prefixes(ROOT, "run-1", &uris(&["a/0/"])).unwrap();
+        let inputs = input_prefixes(ROOT, "run-1", "0", &uris(&["a/0/"])).unwrap();
         assert_eq!(
             input_path(&inputs[0], "flowline/ns/flow/run-1/a/0/../../x"),
             None
@@ -149,7 +221,7 @@ mod tests {
             input_path(&inputs[0], "flowline/ns/flow/run-1/a/0/dir/"),
             None
         );
-        assert!(input_prefixes(ROOT, "run-1", &["s3://other/x/".to_string()]).is_err());
+        assert!(input_prefixes(ROOT, "run-1", "0", &["s3://other/x/".to_string()]).is_err());
     }
 
     #[test]

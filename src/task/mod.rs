@@ -225,6 +225,7 @@ impl Task<'_> {
         let inputs: Vec<_> = layout::input_prefixes(
             &contract.datastore_root,
             &contract.run_id,
+            &contract.task_id,
             &contract.input_uris,
         )?
         .into_iter()

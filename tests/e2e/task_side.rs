@@ -117,7 +117,8 @@ fn foreach_example_runs_as_written_with_typed_parameters() {
     );
     let join = step_output(&ns.name, "sweep-1", "join");
     assert!(
-        join.iter().any(|line| line.starts_with("results of ")),
+        join.iter()
+            .any(|line| line.starts_with("results of 3 trials; best ")),
         "{join:#?}"
     );
 }

@@ -359,3 +359,124 @@ print("SQUARES " + ",".join(sorted(p.read_text() for p in inputs.glob("*/square.
         "the reason is in the task's log: {started:#?}"
     );
 }
+
+#[test]
+fn across_a_nested_foreach_each_inner_join_reads_only_its_own_outer_iterations_files() {
+    install_crds();
+    let ns = TestNamespace::create("task-wrapper-nested");
+    let _controller = ControllerProcess::start_exec(&ns.name, &[]);
+    // start fans out over two letters; each letter fans out over two numbers. A cell reads its
+    // letter from the split it iterates over, the inner join of a letter must see its own two
+    // cells and no other letter's, and the outer join sees each letter's row.
+    let letters = r#"import json, os, pathlib
+(pathlib.Path(os.environ["FLOWLINE_OUTPUT_DIR"]) / "letters.json").write_text(json.dumps(["a", "b"]))
+"#;
+    let split = r#"import json, os, pathlib
+out = pathlib.Path(os.environ["FLOWLINE_OUTPUT_DIR"])
+(out / "letter.txt").write_text(json.loads(os.environ["FLOWLINE_FOREACH_VALUE"]))
+(out / "numbers.json").write_text(json.dumps([1, 2]))
+"#;
+    let cell = r#"import os, pathlib
+inputs = pathlib.Path(os.environ["FLOWLINE_INPUT_DIR"])
+[letter] = [p.read_text() for p in inputs.glob("split/*/letter.txt")]
+(pathlib.Path(os.environ["FLOWLINE_OUTPUT_DIR"]) / "cell.txt").write_text(letter + os.environ["FLOWLINE_FOREACH_VALUE"])
+"#;
+    let inner_join = r#"import os, pathlib
+inputs = pathlib.Path(os.environ["FLOWLINE_INPUT_DIR"])
+cells = sorted(p.read_text() for p in inputs.glob("cell/*/cell.txt"))
+folders = sorted(p.name for p in (inputs / "cell").iterdir())
+print("INNER " + os.environ["FLOWLINE_TASK_ID"] + " " + ",".join(cells) + " " + ",".join(folders))
+(pathlib.Path(os.environ["FLOWLINE_OUTPUT_DIR"]) / "row.txt").write_text("".join(cells))
+"#;
+    let outer_join = r#"import os, pathlib
+inputs = pathlib.Path(os.environ["FLOWLINE_INPUT_DIR"])
+print("OUTER " + ",".join(sorted(p.read_text() for p in inputs.glob("inner_join/*/row.txt"))))
+"#;
+    let python = |script: &str| serde_json::json!(["python3", "-c", script]);
+    apply(
+        &ns.name,
+        &flow(
+            "nested",
+            serde_json::json!({
+                "taskRuntime": true,
+                "steps": [
+                    {"name": "start", "command": python(letters), "next": ["split"],
+                     "foreach": {"artifact": "letters.json"}},
+                    {"name": "split", "command": python(split), "next": ["cell"],
+                     "foreach": {"artifact": "numbers.json"}},
+                    {"name": "cell", "command": python(cell), "inputs": ["split"], "next": ["inner_join"]},
+                    {"name": "inner_join", "join": true, "command": python(inner_join),
+                     "inputs": ["cell"], "next": ["outer_join"]},
+                    {"name": "outer_join", "join": true, "command": python(outer_join),
+                     "inputs": ["inner_join"], "next": ["end"]},
+                    {"name": "end", "command": ["true"]}
+                ]
+            }),
+        ),
+    );
+    apply(&ns.name, &run("nested-1", "nested", "{}"));
+    wait_ended(&ns.name, "nested-1", "Succeeded");
+
+    let inner_joins: BTreeSet<String> = step_output(&ns.name, "nested-1", "inner_join")
+        .iter()
+        .filter_map(|line| line.strip_prefix("INNER ").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        inner_joins,
+        BTreeSet::from([
+            "0-0 a1,a2 0-0-0,0-0-1".to_owned(),
+            "0-1 b1,b2 0-1-0,0-1-1".to_owned()
+        ]),
+        "each inner join gets its own letter's two cells, in folders named by task id"
+    );
+    let outer = step_output(&ns.name, "nested-1", "outer_join");
+    assert_eq!(tagged(&outer, "OUTER"), Some("a1a2,b1b2"), "{outer:#?}");
+}
+
+#[test]
+fn every_node_writes_its_own_folder_and_the_join_reads_them_all() {
+    install_crds();
+    let ns = TestNamespace::create("task-wrapper-nodes");
+    let _controller = ControllerProcess::start_exec(&ns.name, &[]);
+    let shard = r#"import os, pathlib
+node = os.environ["AWS_BATCH_JOB_NODE_INDEX"]
+out = pathlib.Path(os.environ["FLOWLINE_OUTPUT_DIR"]) / "shards"
+out.mkdir()
+(out / f"shard-{node}.txt").write_text(f"node {node} of {os.environ['AWS_BATCH_JOB_NUM_NODES']}")
+"#;
+    let gather = r#"import os, pathlib
+inputs = pathlib.Path(os.environ["FLOWLINE_INPUT_DIR"])
+print("NODES " + ",".join(sorted(p.name for p in (inputs / "train").iterdir())))
+print("SHARDS " + "|".join(p.read_text() for p in sorted(inputs.glob("train/*/shards/*.txt"))))
+"#;
+    apply(
+        &ns.name,
+        &flow(
+            "gang-files",
+            serde_json::json!({
+                "taskRuntime": true,
+                "steps": [
+                    {"name": "start", "command": ["true"], "next": ["train"]},
+                    {"name": "train", "command": ["python3", "-c", shard],
+                     "parallel": {"numNodes": 3}, "next": ["gather"]},
+                    {"name": "gather", "join": true, "command": ["python3", "-c", gather],
+                     "inputs": ["train"], "next": ["end"]},
+                    {"name": "end", "command": ["true"]}
+                ]
+            }),
+        ),
+    );
+    apply(&ns.name, &run("gang-files-1", "gang-files", "{}"));
+    wait_ended(&ns.name, "gang-files-1", "Succeeded");
+    let gathered = step_output(&ns.name, "gang-files-1", "gather");
+    assert_eq!(
+        tagged(&gathered, "NODES"),
+        Some("0-node-0,0-node-1,0-node-2"),
+        "{gathered:#?}"
+    );
+    assert_eq!(
+        tagged(&gathered, "SHARDS"),
+        Some("node 0 of 3|node 1 of 3|node 2 of 3"),
+        "{gathered:#?}"
+    );
+}

@@ -48,6 +48,15 @@ def test_a_foreach_join_loads_every_task_in_item_order(task: Task) -> None:
         flowline_task.load("score.json")
 
 
+def test_an_inner_join_loads_only_its_own_outer_iterations_tasks(task: Task) -> None:
+    for outer in (0, 1):
+        for inner in (0, 1):
+            task.become("inner", f"0-{outer}-{inner}")
+            flowline_task.save("v.json", [outer, inner])
+    task.become("inner_join", "0-1", inputs=("inner/",))
+    assert flowline_task.load_all("v.json") == [[1, 0], [1, 1]]
+
+
 def test_save_and_load_through_the_wrappers_folders(task: Task, tmp_path: Path) -> None:
     out = tmp_path / "out"
     task.become("start", FLOWLINE_OUTPUT_DIR=str(out))

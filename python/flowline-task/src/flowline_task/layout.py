@@ -64,13 +64,17 @@ def input_folder(input_dir: Path, step: str, task: str, alone: bool) -> Path:
 def parent_tasks(context: TaskContext, list_tasks: Callable[[str], list[str]]) -> list[ParentTask]:
     """Every parent task, in FLOWLINE_INPUT_URIS order and, within a step, by task id (a
     foreach's tasks in item order). A whole-step prefix is expanded with `list_tasks(uri)`, the
-    task ids under it."""
+    task ids under it, of which only this task's relatives count (inside an outer foreach the
+    step also holds the other outer iterations' tasks): see `related`."""
     tasks: list[tuple[str, str, str]] = []
     for prefix in parent_prefixes(context):
         if prefix.task is not None:
             tasks.append((prefix.step, prefix.task, prefix.uri))
         else:
-            ids = sorted(list_tasks(prefix.uri), key=task_order)
+            ids = sorted(
+                (t for t in list_tasks(prefix.uri) if related(context.task_id, t)),
+                key=task_order,
+            )
             tasks += [(prefix.step, task, f"{prefix.uri}{task}/") for task in ids]
     per_step: dict[str, int] = {}
     for step, _, _ in tasks:
@@ -89,6 +93,24 @@ def parent_tasks(context: TaskContext, list_tasks: Callable[[str], list[str]]) -
         )
         for step, task, uri in tasks
     ]
+
+
+def related(task_id: str | None, other: str) -> bool:
+    """Whether task `other` of a whole-step parent belongs to task `task_id`: an iteration it
+    joins (`<task id>-<index>`: join `0-1` takes `0-1-0`, never `0-0-0`), or the split it is an
+    iteration of (body `0-1-0` takes split `0-1`). Any task, without a FLOWLINE_TASK_ID."""
+    if task_id is None:
+        return True
+
+    def indexes(rest: str) -> bool:
+        return all(part.isdigit() for part in rest.split("-"))
+
+    if other.startswith(f"{task_id}-"):
+        index = other[len(task_id) + 1 :]
+        return index.isdigit()
+    if task_id.startswith(f"{other}-"):
+        return indexes(task_id[len(other) + 1 :])
+    return False
 
 
 def task_order(task: str) -> list[tuple[int, object]]:
