@@ -284,6 +284,8 @@ pub async fn get(
         bucket,
         prefix,
         folder: PathBuf::new(),
+        // Everything under the Run's (or step's, or task's) prefix, not one task's relatives.
+        whole_step_for: None,
     };
     Ok(transfer::download(&client, &[input], dir, s3.workers).await?)
 }
