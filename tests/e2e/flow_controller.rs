@@ -165,7 +165,13 @@ async fn example_flows_become_ready_with_the_rendered_resources() {
     for name in &names {
         wait_ready(&ns.name, name);
         let flow = flow_object(&ns.name, name);
-        let predicted = compile::render(&flow, &Settings::default(), Lookups::Resolved(&lookups))
+        // The controller runs with path-style S3 addressing (the emulator needs it), which
+        // wrapped steps are told.
+        let settings = Settings {
+            s3_force_path_style: true,
+            ..Settings::default()
+        };
+        let predicted = compile::render(&flow, &settings, Lookups::Resolved(&lookups))
             .unwrap_or_else(|e| panic!("{name} renders: {e}"));
         let status = flow.status.clone().expect("status");
         let arn = status
