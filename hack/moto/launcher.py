@@ -69,7 +69,7 @@ ExecutionAborted, without a TaskSucceeded for the task that was running.
 With ``--enforce-iam`` (or ``FLOWLINE_EMULATOR_ENFORCE_IAM=1``) moto authenticates and
 authorizes every request against IAM, and the emulator acts for a principal with its
 credentials (state machine role, EventBridge target role): ``iam_mode.py`` says what is
-checked and how to set up (administrator key ``AKIAFLOWLINEADMIN000`` /
+checked and how to set up (administrator key ``FLOWLINEADMINKEY0000`` /
 ``flowline-admin-secret-key``; ``--iam-free-requests N`` or
 ``FLOWLINE_EMULATOR_IAM_FREE_REQUESTS`` lets N unchecked requests through first).
 

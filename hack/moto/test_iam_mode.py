@@ -78,7 +78,7 @@ PASS = json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}
 
 def test_requests_are_authenticated_and_denied_in_aws_shape(iam_emu):
     assert admin(iam_emu, "stepfunctions").list_state_machines()["stateMachines"] is not None
-    unknown = client(iam_emu, "stepfunctions", "AKIAUNKNOWN000000000", "x")
+    unknown = client(iam_emu, "stepfunctions", "UNKNOWNKEY0000000000", "x")
     assert error_code(unknown.list_state_machines)[0] == "UnrecognizedClientException"
     key, secret = user_with(iam_emu, allow("states:ListStateMachines"))
     sfn = client(iam_emu, "stepfunctions", key, secret)

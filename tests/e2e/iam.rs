@@ -27,7 +27,7 @@ const SECRET: &str = "flowline-iam-api-token";
 const SECRET_VALUE: &str = "iam-canary-token";
 const CONTROLLER_USER: &str = "flowline-controller";
 /// The emulator's administrator (hack/moto/iam_mode.py), for set-up and inspection only.
-const ADMIN_KEY: &str = "AKIAFLOWLINEADMIN000";
+const ADMIN_KEY: &str = "FLOWLINEADMINKEY0000";
 const ADMIN_SECRET: &str = "flowline-admin-secret-key";
 
 fn role_arn(name: &str) -> String {
@@ -454,7 +454,7 @@ except ClientError as error:
         .await;
     assert!(read.is_ok(), "s3:ListBucket is granted: {read:?}");
     // An unknown key is not a principal at all.
-    let stranger = sdk_config(&platform.endpoint, "AKIASTRANGER00000000", "x").await;
+    let stranger = sdk_config(&platform.endpoint, "STRANGERKEY000000000", "x").await;
     let refused = aws_sdk_sfn::Client::new(&stranger)
         .list_state_machines()
         .send()
