@@ -162,6 +162,7 @@ pub fn from_manifests(step_uri: &str, manifests: &[TaskManifest], limit: usize) 
 mod tests {
     use super::*;
     use crate::task::manifest::Artifact as Stored;
+    use crate::task::manifest::TaskIdentity;
 
     fn flow(yaml: &str) -> Flow {
         serde_norway::from_str(yaml).unwrap()
@@ -220,13 +221,15 @@ spec:
     fn manifest(outcome: Outcome, names: &[&str]) -> Manifest {
         Manifest {
             version: MANIFEST_VERSION,
-            flow: "f".into(),
-            namespace: "ns".into(),
-            run_id: "r".into(),
-            step: "s".into(),
-            task_id: "0".into(),
-            attempt: Some(1),
-            node_index: None,
+            task: TaskIdentity {
+                flow: "f".into(),
+                namespace: "ns".into(),
+                run_id: "r".into(),
+                step: "s".into(),
+                task_id: "0".into(),
+                attempt: Some(1),
+                node_index: None,
+            },
             outcome,
             exit_code: Some(0),
             started_at: String::new(),

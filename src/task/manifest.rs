@@ -28,15 +28,9 @@ pub struct Artifact {
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
     pub version: u32,
-    pub flow: String,
-    pub namespace: String,
-    pub run_id: String,
-    pub step: String,
-    pub task_id: String,
-    /// Batch's attempt (from 1); absent outside Batch.
-    pub attempt: Option<u32>,
-    /// The node of a multi-node step.
-    pub node_index: Option<u32>,
+    /// Which task and attempt, written at the top level of the JSON.
+    #[serde(flatten)]
+    pub task: TaskIdentity,
     pub outcome: Outcome,
     /// The command's exit code (128 + n when signal n ended it); absent when the command
     /// never started.
@@ -70,14 +64,17 @@ impl Attempt {
 }
 
 /// Identity of the task, from the contract.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TaskIdentity {
     pub flow: String,
     pub namespace: String,
     pub run_id: String,
     pub step: String,
     pub task_id: String,
+    /// Batch's attempt (from 1); absent outside Batch.
     pub attempt: Option<u32>,
+    /// The node of a multi-node step.
     pub node_index: Option<u32>,
 }
 
@@ -92,13 +89,7 @@ pub fn manifest(
     artifacts.sort_by(|a, b| a.name.cmp(&b.name));
     Manifest {
         version: MANIFEST_VERSION,
-        flow: identity.flow.clone(),
-        namespace: identity.namespace.clone(),
-        run_id: identity.run_id.clone(),
-        step: identity.step.clone(),
-        task_id: identity.task_id.clone(),
-        attempt: identity.attempt,
-        node_index: identity.node_index,
+        task: identity.clone(),
         outcome: attempt.outcome(),
         exit_code: attempt.exit_code,
         started_at: started_at.to_string(),
