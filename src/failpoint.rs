@@ -6,6 +6,8 @@
 //! production. Points:
 //! - `after-state-machine-update`: the Flow reconciler updated the state machine (published a
 //!   version) and has not written the Flow's status yet.
+//! - `after-execution-start`: the Run reconciler started the execution and has not written
+//!   the Run's status yet.
 
 use std::sync::OnceLock;
 
@@ -16,6 +18,8 @@ pub const ENV: &str = "FLOWLINE_FAILPOINT";
 pub const EXIT_CODE: i32 = 86;
 
 pub const AFTER_STATE_MACHINE_UPDATE: &str = "after-state-machine-update";
+
+pub const AFTER_EXECUTION_START: &str = "after-execution-start";
 
 /// Exits the process when `point` is the armed fail point; does nothing otherwise.
 pub fn hit(point: &str) {

@@ -484,8 +484,9 @@ pub async fn map_run_executions(
     }
 }
 
-/// Stops an execution; one already finished counts as stopped.
-pub async fn stop_execution(client: &Client, arn: &str) -> Result<(), AwsError> {
+/// Stops an execution; one already finished counts as stopped. Returns whether it existed
+/// (one that does not is no error).
+pub async fn stop_execution(client: &Client, arn: &str) -> Result<bool, AwsError> {
     match call(
         Operation::StopExecution,
         client
@@ -496,10 +497,10 @@ pub async fn stop_execution(client: &Client, arn: &str) -> Result<(), AwsError> 
     )
     .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         Err(error) => {
             if error.code == "ExecutionDoesNotExist" {
-                Ok(())
+                Ok(false)
             } else {
                 Err(error)
             }

@@ -14,12 +14,9 @@ use tracing::{info, warn};
 use crate::api::{Flow, Run};
 use crate::aws;
 use crate::compile::trigger::schedule_of_input;
-use crate::reconcilers::discovery::{WATERMARK_ANNOTATION, adopted_run, to_adopt, watermark};
+use crate::reconcilers::discovery::{Adopted, LISTING_MARGIN_MS, adopted_run, to_adopt};
 
 use super::{Context, ReconcileError};
-
-/// How far behind its cursor a Flow's executions are listed again.
-const LISTING_MARGIN_MS: i64 = 60_000;
 
 /// Sweeps forever, every `interval`; a failed sweep is logged and retried at the next one.
 pub async fn sweep_forever(ctx: Arc<Context>, flows: Api<Flow>, interval: Duration) {
@@ -54,7 +51,8 @@ async fn sweep_flow(ctx: &Context, flow: &Flow) -> Result<(), ReconcileError> {
     };
     let namespace = flow.namespace().unwrap_or_default();
     let uid = flow.uid().unwrap_or_default();
-    let persisted = watermark(flow);
+    let mut adopted = Adopted::of(flow);
+    let persisted = adopted.until;
     let cursor = ctx
         .discovery_cursor(&uid)
         .unwrap_or(persisted)
@@ -66,8 +64,8 @@ async fn sweep_flow(ctx: &Context, flow: &Flow) -> Result<(), ReconcileError> {
         .await
         .map_err(ReconcileError::Aws)?;
     let runs: Api<Run> = Api::namespaced(ctx.kube.clone(), &namespace);
-    let mut newest_adopted = None;
-    for execution in to_adopt(&listed) {
+    let mut newly_adopted = false;
+    for execution in to_adopt(&listed, &Adopted::of(flow)) {
         let probe = adopted_run(flow, execution, None);
         if runs
             .get_opt(&probe.name_any())
@@ -75,6 +73,8 @@ async fn sweep_flow(ctx: &Context, flow: &Flow) -> Result<(), ReconcileError> {
             .map_err(ReconcileError::Kube)?
             .is_some()
         {
+            adopted.record(execution);
+            newly_adopted = true;
             continue;
         }
         let described = aws::sfn::describe_execution(&ctx.sfn, &execution.arn)
@@ -85,9 +85,13 @@ async fn sweep_flow(ctx: &Context, flow: &Flow) -> Result<(), ReconcileError> {
         match runs.create(&PostParams::default(), &run).await {
             Ok(_) => {
                 info!(run = %run.name_any(), %namespace, execution = %execution.arn, schedule = ?schedule, "created a Run for an execution started outside Flowline");
-                newest_adopted = newest_adopted.max(Some(execution.start_ms));
+                adopted.record(execution);
+                newly_adopted = true;
             }
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                adopted.record(execution);
+                newly_adopted = true;
+            }
             // A Run the API refuses (e.g. invalid) would be refused on every sweep: skip it
             // rather than stop discovery for the whole Flow.
             Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => {
@@ -99,12 +103,12 @@ async fn sweep_flow(ctx: &Context, flow: &Flow) -> Result<(), ReconcileError> {
     if let Some(newest) = listed.iter().map(|e| e.start_ms).max() {
         ctx.set_discovery_cursor(&uid, newest.max(cursor));
     }
-    // Persisted only when a Run was created: it keeps Runs deleted by the history limits
-    // from coming back after a restart, and costs one Flow write per adoption, not per Run.
-    if let Some(newest) = newest_adopted.filter(|n| *n > persisted) {
+    // Persisted only when something was adopted (one Flow write per sweep that adopted, not
+    // per Run): it keeps Runs deleted by the history limits or by a person from coming back,
+    // in later sweeps and after a restart.
+    if newly_adopted {
         let flows: Api<Flow> = Api::namespaced(ctx.kube.clone(), &namespace);
-        let patch =
-            json!({"metadata": {"annotations": {WATERMARK_ANNOTATION: newest.to_string()}}});
+        let patch = json!({"metadata": {"annotations": adopted.annotations()}});
         flows
             .patch(
                 &flow.name_any(),

@@ -382,8 +382,9 @@ impl ReconcileError {
     }
 }
 
-/// Conflicts are retried at once; everything else backs off exponentially (1 s doubling to
-/// 5 min) with jitter, so many failing objects do not retry in lockstep.
+/// Conflicts are retried at once a few times; everything else, and conflicts that persist,
+/// back off exponentially (1 s doubling to 5 min) with jitter, so many failing objects do not
+/// retry in lockstep.
 fn error_policy<K: Resource<DynamicType = ()>>(
     object: Arc<K>,
     error: &ReconcileError,
@@ -402,9 +403,6 @@ fn error_policy<K: Resource<DynamicType = ()>>(
 fn retry_after(key: String, error: &ReconcileError, ctx: &Context) -> Action {
     let class = error.class();
     warn!(object = %key, ?class, %error, "reconcile failed");
-    if class == ErrorClass::Conflict {
-        return Action::requeue(Duration::from_millis(500));
-    }
     let attempt = {
         let mut failures = ctx
             .failures
@@ -414,7 +412,22 @@ fn retry_after(key: String, error: &ReconcileError, ctx: &Context) -> Action {
         *count = count.saturating_add(1);
         *count
     };
-    Action::requeue(backoff(attempt, jitter_fraction()))
+    Action::requeue(retry_delay(class, attempt, jitter_fraction()))
+}
+
+/// Conflicts retried at once before they back off like any other failure.
+const IMMEDIATE_CONFLICT_RETRIES: u32 = 3;
+
+/// How long to wait before the `attempt`-th consecutive retry: a conflict (someone wrote the
+/// object in between) is usually gone on the next read, so the first few are retried at once;
+/// a conflict that persists (another writer fighting over the object) backs off like other
+/// failures instead of hot-looping.
+pub fn retry_delay(class: ErrorClass, attempt: u32, jitter: f64) -> Duration {
+    match class {
+        ErrorClass::Conflict if attempt <= IMMEDIATE_CONFLICT_RETRIES => Duration::from_millis(500),
+        ErrorClass::Conflict => backoff(attempt - IMMEDIATE_CONFLICT_RETRIES, jitter),
+        _ => backoff(attempt, jitter),
+    }
 }
 
 /// `min(2^(attempt-1) s, 300 s)`, scaled by a jitter fraction in [0.5, 1.0].
@@ -586,7 +599,26 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         })
         .with_config(ControllerConfig::default().concurrency(options.workers))
         .graceful_shutdown_on(shutdown.clone());
-    let run_controller = Controller::new(runs.clone(), watcher::Config::default())
+    let run_controller = Controller::new(runs.clone(), watcher::Config::default());
+    let known_runs = run_controller.store();
+    let run_controller = run_controller
+        // A Flow that changes wakes its Runs that have not started: they wait for it to be
+        // Ready, or stalled on what it declares (parameters), and would otherwise wait forever.
+        .watches(
+            flows.clone(),
+            watcher::Config::default(),
+            move |flow: Flow| {
+                let (namespace, name) = (flow.namespace(), flow.name_any());
+                known_runs
+                    .state()
+                    .into_iter()
+                    .filter(|run| {
+                        crate::reconcilers::run::waits_on_flow(run, namespace.as_deref(), &name)
+                    })
+                    .map(|run| ObjectRef::from_obj(run.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .with_config(ControllerConfig::default().concurrency(options.workers))
         .graceful_shutdown_on(shutdown.clone());
     let schedule_controller = Controller::new(schedules, watcher::Config::default());
@@ -787,5 +819,24 @@ mod tests {
         assert_eq!(backoff(4, 1.0), Duration::from_secs(8));
         assert_eq!(backoff(30, 1.0), Duration::from_secs(300));
         assert_eq!(backoff(4, 0.0), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn conflicts_retry_at_once_a_few_times_then_back_off() {
+        let delays: Vec<Duration> = (1..=6)
+            .map(|attempt| retry_delay(ErrorClass::Conflict, attempt, 1.0))
+            .collect();
+        assert_eq!(
+            delays,
+            [500, 500, 500, 1000, 2000, 4000].map(Duration::from_millis)
+        );
+        assert_eq!(
+            retry_delay(ErrorClass::Conflict, 40, 1.0),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            retry_delay(ErrorClass::Retryable, 1, 1.0),
+            Duration::from_secs(1)
+        );
     }
 }

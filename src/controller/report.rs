@@ -37,6 +37,42 @@ where
     Ok(())
 }
 
+/// Writes `next` as the object's status unless it equals `current`, only if the object is
+/// still at the resourceVersion it was read at: a write computed from a stale read (an old
+/// watch cache, another writer in between) is refused with a conflict instead of overwriting
+/// what was written meanwhile, and the reconcile reads again.
+pub async fn write_status_guarded<K, S>(
+    api: &Api<K>,
+    object: &K,
+    current: Option<&S>,
+    next: S,
+) -> Result<(), ReconcileError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(&next) {
+        return Ok(());
+    }
+    let patch = guarded_patch(object.resource_version(), status_patch(current, &next));
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(patch),
+    )
+    .await
+    .map_err(ReconcileError::Kube)?;
+    Ok(())
+}
+
+/// A status merge patch with the resourceVersion precondition the API server checks.
+fn guarded_patch(resource_version: Option<String>, status: serde_json::Value) -> serde_json::Value {
+    match resource_version {
+        Some(version) => json!({"metadata": {"resourceVersion": version}, "status": status}),
+        None => json!({ "status": status }),
+    }
+}
+
 /// The merge patch from `current` to `next`: `next`'s fields, plus `null` for each field that
 /// `next` leaves out (an emptied list or a cleared message), which a merge patch would
 /// otherwise keep.
@@ -93,5 +129,18 @@ mod tests {
             json!({"message": null, "steps": null, "phase": "Running"})
         );
         assert_eq!(status_patch(None, &after), after);
+    }
+
+    #[test]
+    fn guarded_patches_carry_the_version_they_were_computed_from() {
+        let status = json!({"phase": "Running"});
+        assert_eq!(
+            guarded_patch(Some("42".into()), status.clone()),
+            json!({"metadata": {"resourceVersion": "42"}, "status": {"phase": "Running"}})
+        );
+        assert_eq!(
+            guarded_patch(None, status),
+            json!({"status": {"phase": "Running"}})
+        );
     }
 }

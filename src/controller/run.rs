@@ -26,12 +26,13 @@ use crate::reconcilers::artifacts::{
 };
 use crate::reconcilers::conditions::{Health, set_health};
 use crate::reconcilers::run::{
-    FinishedRun, RUNNABLE_HINT, check_parameters, failure_message, history_every, is_node_job,
-    map_runs, merge_task_steps, phase_of, poll_interval, runs_to_prune, step_statuses,
+    FinishedRun, RUNNABLE_HINT, check_parameters, failure_message, history_every, history_prunable,
+    is_node_job, map_runs, merge_task_steps, phase_of, poll_interval, runs_to_prune, step_statuses,
+    unrecorded_execution_arn,
 };
 use crate::task::layout::MANIFEST_NAME;
 
-use super::report::{now, publish, write_status};
+use super::report::{now, publish, write_status_guarded};
 use super::{Context, ReconcileError};
 
 /// The health of a Run whose execution is running normally.
@@ -85,6 +86,14 @@ async fn start(
         return adopt(run, api, ctx, status, execution_arn).await;
     }
     if run.spec.stop {
+        // A start whose status write was lost left an execution the status does not name:
+        // stop it by its deterministic name, then track it to its end like any stopped Run.
+        if let Some(execution_arn) = stop_unrecorded(run, ctx).await? {
+            status.origin.get_or_insert(RunOrigin::Flowline);
+            status.execution_arn = Some(execution_arn.clone());
+            status.phase = Some(RunPhase::Running);
+            return track(run, api, ctx, status, &execution_arn).await;
+        }
         status.phase = Some(RunPhase::Aborted);
         status.completion_time = Some(now());
         set(
@@ -95,7 +104,7 @@ async fn start(
                 message: "stopped before it started",
             },
         );
-        write_status(api, run, run.status.as_ref(), status).await?;
+        write_status_guarded(api, run, run.status.as_ref(), status).await?;
         return Ok(Action::await_change());
     }
     if run.spec.resume_from.is_some() {
@@ -166,6 +175,7 @@ async fn start(
         }
         Err(error) => return Err(ReconcileError::Aws(error)),
     };
+    crate::failpoint::hit(crate::failpoint::AFTER_EXECUTION_START);
     info!(run = %run.name_any(), %namespace, %execution_arn, "started");
     publish(
         ctx,
@@ -186,7 +196,7 @@ async fn start(
         compile::artifact_root(&flow, &ctx.settings)
     ));
     set(&mut status, run, RUNNING);
-    write_status(api, run, run.status.as_ref(), status).await?;
+    write_status_guarded(api, run, run.status.as_ref(), status).await?;
     Ok(Action::requeue(POLL))
 }
 
@@ -201,7 +211,7 @@ async fn wait(
 ) -> Result<Action, ReconcileError> {
     status.phase = Some(RunPhase::Pending);
     set(&mut status, run, Health::Reconciling { reason, message });
-    write_status(api, run, run.status.as_ref(), status).await?;
+    write_status_guarded(api, run, run.status.as_ref(), status).await?;
     Ok(Action::requeue(after))
 }
 
@@ -408,7 +418,7 @@ async fn track(
         }
     }
     let finished = phase.is_finished();
-    write_status(api, run, run.status.as_ref(), status).await?;
+    write_status_guarded(api, run, run.status.as_ref(), status).await?;
     let key = format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any());
     let running = ctx.track_running(&key, !finished);
     ctx.index_execution(
@@ -515,6 +525,7 @@ async fn prune_history(api: &Api<Run>, ctx: &Context, flow: &str) -> Result<(), 
         .items
         .iter()
         .filter(|r| r.metadata.deletion_timestamp.is_none())
+        .filter(|r| history_prunable(r.labels(), r.annotations()))
         .filter_map(|r| {
             let status = r.status.as_ref()?;
             let phase = status.phase.filter(|p| p.is_finished())?;
@@ -710,8 +721,46 @@ async fn cleanup(run: &Run, ctx: &Context) -> Result<Action, ReconcileError> {
             .await
             .map_err(ReconcileError::Aws)?;
         terminate_jobs(ctx, &status).await;
+    } else {
+        stop_unrecorded(run, ctx).await?;
     }
     Ok(Action::await_change())
+}
+
+/// Stops the Run's own execution when its status does not record one (the Run was stopped or
+/// deleted between StartExecution and the status write) and terminates the Batch jobs its
+/// history names. Returns the execution's ARN when it existed; an execution never started
+/// (`ExecutionDoesNotExist`) is nothing to stop.
+async fn stop_unrecorded(run: &Run, ctx: &Context) -> Result<Option<String>, ReconcileError> {
+    let flows: Api<Flow> = Api::namespaced(ctx.kube.clone(), &run.namespace().unwrap_or_default());
+    let machine = flows
+        .get_opt(&run.spec.flow_ref.name)
+        .await
+        .map_err(ReconcileError::Kube)?
+        .and_then(|flow| flow.status.and_then(|s| s.state_machine_arn));
+    // Without a state machine nothing can have started (a deleted Flow's machine is deleted
+    // with it, which ends its executions).
+    let Some(arn) = unrecorded_execution_arn(run, machine.as_deref()) else {
+        return Ok(None);
+    };
+    if !aws::sfn::stop_execution(&ctx.sfn, &arn)
+        .await
+        .map_err(ReconcileError::Aws)?
+    {
+        return Ok(None);
+    }
+    info!(run = %run.name_any(), execution = %arn, "stopped an execution its status did not record");
+    let steps = step_statuses(
+        &aws::sfn::history(&ctx.sfn, &arn)
+            .await
+            .map_err(ReconcileError::Aws)?,
+    );
+    let started = RunStatus {
+        steps,
+        ..RunStatus::default()
+    };
+    terminate_jobs(ctx, &started).await;
+    Ok(Some(arn))
 }
 
 async fn stall(
@@ -730,7 +779,7 @@ async fn stall(
     status.phase = Some(RunPhase::Pending);
     status.message = Some(message.to_owned());
     set(&mut status, run, Health::Stalled { reason, message });
-    write_status(api, run, run.status.as_ref(), status).await?;
+    write_status_guarded(api, run, run.status.as_ref(), status).await?;
     Ok(Action::await_change())
 }
 

@@ -19,6 +19,20 @@ use crate::compile::naming;
 /// Annotation on a Flow: the start time (ms since the epoch) of the newest execution adopted.
 pub const WATERMARK_ANNOTATION: &str = "flowline.io/executions-adopted-until";
 
+/// Annotation on a Flow: the executions adopted that started within [`LISTING_MARGIN_MS`] of
+/// the watermark, as `<key>@<start ms>` separated by commas (key: [`execution_key`]). Listing
+/// looks that far behind the watermark, so without it a restart would adopt again the ones
+/// whose Runs were deleted since (by the history limits or by a person).
+pub const RECENT_ANNOTATION: &str = "flowline.io/executions-adopted-recent";
+
+/// How far behind its cursor a Flow's executions are listed again: listing is eventually
+/// consistent, so an execution may show up after newer ones did.
+pub const LISTING_MARGIN_MS: i64 = 60_000;
+
+/// Most executions [`RECENT_ANNOTATION`] remembers (the newest), so a burst cannot grow the
+/// Flow's annotations without bound (≈ 25 bytes each).
+pub const MAX_RECENT: usize = 2_000;
+
 /// Label on an adopted Run: `schedule` or `external`.
 pub const ORIGIN_LABEL: &str = "flowline.io/origin";
 
@@ -64,11 +78,94 @@ pub fn watermark(flow: &Flow) -> i64 {
         .unwrap_or(0)
 }
 
-/// The executions to adopt, oldest first: not a Run's own.
-pub fn to_adopt(listed: &[ListedExecution]) -> Vec<&ListedExecution> {
+/// What a Flow's discovery has adopted: everything that started before `until`, except the
+/// ones started within the listing margin below it, which `recent` names one by one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Adopted {
+    pub until: i64,
+    /// Execution key → start time (ms).
+    pub recent: BTreeMap<String, i64>,
+}
+
+/// The key an adopted execution is remembered by: a hash of its ARN (the one its Run's name
+/// ends with).
+pub fn execution_key(arn: &str) -> String {
+    naming::short_hash(arn, 10)
+}
+
+impl Adopted {
+    /// What a Flow's annotations record (its watermark, the recent executions).
+    pub fn of(flow: &Flow) -> Adopted {
+        let recent = flow
+            .annotations()
+            .get(RECENT_ANNOTATION)
+            .map(|text| {
+                text.split(',')
+                    .filter_map(|entry| {
+                        let (key, start) = entry.split_once('@')?;
+                        Some((key.to_owned(), start.parse().ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Adopted {
+            until: watermark(flow),
+            recent,
+        }
+    }
+
+    /// Whether `execution` was handled already: it started before the listing margin (so
+    /// before everything listed again) or is one of the recent ones.
+    pub fn knows(&self, execution: &ListedExecution) -> bool {
+        execution.start_ms < self.until.saturating_sub(LISTING_MARGIN_MS)
+            || self.recent.contains_key(&execution_key(&execution.arn))
+    }
+
+    /// Records an adopted execution: the watermark moves up to it, and the recent ones that
+    /// fell out of the margin are forgotten.
+    pub fn record(&mut self, execution: &ListedExecution) {
+        self.until = self.until.max(execution.start_ms);
+        self.recent
+            .insert(execution_key(&execution.arn), execution.start_ms);
+        let floor = self.until.saturating_sub(LISTING_MARGIN_MS);
+        self.recent.retain(|_, start| *start >= floor);
+        while self.recent.len() > MAX_RECENT {
+            let oldest = self
+                .recent
+                .iter()
+                .min_by_key(|(key, start)| (**start, (*key).clone()))
+                .map(|(key, _)| key.clone());
+            match oldest {
+                Some(key) => self.recent.remove(&key),
+                None => break,
+            };
+        }
+    }
+
+    /// The Flow annotations that persist this record.
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        let mut recent: Vec<(&String, &i64)> = self.recent.iter().collect();
+        recent.sort_by_key(|(key, start)| (**start, (*key).clone()));
+        BTreeMap::from([
+            (WATERMARK_ANNOTATION.to_owned(), self.until.to_string()),
+            (
+                RECENT_ANNOTATION.to_owned(),
+                recent
+                    .iter()
+                    .map(|(key, start)| format!("{key}@{start}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        ])
+    }
+}
+
+/// The executions to adopt, oldest first: not a Run's own, and not adopted before (whether
+/// or not their Run still exists: one deleted by the history limits or a person stays gone).
+pub fn to_adopt<'a>(listed: &'a [ListedExecution], adopted: &Adopted) -> Vec<&'a ListedExecution> {
     let mut adopt: Vec<&ListedExecution> = listed
         .iter()
-        .filter(|e| !is_run_execution(&e.name))
+        .filter(|e| !is_run_execution(&e.name) && !adopted.knows(e))
         .collect();
     adopt.sort_by_key(|e| e.start_ms);
     adopt
@@ -171,7 +268,7 @@ mod tests {
             listed(&format!("run-{uid}"), 20),
             listed("console-1", 10),
         ];
-        let names: Vec<&str> = to_adopt(&executions)
+        let names: Vec<&str> = to_adopt(&executions, &Adopted::default())
             .iter()
             .map(|e| e.name.as_str())
             .collect();
@@ -217,6 +314,54 @@ mod tests {
             Some("external")
         );
         assert!(!forged.labels().contains_key(SCHEDULE_LABEL));
+    }
+
+    #[test]
+    fn adopted_executions_are_never_adopted_again_even_within_the_listing_margin() {
+        let burst: Vec<ListedExecution> = (0..20)
+            .map(|i| listed(&format!("console-{i}"), 1_000_000 + i * 100))
+            .collect();
+        let mut adopted = Adopted {
+            until: 900_000,
+            ..Adopted::default()
+        };
+        let first = to_adopt(&burst, &adopted);
+        assert_eq!(first.len(), 20);
+        for execution in first {
+            adopted.record(execution);
+        }
+        assert_eq!(adopted.until, 1_001_900);
+        assert!(to_adopt(&burst, &adopted).is_empty(), "a second sweep");
+        // A restart: the record comes back from the Flow's annotations.
+        let mut flow = Flow::new(
+            "f",
+            serde_json::from_value::<FlowSpec>(
+                serde_json::json!({"steps": [{"name": "start", "image": "busybox"}]}),
+            )
+            .unwrap(),
+        );
+        flow.metadata.annotations = Some(adopted.annotations());
+        let restored = Adopted::of(&flow);
+        assert_eq!(restored, adopted);
+        assert!(to_adopt(&burst, &restored).is_empty(), "after a restart");
+        // A late execution within the margin that was never adopted still is.
+        let late = [listed("late", 1_000_050)];
+        assert_eq!(to_adopt(&late, &restored).len(), 1);
+        // Executions far older than the margin are not looked at.
+        assert!(to_adopt(&[listed("old", 10)], &restored).is_empty());
+    }
+
+    #[test]
+    fn the_recent_record_forgets_what_left_the_margin_and_stays_bounded() {
+        let mut adopted = Adopted::default();
+        adopted.record(&listed("a", 0));
+        adopted.record(&listed("b", LISTING_MARGIN_MS + 1));
+        assert_eq!(adopted.recent.len(), 1, "a is below the margin now");
+        assert!(adopted.knows(&listed("a", 0)), "and known by its age");
+        for i in 0..(MAX_RECENT as i64 + 10) {
+            adopted.record(&listed(&format!("x{i}"), LISTING_MARGIN_MS + 2 + i));
+        }
+        assert_eq!(adopted.recent.len(), MAX_RECENT);
     }
 
     #[test]

@@ -412,6 +412,82 @@ pub struct FinishedRun {
     pub finished_at: String,
 }
 
+/// Annotation on a Run that decides whether the history limits may delete it: `keep` (never)
+/// or `prune` (even when a GitOps tool tracks it). Without it, see [`history_prunable`].
+pub const HISTORY_ANNOTATION: &str = "flowline.io/history";
+
+/// Labels and annotations by which Argo CD, Flux and Helm mark what they apply. A Run that
+/// carries one is declared somewhere that re-applies it: deleted by the history limits, it
+/// would come back under a new UID and execute again.
+const DECLARED_BY_LABELS: [&str; 3] = [
+    "app.kubernetes.io/instance", // Argo CD label tracking (its default before 3.0)
+    "kustomize.toolkit.fluxcd.io/name", // Flux Kustomization
+    "helm.toolkit.fluxcd.io/name", // Flux HelmRelease
+];
+const DECLARED_BY_ANNOTATIONS: [&str; 2] = [
+    "argocd.argoproj.io/tracking-id", // Argo CD annotation tracking (its default since 3.0)
+    "meta.helm.sh/release-name",      // Helm (an upgrade re-creates what is missing)
+];
+
+/// Whether the history limits may delete a Run: Runs the controller created (for executions
+/// started elsewhere) and Runs applied by hand may go; Runs a GitOps tool or Helm tracks stay,
+/// since the tool would re-create them and each re-creation would start a new execution. The
+/// annotation [`HISTORY_ANNOTATION`] overrides either way.
+pub fn history_prunable(
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> bool {
+    match annotations.get(HISTORY_ANNOTATION).map(String::as_str) {
+        Some("keep") => return false,
+        Some("prune") => return true,
+        _ => {}
+    }
+    !DECLARED_BY_LABELS.iter().any(|l| labels.contains_key(*l))
+        && !DECLARED_BY_ANNOTATIONS
+            .iter()
+            .any(|a| annotations.contains_key(*a))
+}
+
+/// The ARN a Run's own execution has (or would have) when the status does not record one: a
+/// start whose status write was lost (a crash, a conflict) left it running untracked. `None`
+/// when there is nothing to look for: an adopted Run (its execution is in its annotation),
+/// a finished Run, a Run that records its execution, or a Flow without a state machine.
+pub fn unrecorded_execution_arn(
+    run: &crate::api::Run,
+    flow_machine_arn: Option<&str>,
+) -> Option<String> {
+    use kube::ResourceExt;
+    let status = run.status.as_ref();
+    if run
+        .annotations()
+        .contains_key(crate::api::EXECUTION_ARN_ANNOTATION)
+        || status.is_some_and(|s| s.execution_arn.is_some())
+        || status
+            .and_then(|s| s.phase)
+            .is_some_and(RunPhase::is_finished)
+    {
+        return None;
+    }
+    let name =
+        crate::compile::naming::execution_name(&run.name_any(), &run.uid().unwrap_or_default());
+    flow_machine_arn.map(|machine| crate::aws::sfn::execution_arn(machine, &name))
+}
+
+/// Whether a change of Flow `flow` in `namespace` should wake `run`: a Run of that Flow that
+/// has not started its execution yet waits on the Flow (to become Ready, or to declare the
+/// parameters it was stalled on), and a Stalled Run would otherwise wait for its own change.
+pub fn waits_on_flow(run: &crate::api::Run, namespace: Option<&str>, flow: &str) -> bool {
+    use kube::ResourceExt;
+    let status = run.status.as_ref();
+    run.spec.flow_ref.name == flow
+        && run.namespace().as_deref() == namespace
+        && run.metadata.deletion_timestamp.is_none()
+        && !status.is_some_and(|s| s.execution_arn.is_some())
+        && !status
+            .and_then(|s| s.phase)
+            .is_some_and(RunPhase::is_finished)
+}
+
 /// The Runs to delete so that at most `keep_succeeded` succeeded and `keep_failed` other
 /// finished (Failed, Aborted, TimedOut) Runs of a Flow remain: the oldest go first.
 pub fn runs_to_prune(
@@ -821,5 +897,115 @@ mod foreach_tests {
             vec![task("b", StepPhase::Succeeded)],
         ]);
         assert_eq!(ok[0].phase, Some(StepPhase::Succeeded));
+    }
+}
+
+#[cfg(test)]
+mod lifecycle_tests {
+    use super::*;
+    use crate::api::{FlowRef, Run, RunSpec, RunStatus};
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn runs_a_gitops_tool_tracks_are_never_pruned_unless_they_opt_in() {
+        let none = BTreeMap::new();
+        assert!(history_prunable(&none, &none), "applied by hand");
+        assert!(
+            history_prunable(&labels(&[("flowline.io/origin", "external")]), &none),
+            "created by the controller"
+        );
+        for label in DECLARED_BY_LABELS {
+            assert!(
+                !history_prunable(&labels(&[(label, "app")]), &none),
+                "{label}"
+            );
+        }
+        for annotation in DECLARED_BY_ANNOTATIONS {
+            assert!(
+                !history_prunable(&none, &labels(&[(annotation, "x")])),
+                "{annotation}"
+            );
+        }
+        let argo = labels(&[("app.kubernetes.io/instance", "ml")]);
+        assert!(history_prunable(
+            &argo,
+            &labels(&[(HISTORY_ANNOTATION, "prune")])
+        ));
+        assert!(!history_prunable(
+            &none,
+            &labels(&[(HISTORY_ANNOTATION, "keep")])
+        ));
+    }
+
+    fn run(status: Option<RunStatus>) -> Run {
+        let mut run = Run::new(
+            "nightly-7",
+            RunSpec {
+                flow_ref: FlowRef {
+                    name: "train".into(),
+                },
+                parameters: Default::default(),
+                stop: false,
+                resume_from: None,
+            },
+        );
+        run.metadata.uid = Some("3f1c2b9e-8d7a-4c55-9e1f-0a2b3c4d5e6f".into());
+        run.status = status;
+        run
+    }
+
+    #[test]
+    fn flow_changes_wake_the_runs_that_have_not_started() {
+        let mut waiting = run(None);
+        waiting.metadata.namespace = Some("team".into());
+        assert!(waits_on_flow(&waiting, Some("team"), "train"));
+        assert!(!waits_on_flow(&waiting, Some("other"), "train"));
+        assert!(!waits_on_flow(&waiting, Some("team"), "serve"));
+        let mut started = waiting.clone();
+        started.status = Some(RunStatus {
+            execution_arn: Some("arn:x".into()),
+            ..RunStatus::default()
+        });
+        assert!(!waits_on_flow(&started, Some("team"), "train"));
+        let mut finished = waiting.clone();
+        finished.status = Some(RunStatus {
+            phase: Some(RunPhase::Aborted),
+            ..RunStatus::default()
+        });
+        assert!(!waits_on_flow(&finished, Some("team"), "train"));
+    }
+
+    #[test]
+    fn a_start_the_status_lost_is_found_by_its_deterministic_name() {
+        let machine = "arn:aws:states:us-east-1:1:stateMachine:flowline-train";
+        assert_eq!(
+            unrecorded_execution_arn(&run(None), Some(machine)).as_deref(),
+            Some(
+                "arn:aws:states:us-east-1:1:execution:flowline-train:nightly-7-3f1c2b9e-8d7a-4c55-9e1f-0a2b3c4d5e6f"
+            )
+        );
+        assert_eq!(unrecorded_execution_arn(&run(None), None), None);
+        let recorded = run(Some(RunStatus {
+            execution_arn: Some("arn:x".into()),
+            ..RunStatus::default()
+        }));
+        assert_eq!(unrecorded_execution_arn(&recorded, Some(machine)), None);
+        let finished = run(Some(RunStatus {
+            phase: Some(RunPhase::Aborted),
+            ..RunStatus::default()
+        }));
+        assert_eq!(unrecorded_execution_arn(&finished, Some(machine)), None);
+        let mut adopted = run(None);
+        adopted.metadata.annotations = Some(labels(&[(
+            crate::api::EXECUTION_ARN_ANNOTATION,
+            "arn:aws:states:us-east-1:1:execution:flowline-train:console",
+        )]));
+        assert_eq!(unrecorded_execution_arn(&adopted, Some(machine)), None);
     }
 }

@@ -13,6 +13,7 @@ mod health_script;
 mod helm;
 mod iam;
 mod operations;
+mod races;
 mod render;
 mod run_controller;
 mod schedule_controller;
