@@ -408,6 +408,20 @@ fn controller(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<Stat
             &["sqs:ReceiveMessage", "sqs:DeleteMessage"],
             vec![arns.arn("sqs", arns.region, &format!("{}*", arns.prefix))],
         ),
+        // Each Schedule's dead-letter queue, named like its rule (with the prefix).
+        allow(
+            "ScheduleDeadLetterQueues",
+            &[
+                "sqs:CreateQueue",
+                "sqs:GetQueueUrl",
+                "sqs:GetQueueAttributes",
+                "sqs:SetQueueAttributes",
+                "sqs:TagQueue",
+                "sqs:ListQueueTags",
+                "sqs:DeleteQueue",
+            ],
+            vec![arns.arn("sqs", arns.region, &format!("{}*", arns.prefix))],
+        ),
         allow(
             "ScheduleRules",
             &[

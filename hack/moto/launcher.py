@@ -76,10 +76,14 @@ checked and how to set up (administrator key ``FLOWLINEADMINKEY0000`` /
 Test-only endpoints (JSON answers; none of them is counted as an AWS request):
 
 ``POST /flowline-test/fire-rule`` with ``{"name": RULE, "eventBusName": optional, "region":
-optional, "accountId": optional}``
-    delivers a scheduled rule's targets as if its schedule had fired. It answers 200 with
+optional, "accountId": optional, "eventId": optional}``
+    delivers a scheduled rule's targets as if its schedule had fired (with ``eventId``: that
+    firing again, as EventBridge's at-least-once delivery may). It answers 200 with
     ``{"ruleArn", "eventId", "executionArns"}``, 404 for an unknown rule, 400 for a rule without
-    a ScheduleExpression, and 409 (no delivery) for a DISABLED rule.
+    a ScheduleExpression, and 409 (no delivery) for a DISABLED rule. A delivery to a state
+    machine that fails (IAM refused, machine missing) goes to the target's
+    ``DeadLetterConfig`` queue when its policy lets the rule send, as in AWS (at once: the
+    RetryPolicy's retries are not emulated).
 ``POST /flowline-test/redeliver-s3-event`` with ``{"key": KEY, "detailType": optional}``
     delivers the newest S3 event recorded for that object key (of that detail-type, by default
     "Object Created") to EventBridge again, with the
@@ -1527,15 +1531,93 @@ def deliver_to_state_machine(rule: Any, target: dict, event: dict) -> str | None
     except (TypeError, ValueError):
         LOG.warning("rule %s: input for %s is not JSON, not delivered: %r", rule.name, arn, payload)
         return None
-    if iam_mode.may_deliver_to_state_machine(rule, target, event) is not None:
+    refused = iam_mode.may_deliver_to_state_machine(rule, target, event)
+    if refused is not None:
+        dead_letter(rule, target, event, "AccessDenied", refused)
         return None
     parts = arn.split(":")
     try:
         execution = get_backend(parts[4], parts[3]).start_execution(arn, str(uuid.uuid4()), payload)
     except Exception as err:  # noqa: BLE001 - EventBridge reports a failed invocation, not a 500
         LOG.warning("rule %s: could not start %s: %s", rule.name, arn, err)
+        dead_letter(rule, target, event, type(err).__name__, str(getattr(err, "message", err)))
         return None
     return execution.execution_arn
+
+
+def _policy_lets_rule_send(policy: str | None, queue_arn: str, rule_arn: str) -> bool:
+    """Whether a queue policy allows events.amazonaws.com sqs:SendMessage for this rule (an
+    Allow whose aws:SourceArn condition, if any, names the rule), as EventBridge needs."""
+    try:
+        statements = json.loads(policy or "{}").get("Statement", [])
+    except ValueError:
+        return False
+    if isinstance(statements, dict):
+        statements = [statements]
+
+    def listed(value: Any) -> list:
+        return value if isinstance(value, list) else [value]
+
+    for st in statements:
+        principal = st.get("Principal") or {}
+        services = listed(principal.get("Service", [])) if isinstance(principal, dict) else []
+        actions = listed(st.get("Action", []))
+        resources = listed(st.get("Resource", "*"))
+        if st.get("Effect") != "Allow" or "events.amazonaws.com" not in services:
+            continue
+        if not any(a in ("sqs:SendMessage", "sqs:*", "*") for a in actions):
+            continue
+        if not any(fnmatch.fnmatchcase(queue_arn, r) for r in resources):
+            continue
+        source_arns = []
+        for operator, values in (st.get("Condition") or {}).items():
+            if operator in ("ArnEquals", "ArnLike", "StringEquals", "StringLike"):
+                for key, value in values.items():
+                    if key.lower() == "aws:sourcearn":
+                        source_arns.extend(listed(value))
+        if not source_arns or any(fnmatch.fnmatchcase(rule_arn, a) for a in source_arns):
+            return True
+    return False
+
+
+def dead_letter(rule: Any, target: dict, event: dict, error_code: str, error_message: str) -> bool:
+    """Sends an event the rule could not deliver to the target's dead-letter queue, as
+    EventBridge does (after its retries, which are not emulated: at once): the event as the
+    body, RULE_ARN, TARGET_ARN, ERROR_CODE and ERROR_MESSAGE as message attributes. Nothing is
+    sent when the queue does not exist or its policy does not let the rule send, as in AWS."""
+    from moto.sqs.models import sqs_backends
+
+    queue_arn = (target.get("DeadLetterConfig") or {}).get("Arn")
+    if not queue_arn:
+        return False
+    parts = queue_arn.split(":")
+    if len(parts) < 6:
+        return False
+    region, account, name = parts[3], parts[4], parts[5]
+    backend = sqs_backends[account][region]
+    try:
+        queue = backend.get_queue(name)
+    except Exception:  # noqa: BLE001 - moto's QueueDoesNotExist
+        LOG.warning("rule %s: dead-letter queue %s does not exist; event lost", rule.name, queue_arn)
+        return False
+    if not _policy_lets_rule_send(queue.policy, queue_arn, rule.arn):
+        LOG.warning("rule %s: the policy of %s does not let the rule send; event lost", rule.name, queue_arn)
+        return False
+
+    def attribute(value: str) -> dict:
+        return {"DataType": "String", "StringValue": value}
+
+    backend.send_message(
+        name,
+        json.dumps(event),
+        message_attributes={
+            "RULE_ARN": attribute(rule.arn),
+            "TARGET_ARN": attribute(target["Arn"]),
+            "ERROR_CODE": attribute(error_code),
+            "ERROR_MESSAGE": attribute(error_message[:1000] or error_code),
+        },
+    )
+    return True
 
 
 def patch_events() -> None:
@@ -1679,7 +1761,8 @@ def fire_rule(body: dict) -> tuple[int, dict]:
     now = time.time()
     event = {
         "version": "0",
-        "id": str(uuid.uuid4()),
+        # A given id delivers that firing again, as EventBridge's at-least-once delivery may.
+        "id": str(body.get("eventId") or uuid.uuid4()),
         "detail-type": "Scheduled Event",
         "source": "aws.events",
         "account": account,

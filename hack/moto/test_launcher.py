@@ -1409,3 +1409,86 @@ def test_exec_job_retries_per_retry_strategy(exec_emu, tmp_path):
     assert out.read_text().split() == ["1", "2"]
     assert len(job["attempts"]) == 2
     assert all(a["container"]["exitCode"] == 4 for a in job["attempts"])
+
+
+def test_a_refired_schedule_event_starts_no_second_named_execution_and_undeliverable_events_are_dead_lettered(emu):
+    """A cron rule → a trigger machine naming the execution after the event id: firing the same
+    event again (at-least-once delivery) starts nothing more. A delivery that fails goes to the
+    target's dead-letter queue, only when the queue's policy lets that rule send."""
+    events, sfn, sqs = emu.client("events"), emu.client("stepfunctions"), emu.client("sqs")
+    target = state_machine(emu, PASS_MACHINE)
+    trigger = state_machine(
+        emu,
+        {
+            "StartAt": "Start",
+            "States": {
+                "Start": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:states:::states:startExecution",
+                    "Parameters": {"StateMachineArn": target, "Name.$": "States.Format('schedule_{}', $.eventId)", "Input": {}},
+                    "Retry": [
+                        {"ErrorEquals": ["StepFunctions.ExecutionAlreadyExistsException"], "MaxAttempts": 0},
+                        {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 1, "MaxAttempts": 2, "BackoffRate": 2.0, "MaxDelaySeconds": 5, "JitterStrategy": "FULL"},
+                    ],
+                    "Catch": [{"ErrorEquals": ["StepFunctions.ExecutionAlreadyExistsException"], "Next": "Dup"}],
+                    "End": True,
+                },
+                "Dup": {"Type": "Succeed"},
+            },
+        },
+    )
+    rule = uid("cron")
+    rule_arn = events.put_rule(Name=rule, ScheduleExpression="rate(1 hour)")["RuleArn"]
+    queue_url = sqs.create_queue(QueueName=rule)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_targets(
+        Rule=rule,
+        Targets=[
+            {
+                "Id": "t",
+                "Arn": trigger,
+                "InputTransformer": {"InputPathsMap": {"eventId": "$.id"}, "InputTemplate": '{"eventId": <eventId>}'},
+                "DeadLetterConfig": {"Arn": queue_arn},
+                "RetryPolicy": {"MaximumRetryAttempts": 24, "MaximumEventAgeInSeconds": 3600},
+            }
+        ],
+    )
+    listed = events.list_targets_by_rule(Rule=rule)["Targets"][0]
+    assert listed["DeadLetterConfig"] == {"Arn": queue_arn}
+    assert listed["RetryPolicy"] == {"MaximumRetryAttempts": 24, "MaximumEventAgeInSeconds": 3600}
+
+    status, first = emu.post("/flowline-test/fire-rule", {"name": rule})
+    assert status == 200, first
+    status, again = emu.post("/flowline-test/fire-rule", {"name": rule, "eventId": first["eventId"]})
+    assert status == 200 and again["eventId"] == first["eventId"]
+    wait_for(lambda: len(executions(sfn, trigger)) == 2 and all(e["status"] != "RUNNING" for e in executions(sfn, trigger)))
+    started = executions(sfn, target)
+    assert [e["name"] for e in started] == [f"schedule_{first['eventId']}"]
+    assert {e["status"] for e in executions(sfn, trigger)} == {"SUCCEEDED"}
+
+    # Undeliverable (the trigger machine is gone): without a policy letting the rule send,
+    # the event is lost; with one, it is dead-lettered with the error.
+    sfn.delete_state_machine(stateMachineArn=trigger)
+    emu.post("/flowline-test/fire-rule", {"name": rule})
+    assert "Messages" not in sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0)
+    policy = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+            }
+        ]
+    }
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
+    status, lost = emu.post("/flowline-test/fire-rule", {"name": rule})
+    assert status == 200 and lost["executionArns"] == []
+    messages = sqs.receive_message(QueueUrl=queue_url, MessageAttributeNames=["All"], WaitTimeSeconds=0)["Messages"]
+    assert len(messages) == 1
+    assert json.loads(messages[0]["Body"])["id"] == lost["eventId"]
+    attributes = messages[0]["MessageAttributes"]
+    assert attributes["RULE_ARN"]["StringValue"] == rule_arn
+    assert attributes["TARGET_ARN"]["StringValue"] == trigger
+    assert attributes["ERROR_CODE"]["StringValue"]

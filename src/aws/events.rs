@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_eventbridge::Client;
-use aws_sdk_eventbridge::types::{InputTransformer, RuleState, Tag, Target};
+use aws_sdk_eventbridge::types::{
+    DeadLetterConfig, InputTransformer, RetryPolicy, RuleState, Tag, Target,
+};
 
 use super::error::AwsError;
 use super::limits::{Operation, call};
@@ -31,6 +33,18 @@ pub struct RuleTarget {
     /// Or an input built from the event: JSONPaths by placeholder name, and the template.
     pub input_paths: BTreeMap<String, String>,
     pub input_template: Option<String>,
+    /// Where EventBridge puts an event it could not deliver (an SQS queue's ARN).
+    pub dead_letter_arn: Option<String>,
+    /// How long EventBridge keeps retrying a failed delivery.
+    pub retry: Option<DeliveryRetry>,
+}
+
+/// A target's retry policy: EventBridge retries a failed delivery (with backoff and jitter)
+/// up to this many times, or until the event is this old, then dead-letters it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryRetry {
+    pub max_attempts: i32,
+    pub max_event_age_seconds: i32,
 }
 
 /// A rule that exists: what was read, and its ARN.
@@ -128,6 +142,14 @@ pub async fn list_targets(client: &Client, rule: &str) -> Result<Vec<RuleTarget>
                     .map(|paths| paths.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                     .unwrap_or_default(),
                 input_template: transformer.map(|t| t.input_template().to_owned()),
+                dead_letter_arn: target
+                    .dead_letter_config()
+                    .and_then(|d| d.arn())
+                    .map(str::to_owned),
+                retry: target.retry_policy().map(|r| DeliveryRetry {
+                    max_attempts: r.maximum_retry_attempts().unwrap_or_default(),
+                    max_event_age_seconds: r.maximum_event_age_in_seconds().unwrap_or_default(),
+                }),
             }
         }));
         token = output.next_token().map(str::to_owned);
@@ -155,6 +177,18 @@ pub async fn put_target(client: &Client, rule: &str, target: &RuleTarget) -> Res
         .role_arn(&target.role_arn)
         .set_input(target.input.clone())
         .set_input_transformer(transformer)
+        .set_dead_letter_config(
+            target
+                .dead_letter_arn
+                .as_ref()
+                .map(|arn| DeadLetterConfig::builder().arn(arn).build()),
+        )
+        .set_retry_policy(target.retry.map(|retry| {
+            RetryPolicy::builder()
+                .maximum_retry_attempts(retry.max_attempts)
+                .maximum_event_age_in_seconds(retry.max_event_age_seconds)
+                .build()
+        }))
         .build()
         .map_err(AwsError::request)?;
     let output = call(

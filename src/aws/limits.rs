@@ -66,6 +66,13 @@ pub enum Operation {
     // SQS (execution status change events)
     ReceiveMessage,
     DeleteMessageBatch,
+    // SQS (Schedules' dead-letter queues)
+    GetQueueUrl,
+    GetQueueAttributes,
+    CreateQueue,
+    SetQueueAttributes,
+    ListQueueTags,
+    DeleteQueue,
 }
 
 /// A published quota: the bucket size (burst) and refill rate per second.
@@ -108,6 +115,12 @@ impl Operation {
         Operation::ListRuleTags,
         Operation::ReceiveMessage,
         Operation::DeleteMessageBatch,
+        Operation::GetQueueUrl,
+        Operation::GetQueueAttributes,
+        Operation::CreateQueue,
+        Operation::SetQueueAttributes,
+        Operation::ListQueueTags,
+        Operation::DeleteQueue,
     ];
 
     /// The service's signing name, as metrics label it.
@@ -136,7 +149,8 @@ impl Operation {
             ListObjectsV2 | GetObject => "s3",
             PutRule | PutTargets | DeleteRule | RemoveTargets | DescribeRule
             | ListTargetsByRule | ListRuleTags => "events",
-            ReceiveMessage | DeleteMessageBatch => "sqs",
+            ReceiveMessage | DeleteMessageBatch | GetQueueUrl | GetQueueAttributes
+            | CreateQueue | SetQueueAttributes | ListQueueTags | DeleteQueue => "sqs",
         }
     }
 
@@ -157,6 +171,12 @@ impl Operation {
             ListExecutions => "ListExecutions",
             ReceiveMessage => "ReceiveMessage",
             DeleteMessageBatch => "DeleteMessageBatch",
+            GetQueueUrl => "GetQueueUrl",
+            GetQueueAttributes => "GetQueueAttributes",
+            CreateQueue => "CreateQueue",
+            SetQueueAttributes => "SetQueueAttributes",
+            ListQueueTags => "ListQueueTags",
+            DeleteQueue => "DeleteQueue",
             DescribeMapRun => "DescribeMapRun",
             DescribeJobDefinitions => "DescribeJobDefinitions",
             DescribeJobQueues => "DescribeJobQueues",
@@ -214,6 +234,9 @@ impl Operation {
             | ListTargetsByRule | ListRuleTags => (50.0, 50.0),
             // SQS publishes no per-action rate for standard queues ("nearly unlimited").
             ReceiveMessage | DeleteMessageBatch => (3_000.0, 3_000.0),
+            // Queue management publishes no rate either; assumed like EventBridge's.
+            GetQueueUrl | GetQueueAttributes | CreateQueue | SetQueueAttributes | ListQueueTags
+            | DeleteQueue => (50.0, 50.0),
         };
         PublishedQuota { burst, per_second }
     }

@@ -1,7 +1,10 @@
-//! SQS adapter: the queue that receives Step Functions' execution status change events.
+//! SQS adapter: the queue that receives Step Functions' execution status change events, and
+//! the Schedules' dead-letter queues.
+
+use std::collections::BTreeMap;
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 
 use super::error::AwsError;
 use super::limits::{Operation, call};
@@ -67,4 +70,129 @@ pub async fn delete(
     )
     .await?;
     Ok(())
+}
+
+/// A queue that exists: its URL and the attributes Flowline sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedQueue {
+    pub url: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The attributes Flowline sets on a queue, and so reads back.
+pub const MANAGED_ATTRIBUTES: [&str; 2] = ["Policy", "MessageRetentionPeriod"];
+
+/// The queue named `name` with the attributes Flowline sets; `None` when it does not exist.
+pub async fn describe_queue(
+    client: &Client,
+    name: &str,
+) -> Result<Option<ObservedQueue>, AwsError> {
+    let url = match call(
+        Operation::GetQueueUrl,
+        client.get_queue_url().queue_name(name).send(),
+    )
+    .await
+    {
+        Ok(output) => output.queue_url().unwrap_or_default().to_owned(),
+        Err(error) if is_missing(&error) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let request = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .set_attribute_names(Some(
+            MANAGED_ATTRIBUTES
+                .iter()
+                .map(|name| QueueAttributeName::from(*name))
+                .collect(),
+        ))
+        .send();
+    let output = match call(Operation::GetQueueAttributes, request).await {
+        Ok(output) => output,
+        Err(error) if is_missing(&error) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let attributes = output
+        .attributes()
+        .map(|all| {
+            all.iter()
+                .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(ObservedQueue { url, attributes }))
+}
+
+/// Creates a queue with its attributes and tags (idempotent while they are the same).
+pub async fn create_queue(
+    client: &Client,
+    name: &str,
+    attributes: &BTreeMap<String, String>,
+    tags: &BTreeMap<String, String>,
+) -> Result<String, AwsError> {
+    let request = client
+        .create_queue()
+        .queue_name(name)
+        .set_attributes(Some(
+            attributes
+                .iter()
+                .map(|(k, v)| (QueueAttributeName::from(k.as_str()), v.clone()))
+                .collect(),
+        ))
+        .set_tags(Some(tags.clone().into_iter().collect()))
+        .send();
+    let output = call(Operation::CreateQueue, request).await?;
+    Ok(output.queue_url().unwrap_or_default().to_owned())
+}
+
+/// Sets a queue's attributes.
+pub async fn set_queue_attributes(
+    client: &Client,
+    url: &str,
+    attributes: &BTreeMap<String, String>,
+) -> Result<(), AwsError> {
+    let request = client
+        .set_queue_attributes()
+        .queue_url(url)
+        .set_attributes(Some(
+            attributes
+                .iter()
+                .map(|(k, v)| (QueueAttributeName::from(k.as_str()), v.clone()))
+                .collect(),
+        ))
+        .send();
+    call(Operation::SetQueueAttributes, request).await?;
+    Ok(())
+}
+
+/// The tags of a queue.
+pub async fn queue_tags(client: &Client, url: &str) -> Result<BTreeMap<String, String>, AwsError> {
+    let output = call(
+        Operation::ListQueueTags,
+        client.list_queue_tags().queue_url(url).send(),
+    )
+    .await?;
+    Ok(output
+        .tags()
+        .map(|tags| tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default())
+}
+
+/// Deletes a queue; one already gone counts as deleted.
+pub async fn delete_queue(client: &Client, url: &str) -> Result<(), AwsError> {
+    match call(
+        Operation::DeleteQueue,
+        client.delete_queue().queue_url(url).send(),
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(error) if is_missing(&error) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// SQS names a missing queue in two ways (the JSON protocol's and the query protocol's).
+fn is_missing(error: &AwsError) -> bool {
+    error.code == "QueueDoesNotExist" || error.code == "AWS.SimpleQueueService.NonExistentQueue"
 }

@@ -157,8 +157,9 @@ fn waiting(reason: &str, message: String) -> Outcome {
     }
 }
 
-/// Reads the rule, its targets and the trigger state machine; owner tags only for resources
-/// not yet known to be the Schedule's own. In steady state that is two or three reads.
+/// Reads the rule, its targets, the trigger state machine and the dead-letter queue; owner
+/// tags only for resources not yet known to be the Schedule's own. In steady state that is
+/// five reads, made at most once per drift interval.
 async fn observe(
     ctx: &Context,
     schedule: &Schedule,
@@ -198,6 +199,19 @@ async fn observe(
             observed.dispatcher_owner = Some(owner_uid(&tags));
         }
     }
+    if let Some(queue) = &desired.dead_letter_queue {
+        observed.dead_letter_queue = aws::sqs::describe_queue(&ctx.sqs, &queue.name)
+            .await
+            .map_err(ReconcileError::Aws)?;
+        if let Some(found) = &observed.dead_letter_queue
+            && !known_own
+        {
+            let tags = aws::sqs::queue_tags(&ctx.sqs, &found.url)
+                .await
+                .map_err(ReconcileError::Aws)?;
+            observed.dead_letter_queue_owner = Some(owner_uid(&tags));
+        }
+    }
     Ok(observed)
 }
 
@@ -214,6 +228,12 @@ async fn apply_change(
         }
         Change::UpdateDispatcher { arn, machine } => {
             aws::sfn::update_state_machine(&ctx.sfn, arn, machine).await?;
+        }
+        Change::CreateDeadLetterQueue(queue) => {
+            aws::sqs::create_queue(&ctx.sqs, &queue.name, &queue.attributes, &desired.tags).await?;
+        }
+        Change::SetDeadLetterQueueAttributes { url, attributes } => {
+            aws::sqs::set_queue_attributes(&ctx.sqs, url, attributes).await?;
         }
         Change::PutRule(wanted) => {
             return aws::events::put_rule(&ctx.events, wanted, &desired.tags)
@@ -233,6 +253,10 @@ fn summarize(changes: &[Change]) -> String {
             Change::CreateDispatcher(m) => format!("created trigger state machine {}", m.name),
             Change::UpdateDispatcher { machine, .. } => {
                 format!("updated trigger state machine {}", machine.name)
+            }
+            Change::CreateDeadLetterQueue(q) => format!("created dead-letter queue {}", q.name),
+            Change::SetDeadLetterQueueAttributes { url, .. } => {
+                format!("repaired dead-letter queue {url}")
             }
             Change::PutRule(rule) => format!(
                 "put rule {} ({})",
@@ -364,8 +388,9 @@ async fn last_runs(
     Ok(listed)
 }
 
-/// Removes the rule's targets, then the rule, then the trigger state machine — only what
-/// carries this Schedule's owner tag. Executions already running continue.
+/// Removes the rule's targets, then the rule, then the trigger state machine and the
+/// dead-letter queue — only what carries this Schedule's owner tag. Executions already running
+/// continue.
 async fn cleanup(schedule: &Schedule, ctx: &Context) -> Result<Action, ReconcileError> {
     let uid = schedule.uid().unwrap_or_default();
     let namespace = schedule.namespace().unwrap_or_default();
@@ -413,6 +438,21 @@ async fn cleanup(schedule: &Schedule, ctx: &Context) -> Result<Action, Reconcile
                     .await
                     .map_err(ReconcileError::Aws)?;
             }
+        }
+    }
+    // The dead-letter queue goes last: the rule that wrote to it is gone. Events still in it
+    // are deleted with it (a Schedule deleted is a Schedule whose firings nobody will replay).
+    if let Some(queue) = aws::sqs::describe_queue(&ctx.sqs, &name)
+        .await
+        .map_err(ReconcileError::Aws)?
+    {
+        let tags = aws::sqs::queue_tags(&ctx.sqs, &queue.url)
+            .await
+            .map_err(ReconcileError::Aws)?;
+        if owner_uid(&tags).as_deref() == Some(uid.as_str()) {
+            aws::sqs::delete_queue(&ctx.sqs, &queue.url)
+                .await
+                .map_err(ReconcileError::Aws)?;
         }
     }
     ctx.forget_checked(&uid);

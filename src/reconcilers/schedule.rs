@@ -9,8 +9,9 @@ use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::api::{Flow, Schedule, ScheduleStatus, ScheduledRun};
-use crate::aws::events::{ObservedRule, Rule, RuleTarget};
+use crate::aws::events::{DeliveryRetry, ObservedRule, Rule, RuleTarget};
 use crate::aws::sfn::ObservedMachine;
+use crate::aws::sqs::ObservedQueue;
 use crate::compile::cron::{CronError, Timing};
 use crate::compile::{
     self, StateMachine, TAG_KIND, TAG_NAME, TAG_NAMESPACE, TAG_UID, naming, trigger,
@@ -29,16 +30,40 @@ pub const MAX_LAST_RUNS: usize = 10;
 /// Fire times shown in a Schedule's status.
 pub const NEXT_FIRE_TIMES: usize = 3;
 
+/// How EventBridge retries delivering a Schedule's event to its trigger state machine before
+/// dead-lettering it: a firing delivered more than an hour late would overlap the next one of
+/// an hourly Schedule, so an hour (and at most 24 attempts) rather than EventBridge's 24 hours.
+pub const DELIVERY_RETRY: DeliveryRetry = DeliveryRetry {
+    max_attempts: 24,
+    max_event_age_seconds: 3_600,
+};
+
+/// How long a dead-lettered event stays in the queue: SQS's maximum, 14 days, so a person has
+/// time to look.
+pub const DEAD_LETTER_RETENTION_SECONDS: u32 = 1_209_600;
+
 /// What AWS should hold for a Schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
     pub rule: Rule,
     pub target: RuleTarget,
     pub tags: BTreeMap<String, String>,
-    /// The trigger state machine of an S3 Schedule.
+    /// The trigger state machine: it starts one execution of the Flow per event.
     pub dispatcher: Option<StateMachine>,
+    /// The SQS queue that receives the events the rule could not deliver.
+    pub dead_letter_queue: Option<DeadLetterQueue>,
     /// When a cron or rate Schedule fires.
     pub timing: Option<Timing>,
+}
+
+/// A Schedule's dead-letter queue: named like its rule, tagged like it, and open to
+/// EventBridge's SendMessage from that rule only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterQueue {
+    pub name: String,
+    pub arn: String,
+    /// `Policy` and `MessageRetentionPeriod`.
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// A Schedule that cannot become a rule until a person changes it.
@@ -89,56 +114,62 @@ pub fn desired(
         flow.name_any()
     );
     let enabled = !schedule.spec.suspend;
-    if let Some(event) = &schedule.spec.event {
-        let dispatcher = StateMachine {
-            name: rule_name.clone(),
-            role_arn: settings.states_role.clone(),
-            kind: "STANDARD".to_owned(),
-            definition: trigger::s3_dispatcher_definition(flow_machine_arn, &name, &parameters),
-            tags: tags.clone(),
+    // Both kinds go through the trigger state machine, which names each execution after its
+    // event: EventBridge delivers at least once, and a redelivered firing must start nothing.
+    let (firing, schedule_expression, event_pattern, input_paths, input_template, timing) =
+        match &schedule.spec.event {
+            Some(event) => (
+                trigger::Firing::S3,
+                None,
+                Some(trigger::s3_event_pattern(&event.s3).to_string()),
+                trigger::s3_input_paths(),
+                trigger::S3_INPUT_TEMPLATE,
+                None,
+            ),
+            None => {
+                let timing =
+                    Timing::parse(schedule.spec.cron.as_deref(), schedule.spec.rate.as_deref())?;
+                (
+                    trigger::Firing::Scheduled,
+                    Some(timing.expression()),
+                    None,
+                    trigger::scheduled_input_paths(),
+                    trigger::SCHEDULED_INPUT_TEMPLATE,
+                    Some(timing),
+                )
+            }
         };
-        let dispatcher_arn = sibling_arn(flow_machine_arn, &dispatcher.name);
-        return Ok(Desired {
-            rule: Rule {
-                name: rule_name,
-                schedule_expression: None,
-                event_pattern: Some(trigger::s3_event_pattern(&event.s3).to_string()),
-                enabled,
-                description,
-            },
-            target: RuleTarget {
-                id: TARGET_ID.to_owned(),
-                arn: dispatcher_arn,
-                role_arn: settings.events_role.clone(),
-                input: None,
-                input_paths: trigger::s3_input_paths(),
-                input_template: Some(trigger::S3_INPUT_TEMPLATE.to_owned()),
-            },
-            tags,
-            dispatcher: Some(dispatcher),
-            timing: None,
-        });
-    }
-    let timing = Timing::parse(schedule.spec.cron.as_deref(), schedule.spec.rate.as_deref())?;
+    let dispatcher = StateMachine {
+        name: rule_name.clone(),
+        role_arn: settings.states_role.clone(),
+        kind: "STANDARD".to_owned(),
+        definition: trigger::dispatcher_definition(flow_machine_arn, &name, &parameters, firing),
+        tags: tags.clone(),
+    };
+    let dispatcher_arn = sibling_arn(flow_machine_arn, &dispatcher.name);
+    let dead_letter_queue = dead_letter_queue(flow_machine_arn, &rule_name);
     Ok(Desired {
         rule: Rule {
             name: rule_name,
-            schedule_expression: Some(timing.expression()),
-            event_pattern: None,
+            schedule_expression,
+            event_pattern,
             enabled,
             description,
         },
         target: RuleTarget {
             id: TARGET_ID.to_owned(),
-            arn: flow_machine_arn.to_owned(),
+            arn: dispatcher_arn,
             role_arn: settings.events_role.clone(),
-            input: Some(trigger::scheduled_input(&name, &parameters).to_string()),
-            input_paths: BTreeMap::new(),
-            input_template: None,
+            input: None,
+            input_paths,
+            input_template: Some(input_template.to_owned()),
+            dead_letter_arn: Some(dead_letter_queue.arn.clone()),
+            retry: Some(DELIVERY_RETRY),
         },
         tags,
-        dispatcher: None,
-        timing: Some(timing),
+        dispatcher: Some(dispatcher),
+        dead_letter_queue: Some(dead_letter_queue),
+        timing,
     })
 }
 
@@ -147,6 +178,38 @@ fn sibling_arn(machine_arn: &str, name: &str) -> String {
     match machine_arn.rsplit_once(':') {
         Some((base, _)) => format!("{base}:{name}"),
         None => name.to_owned(),
+    }
+}
+
+/// The dead-letter queue of rule `rule_name`, in the account and region of the Flow's state
+/// machine (`arn:<partition>:states:<region>:<account>:stateMachine:<name>`).
+fn dead_letter_queue(machine_arn: &str, rule_name: &str) -> DeadLetterQueue {
+    let parts: Vec<&str> = machine_arn.split(':').collect();
+    let field = |i: usize| parts.get(i).copied().unwrap_or_default();
+    let (partition, region, account) = (field(1), field(3), field(4));
+    let arn = format!("arn:{partition}:sqs:{region}:{account}:{rule_name}");
+    let rule_arn = format!("arn:{partition}:events:{region}:{account}:rule/{rule_name}");
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "DeadLettersOfItsRule",
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}
+        }]
+    });
+    DeadLetterQueue {
+        name: rule_name.to_owned(),
+        arn,
+        attributes: BTreeMap::from([
+            ("Policy".to_owned(), policy.to_string()),
+            (
+                "MessageRetentionPeriod".to_owned(),
+                DEAD_LETTER_RETENTION_SECONDS.to_string(),
+            ),
+        ]),
     }
 }
 
@@ -160,13 +223,24 @@ pub struct Observed {
     pub dispatcher: Option<ObservedMachine>,
     /// The trigger state machine's `flowline.io/uid` tag, when it was read.
     pub dispatcher_owner: Option<Option<String>>,
+    pub dead_letter_queue: Option<ObservedQueue>,
+    /// The dead-letter queue's `flowline.io/uid` tag, when it was read.
+    pub dead_letter_queue_owner: Option<Option<String>>,
 }
 
 /// One write to AWS; each is idempotent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     CreateDispatcher(StateMachine),
-    UpdateDispatcher { arn: String, machine: StateMachine },
+    UpdateDispatcher {
+        arn: String,
+        machine: StateMachine,
+    },
+    CreateDeadLetterQueue(DeadLetterQueue),
+    SetDeadLetterQueueAttributes {
+        url: String,
+        attributes: BTreeMap<String, String>,
+    },
     PutRule(Rule),
     PutTarget(RuleTarget),
     RemoveTargets(Vec<String>),
@@ -200,6 +274,11 @@ pub fn plan(
             &desired.rule.name,
             &observed.dispatcher_owner,
         ),
+        (
+            "SQS queue",
+            &desired.rule.name,
+            &observed.dead_letter_queue_owner,
+        ),
     ] {
         if let Some(owner) = owner
             && owner.as_deref() != Some(own_uid)
@@ -222,6 +301,18 @@ pub fn plan(
                 changes.push(Change::UpdateDispatcher {
                     arn: existing.arn.clone(),
                     machine: machine.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(queue) = &desired.dead_letter_queue {
+        match &observed.dead_letter_queue {
+            None => changes.push(Change::CreateDeadLetterQueue(queue.clone())),
+            Some(existing) if !same_attributes(&existing.attributes, &queue.attributes) => {
+                changes.push(Change::SetDeadLetterQueueAttributes {
+                    url: existing.url.clone(),
+                    attributes: queue.attributes.clone(),
                 });
             }
             Some(_) => {}
@@ -268,6 +359,18 @@ fn same_target(observed: &RuleTarget, desired: &RuleTarget) -> bool {
         && same_json(&observed.input, &desired.input)
         && observed.input_paths == desired.input_paths
         && observed.input_template == desired.input_template
+        && observed.dead_letter_arn == desired.dead_letter_arn
+        && observed.retry == desired.retry
+}
+
+/// Queue attributes as Flowline sets them; the policy compared as JSON (SQS may reformat it).
+fn same_attributes(
+    observed: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, String>,
+) -> bool {
+    desired
+        .iter()
+        .all(|(name, value)| same_json(&observed.get(name).cloned(), &Some(value.clone())))
 }
 
 fn same_json(a: &Option<String>, b: &Option<String>) -> bool {
@@ -420,11 +523,16 @@ mod tests {
                 revision_id: None,
             }),
             dispatcher_owner: None,
+            dead_letter_queue: desired.dead_letter_queue.as_ref().map(|q| ObservedQueue {
+                url: format!("http://sqs/{}", q.name),
+                attributes: q.attributes.clone(),
+            }),
+            dead_letter_queue_owner: None,
         }
     }
 
     #[test]
-    fn cron_schedule_targets_the_flow_with_its_parameters() {
+    fn cron_schedule_starts_one_named_execution_per_firing_through_its_trigger_machine() {
         let desired = desired(
             &schedule(serde_json::json!({"flowRef": {"name": "train"}, "cron": "0 3 * * 1", "parameters": {"alpha": "0.5"}})),
             &flow(),
@@ -438,12 +546,83 @@ mod tests {
         );
         assert!(desired.rule.enabled);
         assert!(desired.rule.name.len() <= 64);
-        assert_eq!(desired.target.arn, MACHINE);
-        let input: Value = serde_json::from_str(desired.target.input.as_deref().unwrap()).unwrap();
+        let dispatcher = desired.dispatcher.as_ref().unwrap();
+        assert!(
+            desired
+                .target
+                .arn
+                .ends_with(&format!(":stateMachine:{}", dispatcher.name))
+        );
+        assert_eq!(
+            desired.target.input_template.as_deref(),
+            Some(trigger::SCHEDULED_INPUT_TEMPLATE)
+        );
+        assert_eq!(desired.target.input_paths["eventId"], "$.id");
+        let input = &dispatcher.definition["States"]["StartFlow"]["Parameters"]["Input"];
         // Typed: the Flow declares alpha a Float.
         assert_eq!(input["parameters"]["alpha"], serde_json::json!(0.5));
         assert_eq!(input["flowline"]["schedule"], "nightly");
-        assert!(desired.dispatcher.is_none());
+    }
+
+    #[test]
+    fn undeliverable_events_go_to_a_dead_letter_queue_only_their_rule_may_write() {
+        for spec in [
+            serde_json::json!({"flowRef": {"name": "train"}, "rate": "1 hour"}),
+            serde_json::json!({"flowRef": {"name": "train"}, "event": {"s3": {"bucket": "b"}}}),
+        ] {
+            let desired = desired(&schedule(spec), &flow(), MACHINE, &settings()).unwrap();
+            let queue = desired.dead_letter_queue.as_ref().unwrap();
+            assert_eq!(queue.name, desired.rule.name);
+            assert_eq!(
+                queue.arn,
+                format!("arn:aws:sqs:us-east-1:123456789012:{}", queue.name)
+            );
+            assert_eq!(
+                desired.target.dead_letter_arn.as_deref(),
+                Some(queue.arn.as_str())
+            );
+            assert_eq!(desired.target.retry, Some(DELIVERY_RETRY));
+            let policy: Value = serde_json::from_str(&queue.attributes["Policy"]).unwrap();
+            assert_eq!(
+                policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"],
+                format!(
+                    "arn:aws:events:us-east-1:123456789012:rule/{}",
+                    desired.rule.name
+                )
+            );
+            assert_eq!(
+                policy["Statement"][0]["Principal"]["Service"],
+                "events.amazonaws.com"
+            );
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_queue_missing_or_changed_is_repaired() {
+        let s = schedule(serde_json::json!({"flowRef": {"name": "train"}, "rate": "1 hour"}));
+        let desired = desired(&s, &flow(), MACHINE, &settings()).unwrap();
+        let uid = s.uid().unwrap();
+        let queue = desired.dead_letter_queue.clone().unwrap();
+        let mut missing = observed_as(&desired);
+        missing.dead_letter_queue = None;
+        assert_eq!(
+            plan(&desired, &missing, &uid).unwrap(),
+            vec![Change::CreateDeadLetterQueue(queue.clone())]
+        );
+        let mut opened = observed_as(&desired);
+        if let Some(q) = opened.dead_letter_queue.as_mut() {
+            q.attributes.insert("Policy".into(), "{}".into());
+        }
+        assert!(matches!(
+            plan(&desired, &opened, &uid).unwrap().as_slice(),
+            [Change::SetDeadLetterQueueAttributes { .. }]
+        ));
+        let mut foreign = observed_as(&desired);
+        foreign.dead_letter_queue_owner = Some(Some("other".into()));
+        assert!(matches!(
+            plan(&desired, &foreign, &uid),
+            Err(PlanError::Foreign { .. })
+        ));
     }
 
     #[test]
@@ -509,7 +688,7 @@ mod tests {
             plan(&desired, &observed_as(&desired), &uid).unwrap(),
             vec![]
         );
-        assert_eq!(plan(&desired, &Observed::default(), &uid).unwrap().len(), 3);
+        assert_eq!(plan(&desired, &Observed::default(), &uid).unwrap().len(), 4);
 
         let mut disabled = observed_as(&desired);
         if let Some(rule) = disabled.rule.as_mut() {
