@@ -601,10 +601,17 @@ async fn generated_policies_run_a_flow_its_schedule_and_its_deletion_without_acc
         Some(&serde_json::json!({"name": rule})),
     );
     assert_no_failed_invocations();
-    let execution = fired["executionArns"][0]
-        .as_str()
-        .unwrap_or_else(|| panic!("the rule started an execution: {fired}"))
-        .to_owned();
+    // The rule starts the Schedule's trigger state machine (as the events role), which starts
+    // the Flow's execution (as the states role) under a name from the event id.
+    assert!(
+        fired["executionArns"][0].is_string(),
+        "the rule started the trigger state machine: {fired}"
+    );
+    let event_id = fired["eventId"].as_str().expect("an event id");
+    let execution = format!(
+        "{}:schedule_{event_id}",
+        machine.replacen(":stateMachine:", ":execution:", 1)
+    );
     let scheduled = wait_for("a Run for the scheduled execution", TIMEOUT, || {
         let runs = kubectl(
             &[

@@ -151,12 +151,25 @@ async fn cron_schedule_rule_suspend_fire_and_delete() {
         panic!("one target: {targets:?}")
     };
     let machine = jsonpath(&ns.name, "flow/nightly-report", "{.status.stateMachineArn}");
-    assert_eq!(target.arn(), machine);
+    // The rule starts the trigger state machine, which names the Flow's execution after the
+    // event; the Schedule's parameters are in its definition.
+    let trigger = target.arn().to_owned();
+    assert!(trigger.ends_with(&format!(":stateMachine:{rule_name}")), "{trigger}");
     assert_eq!(
         target.role_arn(),
         Some("arn:aws:iam::123456789012:role/flowline-events")
     );
-    let input: serde_json::Value = serde_json::from_str(target.input().unwrap()).unwrap();
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let definition: serde_json::Value = serde_json::from_str(
+        sfn.describe_state_machine()
+            .state_machine_arn(&trigger)
+            .send()
+            .await
+            .unwrap()
+            .definition(),
+    )
+    .unwrap();
+    let input = &definition["States"]["StartFlow"]["Parameters"]["Input"];
     // Typed: lookback_days is an Int.
     assert_eq!(input["parameters"]["lookback_days"], 1);
     assert_eq!(input["flowline"]["schedule"], "nightly-report");
@@ -228,15 +241,51 @@ async fn cron_schedule_rule_suspend_fire_and_delete() {
     .ok();
     wait_rule_state(&events, &rule_name, RuleState::Enabled).await;
 
-    // The schedule fires: its execution shows up as a Run labeled with the Schedule.
+    // The schedule fires: its execution, named after the event, shows up as a Run labeled
+    // with the Schedule.
     let fired = emulator_post(
         "/flowline-test/fire-rule",
         &serde_json::json!({"name": rule_name}),
     );
-    let execution = fired["executionArns"][0]
-        .as_str()
-        .expect("an execution")
-        .to_owned();
+    let event_id = fired["eventId"].as_str().expect("an event id").to_owned();
+    let execution = format!(
+        "{}:schedule_{event_id}",
+        machine.replacen(":stateMachine:", ":execution:", 1)
+    );
+    // EventBridge delivers at least once: the same firing arrives again.
+    let again = emulator_post(
+        "/flowline-test/fire-rule",
+        &serde_json::json!({"name": rule_name, "eventId": event_id}),
+    );
+    assert_eq!(again["eventId"], fired["eventId"]);
+    let trigger_runs = wait_for_async("both deliveries to be handled", TIMEOUT, || async {
+        let listed = sfn
+            .list_executions()
+            .state_machine_arn(&trigger)
+            .send()
+            .await
+            .unwrap();
+        let statuses: Vec<String> = listed
+            .executions()
+            .iter()
+            .map(|e| e.status().as_str().to_owned())
+            .collect();
+        (statuses.len() == 2 && statuses.iter().all(|s| s != "RUNNING")).then_some(statuses)
+    })
+    .await;
+    assert_eq!(trigger_runs, ["SUCCEEDED", "SUCCEEDED"], "the duplicate is no error");
+    let flow_executions = sfn
+        .list_executions()
+        .state_machine_arn(&machine)
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<&str> = flow_executions
+        .executions()
+        .iter()
+        .map(|e| e.name())
+        .collect();
+    assert_eq!(names, [format!("schedule_{event_id}")], "one execution per firing");
     let run = wait_for("a Run for the scheduled execution", TIMEOUT, || {
         runs(&ns.name, "flowline.io/schedule=nightly-report").pop()
     });
@@ -262,7 +311,40 @@ async fn cron_schedule_rule_suspend_fire_and_delete() {
         1
     );
 
-    // Deletion removes the target and the rule.
+    // A firing the rule cannot deliver (its trigger state machine deleted behind the
+    // controller's back) lands in the Schedule's dead-letter queue.
+    sfn.delete_state_machine()
+        .state_machine_arn(&trigger)
+        .send()
+        .await
+        .unwrap();
+    let lost = emulator_post(
+        "/flowline-test/fire-rule",
+        &serde_json::json!({"name": rule_name}),
+    );
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let queue_url = sqs
+        .get_queue_url()
+        .queue_name(&rule_name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let received = sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .send()
+        .await
+        .unwrap();
+    let [message] = received.messages() else {
+        panic!("one dead letter: {received:?}")
+    };
+    let body: serde_json::Value = serde_json::from_str(message.body().unwrap()).unwrap();
+    assert_eq!(body["id"], lost["eventId"]);
+
+    // Deletion removes the target, the rule and the dead-letter queue.
     kubectl(
         &[
             "delete",
@@ -276,6 +358,8 @@ async fn cron_schedule_rule_suspend_fire_and_delete() {
     .ok();
     let gone = events.describe_rule().name(&rule_name).send().await;
     assert!(gone.is_err(), "the rule is deleted: {gone:?}");
+    let queue_gone = sqs.get_queue_url().queue_name(&rule_name).send().await;
+    assert!(queue_gone.is_err(), "the queue is deleted: {queue_gone:?}");
 }
 
 #[test]
@@ -385,11 +469,30 @@ fn every_schedule_example_becomes_ready_with_its_rule() {
             assert_eq!(start["Input"]["parameters"], parameters);
         } else {
             assert_eq!(rule.schedule_expression(), Some(expected), "{schedule}");
-            assert_eq!(target.arn(), flow_machine, "{schedule}");
-            let input: serde_json::Value = serde_json::from_str(target.input().unwrap()).unwrap();
-            assert_eq!(input["parameters"], parameters, "{schedule}");
-            assert_eq!(input["flowline"]["schedule"], schedule);
+            // The target is the trigger state machine too: one execution per firing.
+            let trigger = rt.block_on(async {
+                sfn.describe_state_machine()
+                    .state_machine_arn(target.arn())
+                    .send()
+                    .await
+                    .unwrap()
+            });
+            let definition: serde_json::Value = serde_json::from_str(trigger.definition()).unwrap();
+            let start = &definition["States"]["StartFlow"]["Parameters"];
+            assert_eq!(start["StateMachineArn"], flow_machine.as_str());
+            assert_eq!(start["Input"]["parameters"], parameters, "{schedule}");
+            assert_eq!(start["Input"]["flowline"]["schedule"], schedule);
         }
+        // Every kind: undeliverable events go to the Schedule's own dead-letter queue.
+        let dead_letters = target
+            .dead_letter_config()
+            .and_then(|d| d.arn())
+            .unwrap_or_default();
+        assert!(dead_letters.ends_with(&format!(":{rule_name}")), "{schedule}: {dead_letters}");
+        assert_eq!(
+            target.retry_policy().and_then(|r| r.maximum_event_age_in_seconds()),
+            Some(3600)
+        );
     }
 }
 
