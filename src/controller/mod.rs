@@ -1,6 +1,7 @@
 //! Wiring only: the watches, the shared context, error handling and shutdown.
 
 pub mod discovery;
+pub mod eviction;
 pub mod execution_events;
 pub mod flow;
 pub mod http;
@@ -277,6 +278,29 @@ impl Context {
             .cloned()
     }
 
+    /// Drops the state cached for objects that are gone (see [`eviction`]); returns how many
+    /// entries went.
+    pub fn evict_gone(&self, live: &eviction::Live) -> usize {
+        fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+            mutex.lock().unwrap_or_else(|p| p.into_inner())
+        }
+        let mut evicted = retain_live(&mut lock(&self.failures), &live.objects);
+        evicted += retain_live(&mut lock(&self.discovery_cursors), &live.flow_uids);
+        evicted += retain_live(&mut lock(&self.schedule_checks), &live.schedule_uids);
+        evicted += retain_live(&mut lock(&self.histories), &live.executions);
+        evicted += retain_live(&mut lock(&self.execution_runs), &live.executions);
+        {
+            let mut running = lock(&self.running_runs);
+            let before = running.len();
+            running.retain(|run| live.runs.contains(run));
+            evicted += before - running.len();
+        }
+        let mut clients = lock(&self.secrets_clients);
+        let before = clients.len();
+        clients.retain(|identity, _| live.secret_identities.contains(identity));
+        evicted + before - clients.len()
+    }
+
     /// Records whether a Run is running and returns how many are.
     pub fn track_running(&self, key: &str, running: bool) -> usize {
         let mut runs = self.running_runs.lock().unwrap_or_else(|p| p.into_inner());
@@ -326,6 +350,13 @@ impl Context {
             .insert(key, client.clone());
         client
     }
+}
+
+/// Keeps the entries of `map` whose key is live; returns how many went.
+fn retain_live<V>(map: &mut HashMap<String, V>, live: &std::collections::HashSet<String>) -> usize {
+    let before = map.len();
+    map.retain(|key, _| live.contains(key));
+    before - map.len()
 }
 
 /// Why a reconcile failed; terminal problems never get here (they become Stalled).
@@ -653,6 +684,12 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         .graceful_shutdown_on(shutdown.clone());
     let (flow_store, run_store) = (flow_controller.store(), run_controller.store());
     let schedule_store = schedule_controller.store();
+    let eviction = eviction::evict_forever(
+        ctx.clone(),
+        flow_store.clone(),
+        run_store.clone(),
+        schedule_store.clone(),
+    );
     health.set_stores(flow_store.clone(), run_store.clone());
     let synced = {
         let health = health.clone();
@@ -678,6 +715,7 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
             flows,
             discovery_interval,
         ));
+        let eviction = tokio::spawn(eviction);
         let execution_events = events_queue.map(|queue_url| {
             tokio::spawn(execution_events::consume_forever(ctx.clone(), queue_url))
         });
@@ -693,6 +731,7 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
                 .for_each(|_| async {}),
         );
         discovery.abort();
+        eviction.abort();
         if let Some(consumer) = execution_events {
             consumer.abort();
         }
@@ -819,6 +858,16 @@ mod tests {
         assert_eq!(backoff(4, 1.0), Duration::from_secs(8));
         assert_eq!(backoff(30, 1.0), Duration::from_secs(300));
         assert_eq!(backoff(4, 0.0), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn only_live_keys_are_kept() {
+        let mut failures: HashMap<String, u32> =
+            HashMap::from([("Run:a/gone".to_owned(), 3), ("Run:a/here".to_owned(), 1)]);
+        let live = std::collections::HashSet::from(["Run:a/here".to_owned()]);
+        assert_eq!(retain_live(&mut failures, &live), 1);
+        assert_eq!(failures.keys().collect::<Vec<_>>(), ["Run:a/here"]);
+        assert_eq!(retain_live(&mut failures, &live), 0);
     }
 
     #[test]

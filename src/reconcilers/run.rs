@@ -482,7 +482,7 @@ pub fn waits_on_flow(run: &crate::api::Run, namespace: Option<&str>, flow: &str)
     run.spec.flow_ref.name == flow
         && run.namespace().as_deref() == namespace
         && run.metadata.deletion_timestamp.is_none()
-        && !status.is_some_and(|s| s.execution_arn.is_some())
+        && status.is_none_or(|s| s.execution_arn.is_none())
         && !status
             .and_then(|s| s.phase)
             .is_some_and(RunPhase::is_finished)

@@ -154,7 +154,10 @@ async fn cron_schedule_rule_suspend_fire_and_delete() {
     // The rule starts the trigger state machine, which names the Flow's execution after the
     // event; the Schedule's parameters are in its definition.
     let trigger = target.arn().to_owned();
-    assert!(trigger.ends_with(&format!(":stateMachine:{rule_name}")), "{trigger}");
+    assert!(
+        trigger.ends_with(&format!(":stateMachine:{rule_name}")),
+        "{trigger}"
+    );
     assert_eq!(
         target.role_arn(),
         Some("arn:aws:iam::123456789012:role/flowline-events")
@@ -273,7 +276,11 @@ async fn cron_schedule_rule_suspend_fire_and_delete() {
         (statuses.len() == 2 && statuses.iter().all(|s| s != "RUNNING")).then_some(statuses)
     })
     .await;
-    assert_eq!(trigger_runs, ["SUCCEEDED", "SUCCEEDED"], "the duplicate is no error");
+    assert_eq!(
+        trigger_runs,
+        ["SUCCEEDED", "SUCCEEDED"],
+        "the duplicate is no error"
+    );
     let flow_executions = sfn
         .list_executions()
         .state_machine_arn(&machine)
@@ -285,7 +292,11 @@ async fn cron_schedule_rule_suspend_fire_and_delete() {
         .iter()
         .map(|e| e.name())
         .collect();
-    assert_eq!(names, [format!("schedule_{event_id}")], "one execution per firing");
+    assert_eq!(
+        names,
+        [format!("schedule_{event_id}")],
+        "one execution per firing"
+    );
     let run = wait_for("a Run for the scheduled execution", TIMEOUT, || {
         runs(&ns.name, "flowline.io/schedule=nightly-report").pop()
     });
@@ -488,9 +499,14 @@ fn every_schedule_example_becomes_ready_with_its_rule() {
             .dead_letter_config()
             .and_then(|d| d.arn())
             .unwrap_or_default();
-        assert!(dead_letters.ends_with(&format!(":{rule_name}")), "{schedule}: {dead_letters}");
+        assert!(
+            dead_letters.ends_with(&format!(":{rule_name}")),
+            "{schedule}: {dead_letters}"
+        );
         assert_eq!(
-            target.retry_policy().and_then(|r| r.maximum_event_age_in_seconds()),
+            target
+                .retry_policy()
+                .and_then(|r| r.maximum_event_age_in_seconds()),
             Some(3600)
         );
     }
