@@ -285,3 +285,43 @@ fn stalled_run_starts_when_its_flow_declares_what_it_lacked() {
     });
     wait_phase(&ns.name, "tuned", "Succeeded");
 }
+
+/// The guard Run status writes rely on: a status merge patch that carries the resourceVersion
+/// it was computed from is refused once someone else wrote the Run, instead of overwriting
+/// that write.
+#[test]
+fn a_status_patch_computed_from_a_stale_read_is_refused() {
+    install_crds();
+    let ns = TestNamespace::create("race-status");
+    apply(&ns.name, &run("guarded", "absent"));
+    let read_at = jsonpath(&ns.name, "run/guarded", "{.metadata.resourceVersion}");
+    let patch = |phase: &str| {
+        kubectl(
+            &[
+                "patch",
+                "run",
+                "guarded",
+                "-n",
+                &ns.name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &format!(
+                    r#"{{"metadata":{{"resourceVersion":"{read_at}"}},"status":{{"phase":"{phase}"}}}}"#
+                ),
+            ],
+            None,
+        )
+    };
+    assert!(patch("Running").success, "the first writer wins");
+    let stale = patch("Pending");
+    assert!(
+        !stale.success && stale.stderr.contains("Conflict"),
+        "{}",
+        stale.stderr
+    );
+    assert_eq!(
+        jsonpath(&ns.name, "run/guarded", "{.status.phase}"),
+        "Running"
+    );
+}
