@@ -196,12 +196,19 @@ async fn history_limits_and_discovery_never_bring_back_a_pruned_run() {
         (phases.len() == 10 && phases.iter().all(|p| *p == "Succeeded"))
             .then(|| run_names(&ns.name))
     });
-    // A person deletes one of the adopted Runs.
-    kubectl(&["delete", "run", &kept[0], "-n", &ns.name], None).ok();
-    // Three sweeps and more, then a restart and three sweeps again, all within the minute
-    // that discovery lists behind its cursor.
+    // Three sweeps and more, all within the minute that discovery lists behind its cursor:
+    // the ten pruned executions get no Run again.
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(adoptions(&controller), 20, "no Run re-created by a sweep");
+    assert_eq!(run_names(&ns.name), kept, "exactly the ten newest remain");
+    // A person deletes one of the adopted Runs; then the controller restarts.
+    kubectl(&["delete", "run", &kept[0], "-n", &ns.name], None).ok();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        adoptions(&controller),
+        20,
+        "a deleted Run is not re-created"
+    );
     controller.kill_and_restart();
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(

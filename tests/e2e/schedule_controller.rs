@@ -1,7 +1,8 @@
 //! The Schedule reconciler and execution discovery against the real API server and the
 //! emulator: rules and targets as expected, suspend/resume, deletion, no writes when nothing
-//! changed, S3 events that start exactly one run (also when redelivered), and Runs for
-//! executions started outside Flowline.
+//! changed, cron firings and S3 events that start exactly one run (also when redelivered),
+//! undeliverable firings in the Schedule's dead-letter queue, and Runs for executions started
+//! outside Flowline.
 
 use std::time::Duration;
 
