@@ -62,7 +62,8 @@ mod effective {
             .unwrap_or_default();
         Rule::new(format!("self.steps.all(s, !(({violated}){exempt}))"))
             .message(Message::Message(format!(
-                "{message} (each step's own batch overrides spec.batch field by field)"
+                "{message}{}",
+                super::COMBINED_RULE_SUFFIX
             )))
             .field_path(".steps")
     }
@@ -174,6 +175,10 @@ mod effective {
         .reason(Reason::FieldValueRequired)
     }
 }
+
+/// The end of the message of every rule on a step's settings with the Flow's combined.
+pub const COMBINED_RULE_SUFFIX: &str =
+    " (each step's own batch overrides spec.batch field by field)";
 
 /// The desired state of a Flow: its steps, the Batch defaults they share, its parameters and
 /// where its artifacts live.
