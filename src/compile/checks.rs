@@ -38,6 +38,9 @@ pub fn fargate_pair_ok(cpu: f64, memory: i32) -> bool {
     }
 }
 
+/// Whether one level's `batch` sets a field.
+type IsSet = fn(&BatchSpec) -> bool;
+
 /// Where a step's effective value of a `batch` field comes from, as a field path.
 fn source(index: usize, field: &str, set_in_step: bool, set_in_flow: bool) -> String {
     if set_in_step {
@@ -64,7 +67,7 @@ pub fn batch_problems(flow: &Flow) -> Vec<String> {
         let fargate = batch.platform == Some(Platform::Fargate);
         let platform = at("platform", |b| b.platform.is_some());
         if fargate {
-            let refused: [(&str, bool, fn(&BatchSpec) -> bool); 7] = [
+            let refused: [(&str, bool, IsSet); 7] = [
                 ("gpu", batch.gpu.unwrap_or(0) > 0, |b| b.gpu.is_some()),
                 ("inferentia", batch.inferentia.unwrap_or(0) > 0, |b| {
                     b.inferentia.is_some()
