@@ -340,6 +340,7 @@ pub fn render(
     let mut job_definitions: Vec<JobDefinition> = Vec::new();
     let mut registered = std::collections::HashSet::new();
     let mut bindings = Vec::with_capacity(flow.spec.steps.len());
+    let mut job_tags = BTreeMap::new();
     for step in &flow.spec.steps {
         let batch = job_definition::effective_batch(flow.spec.batch.as_ref(), step.batch.as_ref());
         let bound = secrets::bind(&step.secrets, lookups, settings)?;
@@ -355,6 +356,7 @@ pub fn render(
         step_environment.extend(bound.environment);
         let mut step_tags = tags.clone();
         step_tags.extend(batch.tags.clone());
+        job_tags.insert(step.name.as_str(), step_tags.clone());
         let definition = job_definition::job_definition(
             &JobInput {
                 step,
@@ -410,6 +412,7 @@ pub fn render(
             .iter()
             .map(|b| (b.step.as_str(), b.job_queue.clone()))
             .collect(),
+        job_tags,
         artifact_root: artifact_root(flow, settings),
         parameters: &flow.spec.parameters,
         task_timeouts: flow
