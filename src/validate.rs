@@ -493,7 +493,12 @@ mod tests {
                 .find(|crd| crd.spec.names.kind == kind)
                 .unwrap();
             let schema = serde_json::to_value(
-                crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref(),
+                crd.spec.versions[0]
+                    .schema
+                    .as_ref()
+                    .unwrap()
+                    .open_api_v3_schema
+                    .as_ref(),
             )
             .unwrap();
             let problems = object_problems(&schema, &object);
