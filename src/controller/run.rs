@@ -25,11 +25,11 @@ use crate::reconcilers::artifacts::{
     MAX_MANIFESTS_READ, TaskManifest, from_manifests, manifest_tasks, parse_manifest,
 };
 use crate::reconcilers::conditions::{Health, run_health, set_finished, set_health};
-use crate::reconcilers::status_budget::STATUS_BUDGET_BYTES;
 use crate::reconcilers::run::{
     FinishedRun, RUNNABLE_HINT, check_parameters, failure_message, history_every, is_node_job,
     map_runs, merge_task_steps, phase_of, poll_interval, runs_to_prune, step_statuses,
 };
+use crate::reconcilers::status_budget::STATUS_BUDGET_BYTES;
 use crate::task::layout::MANIFEST_NAME;
 
 use super::report::{now, publish, write_status};

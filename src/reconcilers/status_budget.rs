@@ -120,7 +120,10 @@ mod tests {
         assert_eq!(status.steps.len(), 100, "no step is dropped");
         for step in &status.steps {
             assert_eq!(step.job_ids.len() as i64 + step.job_ids_omitted, 100);
-            assert_eq!(step.log_streams.len() as i64 + step.log_streams_omitted, 100);
+            assert_eq!(
+                step.log_streams.len() as i64 + step.log_streams_omitted,
+                100
+            );
             assert_eq!(step.artifact_count, Some(100));
             assert!(step.artifacts_truncated);
             assert!(step.reason.as_ref().unwrap().chars().count() <= MAX_REASON_CHARS + 1);
