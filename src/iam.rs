@@ -524,6 +524,12 @@ fn step_functions(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<
     submit.extend(arns.job_queues(settings, inputs));
     let mut statements = vec![
         allow("SubmitBatchJobs", &["batch:SubmitJob"], submit),
+        // Jobs are submitted with the Flow's tags, which Batch authorizes as tagging the job.
+        allow(
+            "TagSubmittedJobs",
+            &["batch:TagResource"],
+            vec![arns.jobs()],
+        ),
         allow(
             "TerminateBatchJobs",
             &["batch:TerminateJob"],

@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod reconcilers;
 pub mod settings;
 pub mod task;
+pub mod validate;

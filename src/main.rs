@@ -46,6 +46,17 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Check manifests offline as `kubectl apply` and the controller would: the CRDs' schema
+    /// bounds and CEL rules, and the controller's checks of a Flow. Prints one line per problem
+    /// (`FILE: Kind/name: field: what is wrong`) and exits 1 when there is any, 0 otherwise.
+    /// Documents of other API groups are skipped.
+    Validate {
+        /// A manifest (YAML or JSON, several documents allowed; `-` for stdin); repeatable.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Print least-privilege IAM policies (permissions and trust) for the controller, the Step
     /// Functions role, the EventBridge role and the job role, generated from the settings.
     IamPolicy {
@@ -180,6 +191,7 @@ fn main() -> ExitCode {
             output,
             settings,
         } => render(&file, output, &settings),
+        Command::Validate { files, settings } => return validate(&files, &settings),
         Command::Controller { options, settings } => run_controller(settings, options),
         Command::IamPolicy {
             role,
@@ -303,12 +315,58 @@ fn run_controller(
     runtime.block_on(flowline::controller::run(settings, options))
 }
 
-fn render(file: &PathBuf, output: Format, settings: &Settings) -> anyhow::Result<()> {
-    let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("reading the manifest from stdin")?
+fn read_manifest(file: &PathBuf) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the manifest from stdin")
     } else {
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
-    };
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+    }
+}
+
+/// `flowline validate`: every problem of every file, then the exit code.
+fn validate(files: &[PathBuf], settings: &Settings) -> ExitCode {
+    let mut objects = 0;
+    let mut problems = 0;
+    let mut failed = false;
+    for file in files {
+        let checked = read_manifest(file).and_then(|text| {
+            flowline::validate::validate_manifest(&text, settings).map_err(anyhow::Error::from)
+        });
+        match checked {
+            Ok(report) => {
+                objects += report.objects;
+                problems += report.problems.len();
+                for problem in report.problems {
+                    println!("{}: {problem}", file.display());
+                }
+            }
+            Err(error) => {
+                println!("{}: {error:#}", file.display());
+                failed = true;
+            }
+        }
+    }
+    eprintln!("{objects} object(s) checked, {problems} problem(s)");
+    if failed || problems > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn render(file: &PathBuf, output: Format, settings: &Settings) -> anyhow::Result<()> {
+    let text = read_manifest(file)?;
+    // What the API server or the controller would refuse is not rendered.
+    let report = flowline::validate::validate_manifest(&text, settings)
+        .with_context(|| format!("parsing {}", file.display()))?;
+    if !report.problems.is_empty() {
+        let lines: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        anyhow::bail!(
+            "{} would be refused (see `flowline validate`):\n{}",
+            file.display(),
+            lines.join("\n")
+        );
+    }
     let flows =
         compile::flows_in_manifest(&text).with_context(|| format!("parsing {}", file.display()))?;
     anyhow::ensure!(!flows.is_empty(), "{} holds no Flow", file.display());

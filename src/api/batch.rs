@@ -12,12 +12,17 @@ use super::common::{Tags, optional_enum, tags_schema};
 /// (`spec.steps[].batch`). A step's value wins field by field: every field it sets replaces
 /// the Flow's (`tmpfs` as a whole), `tags` are merged key by key, and every field left out is
 /// inherited. What neither sets comes from the controller's configuration (job queue,
-/// job role, default image). Rules that combine both levels (for example a step on Fargate
-/// asking for a GPU that the Flow sets) are checked by the controller, which then reports the
-/// Flow as Stalled; rules within one level are checked when the Flow is applied.
+/// job role, default image). Rules within one level are checked here; the same rules on
+/// what each step ends up with, both levels combined (a step asking for a GPU under a Flow
+/// on Fargate), are CEL rules of the Flow's spec. The API server checks both when the Flow is
+/// applied, and the controller again before it touches AWS (a Flow breaking one is Stalled,
+/// the message naming both fields).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
+    validation = Rule::new("!has(self.cpu) || self.cpu >= 0.25")
+        .message("batch.cpu must be at least 0.25 vCPU")
+        .field_path(".cpu"),
     validation = Rule::new("!(has(self.inferentia) && self.inferentia > 0 && has(self.trainium) && self.trainium > 0)")
         .message("batch.inferentia and batch.trainium are mutually exclusive: both request AWS Neuron devices, set only one")
         .field_path(".trainium")

@@ -15,8 +15,12 @@ pub mod condition {
     pub const READY: &str = "Ready";
     /// The controller is working towards the desired state.
     pub const RECONCILING: &str = "Reconciling";
-    /// The controller cannot make progress; the condition's message says what to change.
+    /// The controller cannot make progress; the condition's message says what to change. A
+    /// Run that failed, timed out or was aborted is Stalled with its phase as the reason.
     pub const STALLED: &str = "Stalled";
+    /// Runs only: the execution has ended, whatever its outcome (`kubectl wait
+    /// --for=condition=Finished`); `Ready` tells whether it succeeded.
+    pub const FINISHED: &str = "Finished";
 }
 
 /// A reference to a Flow in the same namespace.

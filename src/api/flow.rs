@@ -16,6 +16,170 @@ pub const FLOW_NAME_MAX_LEN: usize = 40;
 /// Most steps in a Flow.
 pub const MAX_STEPS: usize = 100;
 
+/// CEL rules on each step's effective Batch settings: the step's own `batch` field where it
+/// sets one, else `spec.batch`'s, else the default. The same rules, with messages naming the
+/// fields, are in `compile::checks` for Flows the API server did not check.
+mod effective {
+    use kube::core::{Message, Reason, Rule};
+
+    /// A step's effective value of a `batch` field.
+    fn value(field: &str, default: &str) -> String {
+        format!(
+            "((has(s.batch) && has(s.batch.{field})) ? s.batch.{field} : ((has(self.batch) && has(self.batch.{field})) ? self.batch.{field} : {default}))"
+        )
+    }
+
+    /// Whether the step or the Flow sets a `batch` field.
+    fn set(field: &str) -> String {
+        format!(
+            "((has(s.batch) && has(s.batch.{field})) || (has(self.batch) && has(self.batch.{field})))"
+        )
+    }
+
+    fn fargate() -> String {
+        format!("{} == 'FARGATE'", value("platform", "'EC2'"))
+    }
+
+    fn cpu() -> String {
+        format!("double({})", value("cpu", "1.0"))
+    }
+
+    fn memory() -> String {
+        value("memory", "4096")
+    }
+
+    /// `violated` on every step, except where one level alone breaks the rule: `BatchSpec`'s
+    /// own rule (`own`, with `L` for the level) reports that, at the field's own path.
+    fn each_step(violated: &str, own: Option<&str>, message: &str) -> Rule {
+        let exempt = own
+            .map(|own| {
+                format!(
+                    " && !(has(s.batch) && {}) && !(has(self.batch) && {})",
+                    own.replace('L', "s.batch"),
+                    own.replace('L', "self.batch")
+                )
+            })
+            .unwrap_or_default();
+        Rule::new(format!("self.steps.all(s, !(({violated}){exempt}))"))
+            .message(Message::Message(format!(
+                "{message}{}",
+                super::COMBINED_RULE_SUFFIX
+            )))
+            .field_path(".steps")
+    }
+
+    /// A field Fargate does not offer, on a step whose effective platform is FARGATE.
+    pub fn fargate_refuses(field: &str, message: &str) -> Rule {
+        let (given, own) = match field {
+            "gpu" | "inferentia" | "trainium" => (
+                format!("{} > 0", value(field, "0")),
+                format!("has(L.{field}) && L.{field} > 0"),
+            ),
+            _ => (set(field), format!("has(L.{field})")),
+        };
+        each_step(
+            &format!("{} && {given}", fargate()),
+            Some(&format!(
+                "has(L.platform) && L.platform == 'FARGATE' && {own}"
+            )),
+            message,
+        )
+        .reason(Reason::FieldValueForbidden)
+    }
+
+    pub fn fargate_parallel() -> Rule {
+        // A step that sets FARGATE itself is refused by the step's own rule.
+        each_step(
+            &format!(
+                "has(s.parallel) && {} && !(has(s.batch) && has(s.batch.platform))",
+                fargate()
+            ),
+            None,
+            "steps[].parallel (a multi-node job) is not supported on platform FARGATE",
+        )
+        .reason(Reason::FieldValueForbidden)
+    }
+
+    pub fn neuron_exclusive() -> Rule {
+        each_step(
+            &format!(
+                "{} > 0 && {} > 0",
+                value("inferentia", "0"),
+                value("trainium", "0")
+            ),
+            Some("has(L.inferentia) && L.inferentia > 0 && has(L.trainium) && L.trainium > 0"),
+            "batch.inferentia and batch.trainium are mutually exclusive: both request AWS Neuron devices, set only one",
+        )
+        .reason(Reason::FieldValueForbidden)
+    }
+
+    const FARGATE_CPUS: &str = "[0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]";
+
+    pub fn fargate_cpu() -> Rule {
+        each_step(
+            &format!("{} && !({} in {FARGATE_CPUS})", fargate(), cpu()),
+            Some(&format!(
+                "has(L.platform) && L.platform == 'FARGATE' && has(L.cpu) && !(double(L.cpu) in {FARGATE_CPUS})"
+            )),
+            "batch.cpu on platform FARGATE must be one of 0.25, 0.5, 1, 2, 4, 8 or 16",
+        )
+    }
+
+    pub fn ec2_whole_cpu() -> Rule {
+        let cpu = cpu();
+        each_step(
+            &format!("!({}) && {cpu} != double(int({cpu}))", fargate()),
+            Some(
+                "has(L.platform) && L.platform == 'EC2' && has(L.cpu) && double(L.cpu) != double(int(L.cpu))",
+            ),
+            "batch.cpu on platform EC2 must be a whole number of vCPUs; EC2 is the default platform",
+        )
+    }
+
+    pub fn fargate_memory() -> Rule {
+        let (c, m) = (cpu(), memory());
+        let range = |cpu: &str, low: i32, high: i32, step: i32| {
+            format!("{c} == {cpu} ? ({m} >= {low} && {m} <= {high} && {m} % {step} == 0) : ")
+        };
+        let fits = format!(
+            "({c} == 0.25 ? {m} in [512, 1024, 2048] : {}{}{}{}{}{}true)",
+            range("0.5", 1024, 4096, 1024),
+            range("1.0", 2048, 8192, 1024),
+            range("2.0", 4096, 16384, 1024),
+            range("4.0", 8192, 30720, 1024),
+            range("8.0", 16384, 61440, 4096),
+            range("16.0", 32768, 122880, 8192),
+        );
+        each_step(
+            &format!("{} && !{fits}", fargate()),
+            None,
+            "batch.memory on platform FARGATE must fit batch.cpu: 0.25 vCPU takes 512, 1024 or 2048 MiB; 0.5 takes 1024-4096, 1 takes 2048-8192, 2 takes 4096-16384, 4 takes 8192-30720 (steps of 1024); 8 takes 16384-61440 (steps of 4096); 16 takes 32768-122880 (steps of 8192)",
+        )
+    }
+
+    pub fn tmpfs_within_memory() -> Rule {
+        let size = "((has(s.batch) && has(s.batch.tmpfs)) ? (has(s.batch.tmpfs.size) ? s.batch.tmpfs.size : 0) : ((has(self.batch) && has(self.batch.tmpfs) && has(self.batch.tmpfs.size)) ? self.batch.tmpfs.size : 0))";
+        each_step(
+            &format!("{size} > {}", memory()),
+            None,
+            "batch.tmpfs.size must not exceed batch.memory, which the tmpfs counts against",
+        )
+    }
+
+    pub fn swappiness_needs_max_swap() -> Rule {
+        each_step(
+            &format!("{} && !{}", set("swappiness"), set("maxSwap")),
+            None,
+            "batch.swappiness takes effect only with batch.maxSwap: set maxSwap too",
+        )
+        .reason(Reason::FieldValueRequired)
+    }
+}
+
+/// The end of the message of every rule on a step's settings with the Flow's combined.
+pub const COMBINED_RULE_SUFFIX: &str =
+    " (each step's own batch overrides spec.batch field by field)";
+
 /// The desired state of a Flow: its steps, the Batch defaults they share, its parameters and
 /// where its artifacts live.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -69,6 +233,20 @@ pub const MAX_STEPS: usize = 100;
         .message("spec.steps must contain a step named end")
         .field_path(".steps")
         .reason(Reason::FieldValueRequired),
+    validation = effective::fargate_refuses("gpu", "batch.gpu is not supported on platform FARGATE"),
+    validation = effective::fargate_refuses("inferentia", "batch.inferentia is not supported on platform FARGATE"),
+    validation = effective::fargate_refuses("trainium", "batch.trainium is not supported on platform FARGATE"),
+    validation = effective::fargate_refuses("tmpfs", "batch.tmpfs is not supported on platform FARGATE"),
+    validation = effective::fargate_refuses("sharedMemory", "batch.sharedMemory is not supported on platform FARGATE"),
+    validation = effective::fargate_refuses("maxSwap", "batch.maxSwap is not supported on platform FARGATE"),
+    validation = effective::fargate_refuses("swappiness", "batch.swappiness is not supported on platform FARGATE"),
+    validation = effective::fargate_parallel(),
+    validation = effective::neuron_exclusive(),
+    validation = effective::fargate_cpu(),
+    validation = effective::ec2_whole_cpu(),
+    validation = effective::fargate_memory(),
+    validation = effective::tmpfs_within_memory(),
+    validation = effective::swappiness_needs_max_swap(),
     validation = Rule::new("!has(self.parameters) || self.parameters.all(p, self.parameters.exists_one(q, q.name.upperAscii() == p.name.upperAscii()))")
         .message("spec.parameters names must differ in more than letter case: each one reaches the tasks as FLOWLINE_PARAM_<NAME upper-cased>")
         .field_path(".parameters")
@@ -89,8 +267,8 @@ pub struct FlowSpec {
     /// overrides them field by field: each field it sets replaces the Flow's (`tmpfs` as a
     /// whole), and `tags` are merged key by key. What neither sets comes from the controller's
     /// configuration (job queue, job role, default image). Rules that combine both levels (a
-    /// step on Fargate asking for a GPU that the Flow sets) are checked by the controller,
-    /// which reports the Flow as Stalled.
+    /// step asking for a GPU under a Flow on Fargate) are checked when the Flow is applied,
+    /// and by the controller, which reports a Flow breaking one as Stalled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchSpec>,
 
@@ -178,6 +356,10 @@ pub struct FlowSpec {
         .message("steps[].parallel (a multi-node job) is not supported on platform FARGATE")
         .field_path(".parallel")
         .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.env) || !has(self.secrets) || !self.env.exists(e, self.secrets.exists(x, has(x.envVarName) && x.envVarName == e.name))")
+        .message("steps[].env[].name must not be a variable a secret of the step sets (secrets[].envVarName): rename one")
+        .field_path(".env")
+        .reason(Reason::FieldValueDuplicate),
     validation = Rule::new("!has(self.catch) || !has(self.catch.next) || self.catch.next != self.name")
         .message("steps[].catch.next must name another step")
         .field_path(".catch.next"),

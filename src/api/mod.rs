@@ -22,9 +22,9 @@ pub use common::{
     FlowRef, MAX_TAGS, ParameterValues, Tags, condition, find_condition, is_condition_true,
 };
 pub use flow::{
-    Catch, Datastore, DeletionPolicy, EnvVar, FLOW_NAME_MAX_LEN, Flow, FlowSpec, FlowStatus,
-    Foreach, JobDefinitionRef, MAX_STEPS, Parallel, Parameter, ParameterType, ResolvedSecret,
-    Retry, RetryAction, RetryRule, ServerSideEncryption, Step,
+    COMBINED_RULE_SUFFIX, Catch, Datastore, DeletionPolicy, EnvVar, FLOW_NAME_MAX_LEN, Flow,
+    FlowSpec, FlowStatus, Foreach, JobDefinitionRef, MAX_STEPS, Parallel, Parameter, ParameterType,
+    ResolvedSecret, Retry, RetryAction, RetryRule, ServerSideEncryption, Step,
 };
 pub use run::{
     Artifact, EXECUTION_ARN_ANNOTATION, ForeachStatus, MAX_FOREACH_TASKS_READ,

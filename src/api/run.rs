@@ -56,7 +56,7 @@ pub const SCHEDULE_LABEL: &str = "flowline.io/schedule";
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status",
-        description = "True once the Run succeeded"
+        description = "True once the Run succeeded (Finished tells whether it ended)"
     ),
     printcolumn(
         name = "Started",
@@ -142,8 +142,11 @@ pub struct RunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Ready` (true once the Run succeeded), `Reconciling` (while it runs) and `Stalled` (it
-    /// failed or cannot start), as kstatus reads them.
+    /// `Ready` (true only once the Run succeeded), `Reconciling` (while it waits or runs),
+    /// `Stalled` (it cannot start, or it failed, timed out or was aborted: the reason is the
+    /// phase), as kstatus reads them, and `Finished` (true once the execution ended, whatever
+    /// its outcome). `kubectl wait --for=condition=Ready` waits for success,
+    /// `--for=condition=Finished` for the end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -293,10 +296,18 @@ pub struct StepStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub job_ids: Vec<String>,
 
+    /// Job ids left out of `jobIds` to keep the Run's status within its size budget.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub job_ids_omitted: i64,
+
     /// CloudWatch Logs streams of the step's containers, in the job queue's log group
     /// (`/aws/batch/job` unless configured otherwise).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_streams: Vec<String>,
+
+    /// Log streams left out of `logStreams` to keep the Run's status within its size budget.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_streams_omitted: i64,
 
     /// When the step's first job started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -322,6 +333,10 @@ pub struct StepStatus {
     /// True when the step wrote more objects than `artifacts` lists.
     #[serde(default, skip_serializing_if = "is_false")]
     pub artifacts_truncated: bool,
+}
+
+fn is_zero(count: &i64) -> bool {
+    *count == 0
 }
 
 /// The phase of one step of a Run.

@@ -574,12 +574,24 @@ fn fargate_takes_its_own_cpu_sizes_and_ec2_whole_vcpus() {
             json!({"platform": "FARGATE", "cpu": 0.25, "memory": 512}),
             true,
         ),
-        (json!({"platform": "FARGATE", "cpu": 4}), true),
+        (
+            json!({"platform": "FARGATE", "cpu": 4, "memory": 8192}),
+            true,
+        ),
         (json!({"platform": "FARGATE", "cpu": 3}), false),
         (json!({"platform": "EC2", "cpu": 3}), true),
         (json!({"platform": "EC2", "cpu": 0.5}), false),
-        (json!({"cpu": 0.5}), true),
-        (json!({"platform": "FARGATE", "gpu": 0}), true),
+        // EC2 is the default platform: its rule holds when no platform is written.
+        (json!({"cpu": 0.5}), false),
+        (json!({"cpu": 0}), false),
+        (
+            json!({"platform": "FARGATE", "cpu": 0.5, "memory": 1024}),
+            true,
+        ),
+        (
+            json!({"platform": "FARGATE", "gpu": 0, "memory": 2048}),
+            true,
+        ),
         (json!({"platform": "FARGATE", "gpu": 1}), false),
         (json!({"inferentia": 1, "trainium": 0}), true),
         (json!({"inferentia": 1, "trainium": 1}), false),
@@ -599,6 +611,121 @@ fn fargate_takes_its_own_cpu_sizes_and_ec2_whole_vcpus() {
             "{batch}"
         );
     }
+}
+
+/// A Flow whose `spec.batch` is `flow` and whose start step's `batch` is `step`.
+fn flow_with_step_batch(flow: Value, step: Value) -> Value {
+    json!({
+        "apiVersion": "flowline.io/v1alpha1",
+        "kind": "Flow",
+        "metadata": {"name": "f"},
+        "spec": {
+            "batch": flow,
+            "steps": [
+                {"name": "start", "next": ["end"], "batch": step},
+                {"name": "end"},
+            ],
+        },
+    })
+}
+
+#[test]
+fn rules_hold_on_what_each_step_ends_up_with_both_levels_combined() {
+    for (flow, step, refused) in [
+        // The Flow on Fargate, a step asking for a GPU.
+        (
+            json!({"platform": "FARGATE", "memory": 2048}),
+            json!({"gpu": 1}),
+            Some("batch.gpu is not supported on platform FARGATE (each step"),
+        ),
+        // ... unless the step moves itself to EC2.
+        (
+            json!({"platform": "FARGATE", "memory": 2048}),
+            json!({"gpu": 1, "platform": "EC2"}),
+            None,
+        ),
+        (
+            json!({"inferentia": 1}),
+            json!({"trainium": 1}),
+            Some(
+                "batch.inferentia and batch.trainium are mutually exclusive: both request AWS Neuron devices, set only one (each",
+            ),
+        ),
+        (
+            json!({"memory": 1024}),
+            json!({"tmpfs": {"size": 2048}}),
+            Some("batch.tmpfs.size must not exceed batch.memory"),
+        ),
+        (
+            json!({"memory": 4096}),
+            json!({"tmpfs": {"size": 2048}}),
+            None,
+        ),
+        (
+            json!({}),
+            json!({"swappiness": 10}),
+            Some("batch.swappiness takes effect only with batch.maxSwap"),
+        ),
+        (json!({"maxSwap": 1024}), json!({"swappiness": 10}), None),
+        (
+            json!({"platform": "FARGATE"}),
+            json!({"cpu": 1, "memory": 16384}),
+            Some("batch.memory on platform FARGATE must fit batch.cpu"),
+        ),
+        (
+            json!({"platform": "FARGATE"}),
+            json!({"cpu": 0.25, "memory": 1536}),
+            Some("batch.memory on platform FARGATE must fit batch.cpu"),
+        ),
+        (
+            json!({"platform": "FARGATE"}),
+            json!({"cpu": 16, "memory": 40960}),
+            None,
+        ),
+        // A fractional size on the Flow, a step that moves to EC2.
+        (
+            json!({"platform": "FARGATE", "cpu": 0.5, "memory": 1024}),
+            json!({"platform": "EC2"}),
+            Some("batch.cpu on platform EC2 must be a whole number of vCPUs"),
+        ),
+    ] {
+        let result = check_cel(&flow_with_step_batch(flow.clone(), step.clone()), None);
+        match refused {
+            None => assert!(result.is_ok(), "{flow} / {step}: {result:?}"),
+            Some(message) => {
+                let errors = result.expect_err(&format!("{flow} / {step}"));
+                assert!(
+                    errors.iter().all(|e| e.message.contains(message)),
+                    "{flow} / {step}: {errors}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_step_variable_set_by_env_and_by_a_secret_is_refused() {
+    let flow = |env_name: &str| {
+        json!({
+            "apiVersion": "flowline.io/v1alpha1",
+            "kind": "Flow",
+            "metadata": {"name": "f"},
+            "spec": {"steps": [
+                {"name": "start", "next": ["end"],
+                 "env": [{"name": env_name, "value": "x"}],
+                 "secrets": [{"id": "db", "type": "plaintext", "envVarName": "DB_PASSWORD"}]},
+                {"name": "end"},
+            ]},
+        })
+    };
+    assert!(check_cel(&flow("OTHER"), None).is_ok());
+    let errors = check_cel(&flow("DB_PASSWORD"), None).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.message.contains("a secret of the step sets")),
+        "{errors}"
+    );
 }
 
 #[test]

@@ -168,8 +168,8 @@ pub struct JobTimeout {
 }
 
 /// Default compute when neither the step, the Flow nor the settings say (Metaflow's defaults).
-const DEFAULT_CPU: f64 = 1.0;
-const DEFAULT_MEMORY_MIB: i32 = 4096;
+pub const DEFAULT_CPU: f64 = 1.0;
+pub const DEFAULT_MEMORY_MIB: i32 = 4096;
 /// Where tmpfs is mounted when `tmpfs.path` is not set (Metaflow's default).
 pub const DEFAULT_TMPFS_PATH: &str = "/metaflow_temp";
 /// Neuron devices per Inferentia/Trainium unit are exposed as `/dev/neuron<N>`.

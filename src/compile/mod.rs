@@ -3,6 +3,7 @@
 //! [`render`] returns is what the Flow reconciler applies and what `flowline render` prints.
 
 pub mod asl_check;
+pub mod checks;
 pub mod cron;
 pub mod graph;
 pub mod job_definition;
@@ -106,6 +107,9 @@ pub enum CompileError {
         "step `{step}` runs in the task runtime, which wraps its command, and it has none: set spec.steps[].command (the image's CMD cannot be wrapped)"
     )]
     TaskRuntimeWithoutCommand { step: String },
+    /// Rules that combine the Flow's and the steps' settings, one problem per line.
+    #[error("{}", .0.join("; "))]
+    Settings(Vec<String>),
     #[error("{what} is {size} bytes, over the AWS limit of {limit}; {hint}")]
     Limit {
         what: String,
@@ -305,6 +309,24 @@ pub fn render(
     lookups: Lookups<'_>,
 ) -> Result<Rendered, CompileError> {
     let graph = graph::validate(&graph_steps(&flow.spec.steps))?;
+    let mut problems = checks::batch_problems(flow);
+    for (index, step) in flow.spec.steps.iter().enumerate() {
+        let mut names = Vec::new();
+        for (position, spec) in step.secrets.iter().enumerate() {
+            if let Ok(bound) = secrets::bind(std::slice::from_ref(spec), lookups, settings) {
+                names.extend(bound.secrets.into_iter().map(|s| (position, s.name)));
+            }
+            if spec.type_ == crate::api::SecretType::Binary
+                && let Some(name) = &spec.env_var_name
+            {
+                names.push((position, name.clone()));
+            }
+        }
+        problems.extend(checks::env_secret_collisions(index, step, &names));
+    }
+    if !problems.is_empty() {
+        return Err(CompileError::Settings(problems));
+    }
     let id = identity(flow);
     let tags = tags(flow, &id);
     let environment = flow_environment(flow, settings, &id);
@@ -318,6 +340,7 @@ pub fn render(
     let mut job_definitions: Vec<JobDefinition> = Vec::new();
     let mut registered = std::collections::HashSet::new();
     let mut bindings = Vec::with_capacity(flow.spec.steps.len());
+    let mut job_tags = BTreeMap::new();
     for step in &flow.spec.steps {
         let batch = job_definition::effective_batch(flow.spec.batch.as_ref(), step.batch.as_ref());
         let bound = secrets::bind(&step.secrets, lookups, settings)?;
@@ -333,6 +356,7 @@ pub fn render(
         step_environment.extend(bound.environment);
         let mut step_tags = tags.clone();
         step_tags.extend(batch.tags.clone());
+        job_tags.insert(step.name.as_str(), step_tags.clone());
         let definition = job_definition::job_definition(
             &JobInput {
                 step,
@@ -388,6 +412,7 @@ pub fn render(
             .iter()
             .map(|b| (b.step.as_str(), b.job_queue.clone()))
             .collect(),
+        job_tags,
         artifact_root: artifact_root(flow, settings),
         parameters: &flow.spec.parameters,
         task_timeouts: flow

@@ -41,6 +41,9 @@ pub struct MachineInput<'a> {
     pub job_definitions: BTreeMap<&'a str, String>,
     /// Job queue per step.
     pub queues: BTreeMap<&'a str, String>,
+    /// Tags of each step's Batch jobs: the ownership tags, the Flow's `spec.tags` and the
+    /// step's `batch.tags`, as its job definition has them.
+    pub job_tags: BTreeMap<&'a str, BTreeMap<String, String>>,
     /// `<s3Root>/<namespace>/<flow>` without a trailing slash.
     pub artifact_root: String,
     pub parameters: &'a [Parameter],
@@ -430,6 +433,12 @@ impl Builder<'_, '_> {
             "JobQueue": self.input.queues.get(name).cloned().unwrap_or_default(),
             "JobDefinition": self.input.job_definitions.get(name).cloned().unwrap_or_default(),
         });
+        // SubmitJob does not copy the job definition's tags to the job: they are passed, and
+        // propagated to the job's ECS task, so every job carries what `spec.tags` promises.
+        if let Some(tags) = self.input.job_tags.get(name).filter(|t| !t.is_empty()) {
+            parameters["Tags"] = json!(tags);
+            parameters["PropagateTags"] = json!(true);
+        }
         if let Some(parallel) = &step.parallel {
             // One override per node, each with the whole task contract and the node's own task
             // id, so nodes write to their own prefixes. Batch's SubmitJob (in Step Functions'

@@ -24,12 +24,13 @@ use crate::compile::{self, naming};
 use crate::reconcilers::artifacts::{
     MAX_MANIFESTS_READ, TaskManifest, from_manifests, manifest_tasks, parse_manifest,
 };
-use crate::reconcilers::conditions::{Health, set_health};
+use crate::reconcilers::conditions::{Health, run_health, set_finished, set_health};
 use crate::reconcilers::run::{
     FinishedRun, RUNNABLE_HINT, check_parameters, failure_message, history_every, history_prunable,
     is_node_job, map_runs, merge_task_steps, phase_of, poll_interval, runs_to_prune, step_statuses,
     unrecorded_execution_arn,
 };
+use crate::reconcilers::status_budget::STATUS_BUDGET_BYTES;
 use crate::task::layout::MANIFEST_NAME;
 
 use super::report::{now, publish, write_status_guarded};
@@ -99,10 +100,7 @@ async fn start(
         set(
             &mut status,
             run,
-            Health::Ready {
-                reason: "Aborted",
-                message: "stopped before it started",
-            },
+            run_health(RunPhase::Aborted, "stopped before it started"),
         );
         write_status_guarded(api, run, run.status.as_ref(), status).await?;
         return Ok(Action::await_change());
@@ -367,10 +365,7 @@ async fn track(
             set(
                 &mut status,
                 run,
-                Health::Ready {
-                    reason: "Succeeded",
-                    message: "the execution succeeded",
-                },
+                run_health(phase, "the execution succeeded"),
             );
         }
         RunPhase::Aborted => {
@@ -379,10 +374,7 @@ async fn track(
             set(
                 &mut status,
                 run,
-                Health::Ready {
-                    reason: "Aborted",
-                    message: "the execution was stopped",
-                },
+                run_health(phase, "the execution was stopped"),
             );
         }
         RunPhase::Failed | RunPhase::TimedOut => {
@@ -407,17 +399,11 @@ async fn track(
                 "Track",
             )
             .await;
-            set(
-                &mut status,
-                run,
-                Health::Ready {
-                    reason: &format!("{phase:?}"),
-                    message: &message,
-                },
-            );
+            set(&mut status, run, run_health(phase, &message));
         }
     }
     let finished = phase.is_finished();
+    crate::reconcilers::status_budget::fit(&mut status, STATUS_BUDGET_BYTES);
     write_status_guarded(api, run, run.status.as_ref(), status).await?;
     let key = format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any());
     let running = ctx.track_running(&key, !finished);
@@ -785,10 +771,17 @@ async fn stall(
 
 fn set(status: &mut RunStatus, run: &Run, health: Health<'_>) {
     status.observed_generation = run.metadata.generation;
+    let now = now();
     set_health(
         &mut status.conditions,
         health,
         run.metadata.generation,
-        &now(),
+        &now,
+    );
+    set_finished(
+        &mut status.conditions,
+        status.phase,
+        run.metadata.generation,
+        &now,
     );
 }

@@ -4,7 +4,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::condition::{READY, RECONCILING, STALLED};
+use crate::api::RunPhase;
+use crate::api::condition::{FINISHED, READY, RECONCILING, STALLED};
 
 /// The health a reconcile reports.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +39,58 @@ pub fn set_health(
     );
     set(
         conditions, STALLED, stalled, reason, message, generation, now,
+    );
+}
+
+/// The health of a Run in `phase`: `Ready` only once it succeeded (so `kubectl wait
+/// --for=condition=Ready` waits for success), `Stalled` with the phase as the reason once it
+/// failed, timed out or was aborted (nothing will change it; GitOps tools show it degraded),
+/// `Reconciling` while it is pending or running. `message` says why.
+pub fn run_health(phase: RunPhase, message: &str) -> Health<'_> {
+    match phase {
+        RunPhase::Succeeded => Health::Ready {
+            reason: "Succeeded",
+            message,
+        },
+        RunPhase::Failed => Health::Stalled {
+            reason: "Failed",
+            message,
+        },
+        RunPhase::Aborted => Health::Stalled {
+            reason: "Aborted",
+            message,
+        },
+        RunPhase::TimedOut => Health::Stalled {
+            reason: "TimedOut",
+            message,
+        },
+        RunPhase::Pending | RunPhase::Running => Health::Reconciling {
+            reason: "Running",
+            message,
+        },
+    }
+}
+
+/// A Run's `Finished` condition: true once its execution ended, whatever the outcome, so
+/// `kubectl wait --for=condition=Finished` waits for the end.
+pub fn set_finished(
+    conditions: &mut Vec<Condition>,
+    phase: Option<RunPhase>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let (status, reason, message) = match phase {
+        Some(phase) if phase.is_finished() => {
+            ("True", format!("{phase:?}"), "the execution has ended")
+        }
+        _ => (
+            "False",
+            "NotFinished".to_owned(),
+            "the execution has not ended",
+        ),
+    };
+    set(
+        conditions, FINISHED, status, &reason, message, generation, now,
     );
 }
 
@@ -82,6 +135,37 @@ mod tests {
     use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
     use super::*;
+
+    #[test]
+    fn a_run_is_ready_only_when_it_succeeded_and_finished_whatever_its_outcome() {
+        let now = Time(Timestamp::UNIX_EPOCH);
+        let status_of = |conditions: &[Condition], type_: &str| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == type_)
+                .map(|c| (c.status.clone(), c.reason.clone()))
+                .unwrap()
+        };
+        for (phase, ready, stalled, finished) in [
+            (RunPhase::Succeeded, "True", "False", "True"),
+            (RunPhase::Failed, "False", "True", "True"),
+            (RunPhase::Aborted, "False", "True", "True"),
+            (RunPhase::TimedOut, "False", "True", "True"),
+            (RunPhase::Running, "False", "False", "False"),
+            (RunPhase::Pending, "False", "False", "False"),
+        ] {
+            let mut conditions = Vec::new();
+            set_health(&mut conditions, run_health(phase, "m"), Some(1), &now);
+            set_finished(&mut conditions, Some(phase), Some(1), &now);
+            assert_eq!(status_of(&conditions, READY).0, ready, "{phase:?}");
+            assert_eq!(status_of(&conditions, STALLED).0, stalled, "{phase:?}");
+            assert_eq!(status_of(&conditions, FINISHED).0, finished, "{phase:?}");
+            if phase.is_finished() {
+                assert_eq!(status_of(&conditions, FINISHED).1, format!("{phase:?}"));
+                assert_eq!(status_of(&conditions, READY).1, format!("{phase:?}"));
+            }
+        }
+    }
 
     #[test]
     fn transition_time_moves_only_with_the_status() {

@@ -7,4 +7,5 @@ pub mod discovery;
 pub mod flow;
 pub mod run;
 pub mod schedule;
+pub mod status_budget;
 pub mod tenancy;

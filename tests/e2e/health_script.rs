@@ -193,20 +193,20 @@ fn objects_the_controller_has_not_caught_up_with_are_progressing() {
 
 #[test]
 fn finished_runs_are_judged_by_their_phase() {
-    // A finished Run is Ready (nothing left to reconcile) whatever its outcome.
+    // A finished Run is Ready only if it succeeded; otherwise Stalled, its phase the reason.
     let failed = "step `work` failed: CannotPullContainerError: pull access denied";
     assert_health(
-        &run("Failed", "Ready", "Failed", failed),
+        &run("Failed", "Stalled", "Failed", failed),
         "Degraded",
         failed,
     );
     assert_health(
-        &run("Aborted", "Ready", "Aborted", "the execution was stopped"),
+        &run("Aborted", "Stalled", "Aborted", "the execution was stopped"),
         "Degraded",
         "the execution was stopped",
     );
     assert_health(
-        &run("TimedOut", "Ready", "TimedOut", "the execution timed out"),
+        &run("TimedOut", "Stalled", "TimedOut", "the execution timed out"),
         "Degraded",
         "the execution timed out",
     );
@@ -216,7 +216,7 @@ fn finished_runs_are_judged_by_their_phase() {
         "the execution succeeded",
     );
     // Without a message the phase speaks.
-    let mut silent = run("Failed", "Ready", "Failed", "x");
+    let mut silent = run("Failed", "Stalled", "Failed", "x");
     silent["status"]
         .as_object_mut()
         .expect("status is an object")

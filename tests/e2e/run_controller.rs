@@ -75,6 +75,8 @@ fn branch_join_run_succeeds_with_every_step() {
     }
     let (ready, reason, _) = condition(&ns.name, "run/compare-1", "Ready");
     assert_eq!((ready.as_str(), reason.as_str()), ("True", "Succeeded"));
+    let (finished, reason, _) = condition(&ns.name, "run/compare-1", "Finished");
+    assert_eq!((finished.as_str(), reason.as_str()), ("True", "Succeeded"));
     let execution = jsonpath(&ns.name, "run/compare-1", "{.status.executionArn}");
     let uid = jsonpath(&ns.name, "run/compare-1", "{.metadata.uid}");
     assert!(
@@ -104,7 +106,42 @@ fn failing_step_fails_the_run_naming_step_and_reason() {
         ),
     );
     apply(&ns.name, &run("breaks-1", "breaks", "{epochs: \"3\"}"));
+    // `kubectl wait` tells the end from success.
+    let finished = kubectl(
+        &[
+            "wait",
+            "run/breaks-1",
+            "-n",
+            &ns.name,
+            "--for=condition=Finished",
+            "--timeout=90s",
+        ],
+        None,
+    );
+    assert!(finished.success, "{}", finished.stderr);
     wait_phase(&ns.name, "breaks-1", "Failed");
+    let succeeded = kubectl(
+        &[
+            "wait",
+            "run/breaks-1",
+            "-n",
+            &ns.name,
+            "--for=condition=Ready",
+            "--timeout=2s",
+        ],
+        None,
+    );
+    assert!(!succeeded.success, "a failed Run is never Ready");
+    let (ready, _, _) = condition(&ns.name, "run/breaks-1", "Ready");
+    let (stalled, reason, stalled_message) = condition(&ns.name, "run/breaks-1", "Stalled");
+    assert_eq!(
+        (ready.as_str(), stalled.as_str(), reason.as_str()),
+        ("False", "True", "Failed")
+    );
+    assert!(
+        stalled_message.contains("step `work` failed"),
+        "{stalled_message}"
+    );
     let message = jsonpath(&ns.name, "run/breaks-1", "{.status.message}");
     assert!(
         message.contains("step `work` failed") && message.contains("CannotPullContainerError"),
@@ -125,6 +162,59 @@ fn failing_step_fails_the_run_naming_step_and_reason() {
             "{.status.steps[?(@.name==\"start\")].phase}"
         ),
         "Succeeded"
+    );
+}
+
+#[tokio::test]
+async fn submitted_jobs_carry_the_flow_and_step_tags() {
+    install_crds();
+    let ns = TestNamespace::create("run-tags");
+    let _controller = ControllerProcess::start(&ns.name);
+    let manifest = std::fs::read_to_string(
+        crate::harness::repo_root().join("examples/manifests/tagged-step.yaml"),
+    )
+    .expect("example");
+    apply(&ns.name, &manifest);
+    apply(&ns.name, &run("tagged-1", "tagged-step", "{}"));
+    wait_phase(&ns.name, "tagged-1", "Succeeded");
+    let batch = aws_sdk_batch::Client::new(&aws_config().await);
+    let job_tags = |step: &'static str| {
+        let batch = batch.clone();
+        let job = jsonpath(
+            &ns.name,
+            "run/tagged-1",
+            &format!("{{.status.steps[?(@.name==\"{step}\")].jobIds[0]}}"),
+        );
+        async move {
+            let described = batch
+                .describe_jobs()
+                .jobs(&job)
+                .send()
+                .await
+                .expect("job described");
+            described.jobs()[0].tags().cloned().unwrap_or_default()
+        }
+    };
+    let start = job_tags("start").await;
+    assert_eq!(
+        start.get("team").map(String::as_str),
+        Some("recommendations"),
+        "{start:?}"
+    );
+    assert_eq!(
+        start.get("flowline.io/name").map(String::as_str),
+        Some("tagged-step")
+    );
+    assert_eq!(start.get("flowline.io/namespace"), Some(&ns.name));
+    assert!(!start.contains_key("workload"), "{start:?}");
+    let expensive = job_tags("expensive").await;
+    assert_eq!(
+        expensive.get("workload").map(String::as_str),
+        Some("batch-scoring")
+    );
+    assert_eq!(
+        expensive.get("cost-center").map(String::as_str),
+        Some("4711")
     );
 }
 

@@ -23,7 +23,7 @@ if generation ~= nil and (observed == nil or observed < generation) then
   return hs
 end
 
--- A Run ends Ready whatever its outcome: its phase tells success from failure.
+-- A finished Run is judged by its phase: Ready only if it succeeded, Stalled otherwise.
 if obj.kind == "Run" then
   local phase = obj.status.phase
   if phase == "Failed" or phase == "Aborted" or phase == "TimedOut" then
