@@ -379,7 +379,7 @@ fn iam_policy(
     output: Format,
 ) -> anyhow::Result<()> {
     let policies = flowline::iam::policies(settings, inputs, &role.roles());
-    if inputs.secrets.is_empty() {
+    if inputs.secrets.is_empty() && inputs.tenants.is_empty() {
         eprintln!("note: no --secret given, so no role may read secrets");
     }
     match output {
