@@ -555,7 +555,8 @@ async fn owned_job_definitions(
 /// reconcilers read the Flow's `NotAllowed` condition). When the Flow is allowed again the
 /// usual plan restores its definition and registers its job definitions anew.
 ///
-/// A Flow that never was allowed has neither: this costs reads only.
+/// A Flow that never was allowed has neither: this costs one read (DescribeStateMachine of
+/// its own, derived name).
 async fn not_allowed(
     flow: &Flow,
     api: &Api<Flow>,
@@ -569,10 +570,11 @@ async fn not_allowed(
         naming::state_machine_name(&settings.name_prefix, &namespace, &flow.name_any(), &uid);
     let machine_arn = state_machine_arn(ctx, &name);
     let mut taken_back = Vec::new();
-    if let Some(machine) = aws::sfn::describe_state_machine(&ctx.sfn, &machine_arn)
+    let machine = aws::sfn::describe_state_machine(&ctx.sfn, &machine_arn)
         .await
-        .map_err(aws_error)?
-    {
+        .map_err(aws_error)?;
+    let had_machine = machine.is_some();
+    if let Some(machine) = machine {
         let failing = ownership::not_allowed_definition(message);
         if machine.definition != failing {
             let tags = aws::sfn::tags(&ctx.sfn, &machine_arn)
@@ -608,7 +610,10 @@ async fn not_allowed(
         })
         .unwrap_or_default();
     let mut owned = owned_job_definitions(ctx, &arns, &uid).await?;
-    if let Ok(rendered) = compile::render(flow, settings, Lookups::Offline) {
+    // Without a machine, revisions not in the status are referenced by nothing that runs
+    // (a reconcile interrupted before it created the machine): not looked for, so a Flow
+    // that never was allowed costs one read.
+    if had_machine && let Ok(rendered) = compile::render(flow, settings, Lookups::Offline) {
         for definition in &rendered.job_definitions {
             let revisions =
                 aws::batch::active_revisions_by_name(&ctx.batch, &definition.job_definition_name)
