@@ -267,7 +267,9 @@ spec:
     );
     // One read: whether the Flow has a state machine to take back (it has none).
     assert!(
-        requests.keys().all(|op| op == "states:DescribeStateMachine"),
+        requests
+            .keys()
+            .all(|op| op == "states:DescribeStateMachine"),
         "no AWS call but the look for its own state machine: {requests:?}"
     );
 

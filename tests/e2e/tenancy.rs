@@ -23,6 +23,7 @@ const ACCOUNT: &str = "123456789012";
 const QUICK: &[(&str, &str)] = &[
     ("FLOWLINE_DRIFT_INTERVAL_SECONDS", "3"),
     ("FLOWLINE_RECHECK_INTERVAL_SECONDS", "2"),
+    ("FLOWLINE_DISCOVERY_INTERVAL_SECONDS", "1"),
 ];
 
 /// A tenant: a namespace an admin annotated, and a user bound to the tenant Role in it.
@@ -269,10 +270,13 @@ async fn a_tenant_cannot_bind_another_tenants_secret_or_a_role_of_another_accoun
         Some(format!("arn:aws:iam::{ACCOUNT}:role/{}-execution", a.name()).as_str())
     );
     assert!(
-        container.secrets()[0].value_from().unwrap_or_default().starts_with(&format!(
-            "arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{}/db",
-            a.name()
-        )),
+        container.secrets()[0]
+            .value_from()
+            .unwrap_or_default()
+            .starts_with(&format!(
+                "arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{}/db",
+                a.name()
+            )),
         "{container:?}"
     );
 }
@@ -372,10 +376,12 @@ async fn status_patched_by_a_tenant_is_never_acted_on() {
         "flow/f",
         &format!(r#"{{"status":{{"retiredJobDefinitions":["{b_definition}"]}}}}"#),
     );
-    // 2. B's version written into A's Flow status, and a Run created at once.
+    // 2. B's machine and version written into A's Flow status, and a Run created at once.
     a.patch_status(
         "flow/f",
-        &format!(r#"{{"status":{{"stateMachineVersionArn":"{b_version}"}}}}"#),
+        &format!(
+            r#"{{"status":{{"stateMachineArn":"{b_machine}","stateMachineVersionArn":"{b_version}"}}}}"#
+        ),
     );
     a.apply(&run("a-version", "f"));
     let started = wait_for("Run a-version to start or be refused", TIMEOUT, || {
@@ -426,6 +432,10 @@ async fn status_patched_by_a_tenant_is_never_acted_on() {
         "only B's own execution: {:?}",
         b_executions.executions()
     );
+    // Execution discovery listed A's own machine, not the one the status named: no Run in
+    // A's namespace tells B's executions.
+    let runs = a.kubectl(&["get", "runs", "-o", "name"], None).ok();
+    assert_eq!(runs.trim(), "run.flowline.io/a-version", "{runs}");
 
     // 3. B's execution and job written into a Run's status before the controller saw it,
     //    with spec.stop: never read, stopped or terminated.
