@@ -371,73 +371,7 @@ async fn status_patched_by_a_tenant_is_never_acted_on() {
     let a_machine = jsonpath(a.name(), "flow/f", "{.status.stateMachineArn}");
     let before = controller.aws_requests();
 
-    // 1. B's job definition written into A's Flow status as retired: never deregistered.
-    a.patch_status(
-        "flow/f",
-        &format!(r#"{{"status":{{"retiredJobDefinitions":["{b_definition}"]}}}}"#),
-    );
-    // 2. B's machine and version written into A's Flow status, and a Run created at once.
-    a.patch_status(
-        "flow/f",
-        &format!(
-            r#"{{"status":{{"stateMachineArn":"{b_machine}","stateMachineVersionArn":"{b_version}"}}}}"#
-        ),
-    );
-    a.apply(&run("a-version", "f"));
-    let started = wait_for("Run a-version to start or be refused", TIMEOUT, || {
-        let execution = jsonpath(a.name(), "run/a-version", "{.status.executionArn}");
-        let (stalled, reason, _) = condition(a.name(), "run/a-version", "Stalled");
-        if !execution.is_empty() {
-            Some(Some(execution))
-        } else {
-            (stalled == "True" && reason == "NotAllowed").then_some(None)
-        }
-    });
-    if let Some(execution) = started {
-        // The Flow repaired its status first: the Run started on A's own machine.
-        assert!(
-            execution.contains(&a_machine.replace(":stateMachine:", ":execution:")),
-            "{execution}"
-        );
-    }
-    // Several drift checks of the Flow with the forged status.
-    std::thread::sleep(Duration::from_secs(8));
-    let definitions = batch
-        .describe_job_definitions()
-        .job_definitions(&b_definition)
-        .send()
-        .await
-        .expect("B's job definition described");
-    assert_eq!(
-        definitions.job_definitions()[0].status(),
-        Some("ACTIVE"),
-        "B's job definition is untouched"
-    );
-    assert_eq!(
-        jsonpath(a.name(), "flow/f", "{.status.stateMachineVersionArn}")
-            .rsplit_once(':')
-            .map(|(machine, _)| machine.to_owned()),
-        Some(a_machine.clone()),
-        "A's Flow status names A's own version again"
-    );
-    let b_executions = sfn
-        .list_executions()
-        .state_machine_arn(&b_machine)
-        .send()
-        .await
-        .expect("B's executions listed");
-    assert_eq!(
-        b_executions.executions().len(),
-        1,
-        "only B's own execution: {:?}",
-        b_executions.executions()
-    );
-    // Execution discovery listed A's own machine, not the one the status named: no Run in
-    // A's namespace tells B's executions.
-    let runs = a.kubectl(&["get", "runs", "-o", "name"], None).ok();
-    assert_eq!(runs.trim(), "run.flowline.io/a-version", "{runs}");
-
-    // 3. B's execution and job written into a Run's status before the controller saw it,
+    // 1. B's execution and job written into a Run's status before the controller saw it,
     //    with spec.stop: never read, stopped or terminated.
     controller.kill();
     a.apply(&run("a-stop", "f"));
@@ -479,6 +413,70 @@ async fn status_patched_by_a_tenant_is_never_acted_on() {
     ] {
         assert_eq!(after.get(op), None, "{op} in {after:?}");
     }
+    // 2. B's job definition written into A's Flow status as retired: never deregistered.
+    a.patch_status(
+        "flow/f",
+        &format!(r#"{{"status":{{"retiredJobDefinitions":["{b_definition}"]}}}}"#),
+    );
+    // 3. B's machine and version written into A's Flow status, and a Run created at once.
+    a.patch_status(
+        "flow/f",
+        &format!(
+            r#"{{"status":{{"stateMachineArn":"{b_machine}","stateMachineVersionArn":"{b_version}"}}}}"#
+        ),
+    );
+    a.apply(&run("a-version", "f"));
+    let started = wait_for("Run a-version to start or be refused", TIMEOUT, || {
+        let execution = jsonpath(a.name(), "run/a-version", "{.status.executionArn}");
+        let (stalled, reason, _) = condition(a.name(), "run/a-version", "Stalled");
+        if !execution.is_empty() {
+            Some(Some(execution))
+        } else {
+            (stalled == "True" && reason == "NotAllowed").then_some(None)
+        }
+    });
+    if let Some(execution) = started {
+        // The Flow repaired its status first: the Run started on A's own machine.
+        assert!(
+            execution.contains(&a_machine.replace(":stateMachine:", ":execution:")),
+            "{execution}"
+        );
+    }
+    // The Flow reconciled the forged status: it forgot the foreign revision (never
+    // deregistering it) and names its own version again.
+    wait_for("A's Flow to repair its status", TIMEOUT, || {
+        let retired = jsonpath(a.name(), "flow/f", "{.status.retiredJobDefinitions}");
+        let version = jsonpath(a.name(), "flow/f", "{.status.stateMachineVersionArn}");
+        (retired.is_empty() && version.starts_with(&format!("{a_machine}:"))).then_some(())
+    });
+    let definitions = batch
+        .describe_job_definitions()
+        .job_definitions(&b_definition)
+        .send()
+        .await
+        .expect("B's job definition described");
+    assert_eq!(
+        definitions.job_definitions()[0].status(),
+        Some("ACTIVE"),
+        "B's job definition is untouched"
+    );
+    let b_executions = sfn
+        .list_executions()
+        .state_machine_arn(&b_machine)
+        .send()
+        .await
+        .expect("B's executions listed");
+    assert_eq!(
+        b_executions.executions().len(),
+        1,
+        "only B's own execution: {:?}",
+        b_executions.executions()
+    );
+    // Execution discovery listed A's own machine, not the one the status named: no Run in
+    // A's namespace tells B's executions.
+    let runs = a.kubectl(&["get", "runs", "-o", "name"], None).ok();
+    assert_eq!(runs.trim(), "run.flowline.io/a-version", "{runs}");
+
     let all = since(&controller.aws_requests(), &before);
     for op in ["batch:DeregisterJobDefinition", "batch:TerminateJob"] {
         assert_eq!(all.get(op), None, "{op} in {all:?}");
