@@ -109,10 +109,20 @@ async fn foreign_execution(
             "status.executionArn names {execution_arn}, which is not an execution of Flow {}'s state machine {machine}: it is neither read nor stopped",
             run.spec.flow_ref.name
         )),
-        None => Some(format!(
-            "status.executionArn names {execution_arn}, which this Run did not start, and Flow {} is gone: it is neither read nor stopped",
-            run.spec.flow_ref.name
-        )),
+        // The Flow is gone (its machine may be retained): the machine's owner tags decide.
+        None => {
+            let tags = match ownership::machine_of_execution(execution_arn) {
+                Some(machine) => aws::sfn::tags(&ctx.sfn, &machine).await.ok(),
+                None => None,
+            };
+            let flow = &run.spec.flow_ref.name;
+            match tags {
+                Some(tags) if ownership::tagged_for_flow(&tags, &namespace, flow) => None,
+                _ => Some(format!(
+                    "status.executionArn names {execution_arn}, which this Run did not start and which is not an execution of a state machine of Flow {flow} (gone): it is neither read nor stopped"
+                )),
+            }
+        }
     })
 }
 

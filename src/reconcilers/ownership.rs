@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::aws::batch::ActiveRevision;
 use crate::aws::events::Rule;
-use crate::compile::TAG_UID;
+use crate::compile::{TAG_KIND, TAG_NAME, TAG_NAMESPACE, TAG_UID};
 
 /// Error name of the state a NotAllowed Flow's state machine fails with.
 pub const NOT_ALLOWED_ERROR: &str = "Flowline.NotAllowed";
@@ -35,6 +35,23 @@ pub fn is_execution_of(execution_arn: &str, machine_arn: &str) -> bool {
     execution_arn
         .strip_prefix(&prefix)
         .is_some_and(|name| !name.is_empty() && !name.contains(':'))
+}
+
+/// The state machine an execution ran on (`…:execution:<machine>:<name>` →
+/// `…:stateMachine:<machine>`); `None` for anything else.
+pub fn machine_of_execution(execution_arn: &str) -> Option<String> {
+    let (base, rest) = execution_arn.split_once(":execution:")?;
+    let (machine, name) = rest.split_once(':')?;
+    (!machine.is_empty() && !name.is_empty() && !name.contains(':'))
+        .then(|| format!("{base}:stateMachine:{machine}"))
+}
+
+/// Whether tags say the resource belongs to the Flow `namespace/name` (of any UID: a Flow
+/// deleted and created again under its name is the same tenant's).
+pub fn tagged_for_flow(tags: &BTreeMap<String, String>, namespace: &str, name: &str) -> bool {
+    tags.get(TAG_NAMESPACE).map(String::as_str) == Some(namespace)
+        && tags.get(TAG_NAME).map(String::as_str) == Some(name)
+        && tags.get(TAG_KIND).map(String::as_str) == Some("Flow")
 }
 
 /// Whether tags say `uid` owns the resource.
@@ -112,6 +129,27 @@ mod tests {
         ] {
             assert!(!is_execution_of(other, MACHINE), "{other}");
         }
+    }
+
+    #[test]
+    fn an_executions_machine_and_its_flow_tags() {
+        assert_eq!(
+            machine_of_execution(
+                "arn:aws:states:us-east-1:123456789012:execution:flowline-a-f-1-2:run-1"
+            )
+            .as_deref(),
+            Some(MACHINE)
+        );
+        assert_eq!(machine_of_execution(MACHINE), None);
+        let tags = BTreeMap::from([
+            (TAG_NAMESPACE.to_owned(), "a".to_owned()),
+            (TAG_NAME.to_owned(), "f".to_owned()),
+            (TAG_KIND.to_owned(), "Flow".to_owned()),
+        ]);
+        assert!(tagged_for_flow(&tags, "a", "f"));
+        assert!(!tagged_for_flow(&tags, "b", "f"));
+        assert!(!tagged_for_flow(&tags, "a", "g"));
+        assert!(!tagged_for_flow(&BTreeMap::new(), "a", "f"));
     }
 
     #[test]
