@@ -69,6 +69,9 @@ pub enum Role {
     /// The role ECS starts a job's container with (`--execution-role`): it reads the secrets
     /// Batch injects, pulls the image from ECR and writes the container's logs.
     Execution,
+    /// A namespace's own execution role (namespace annotation `flowline.io/execution-role`):
+    /// the execution role's permissions, with only that namespace's secrets.
+    NamespaceExecution,
 }
 
 impl Role {
@@ -86,6 +89,9 @@ impl Role {
 #[serde(rename_all = "camelCase")]
 pub struct RolePolicies {
     pub role: Role,
+    /// The namespace a per-namespace role serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// The role's ARN when the settings name it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
@@ -105,46 +111,120 @@ pub struct Inputs {
     pub job_roles: Vec<String>,
     /// Roles secrets name (`secrets[].role`) to be read through, besides `--secrets-role`.
     pub secret_roles: Vec<String>,
+    /// Namespaces with an execution role of their own.
+    pub tenants: Vec<Tenant>,
+}
+
+/// A namespace with its own execution role, and the secrets its Flows bind (names, ARNs or
+/// `prefix*`; by default `<namespace>/*`, the path prefix per team the README recommends).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tenant {
+    pub namespace: String,
+    pub execution_role: String,
+    pub secrets: Vec<String>,
+}
+
+impl Tenant {
+    /// The secrets it binds: those given, else `<namespace>/*`.
+    fn secret_patterns(&self) -> Vec<String> {
+        if self.secrets.is_empty() {
+            vec![format!("{}/*", self.namespace)]
+        } else {
+            self.secrets.clone()
+        }
+    }
 }
 
 /// The policies of the selected roles, in the order given.
 pub fn policies(settings: &Settings, inputs: &Inputs, roles: &[Role]) -> Vec<RolePolicies> {
     let arns = Arns::new(settings);
-    roles
+    let mut all: Vec<RolePolicies> = roles
         .iter()
+        .filter(|role| **role != Role::NamespaceExecution)
         .map(|role| match role {
             Role::Controller => RolePolicies {
                 role: *role,
+                namespace: None,
                 role_arn: None,
                 permissions: document(controller(&arns, settings, inputs)),
                 trust: None,
             },
             Role::StepFunctions => RolePolicies {
                 role: *role,
+                namespace: None,
                 role_arn: Some(arns.role(&settings.states_role)),
                 permissions: document(step_functions(&arns, settings, inputs)),
                 trust: Some(trust("states.amazonaws.com", Some(&settings.account))),
             },
             Role::Eventbridge => RolePolicies {
                 role: *role,
+                namespace: None,
                 role_arn: Some(arns.role(&settings.events_role)),
                 permissions: document(eventbridge(&arns)),
                 trust: Some(trust("events.amazonaws.com", Some(&settings.account))),
             },
             Role::Job => RolePolicies {
                 role: *role,
+                namespace: None,
                 role_arn: settings.job_role.as_deref().map(|r| arns.role(r)),
                 permissions: document(job(&arns, settings, inputs)),
                 // Batch runs jobs as ECS tasks; ECS assumes the job role.
                 trust: Some(trust("ecs-tasks.amazonaws.com", None)),
             },
-            Role::Execution => RolePolicies {
+            Role::Execution | Role::NamespaceExecution => RolePolicies {
                 role: *role,
+                namespace: None,
                 role_arn: settings.execution_role.as_deref().map(|r| arns.role(r)),
                 permissions: document(execution(&arns, settings, inputs)),
                 // ECS assumes it to start the container, as it does the job role.
                 trust: Some(trust("ecs-tasks.amazonaws.com", None)),
             },
+        })
+        .collect();
+    // Each namespace's execution role comes with the execution role.
+    if roles
+        .iter()
+        .any(|r| matches!(r, Role::Execution | Role::NamespaceExecution))
+    {
+        all.extend(inputs.tenants.iter().map(|tenant| RolePolicies {
+            role: Role::NamespaceExecution,
+            namespace: Some(tenant.namespace.clone()),
+            role_arn: Some(arns.role(&tenant.execution_role)),
+            permissions: document(namespace_execution(&arns, settings, tenant)),
+            trust: Some(trust("ecs-tasks.amazonaws.com", None)),
+        }));
+    }
+    all
+}
+
+/// A namespace's execution role: what ECS needs to start its containers, and only the
+/// secrets of that namespace, so a Flow of another namespace that binds them by ARN gets
+/// nothing injected.
+fn namespace_execution(arns: &Arns<'_>, settings: &Settings, tenant: &Tenant) -> Vec<Statement> {
+    let mut statements = execution(arns, settings, &Inputs::default());
+    statements.push(allow(
+        "ReadNamespaceSecrets",
+        &["secretsmanager:GetSecretValue"],
+        tenant_secrets(arns, settings, tenant),
+    ));
+    statements
+}
+
+/// A tenant's secret patterns as resources: `prefix*` stays a wildcard, a name gets the
+/// random suffix wildcard.
+fn tenant_secrets(arns: &Arns<'_>, settings: &Settings, tenant: &Tenant) -> Vec<String> {
+    let region = settings.secrets_region.as_deref().unwrap_or(arns.region);
+    tenant
+        .secret_patterns()
+        .iter()
+        .map(|pattern| {
+            if pattern.starts_with("arn:") {
+                pattern.clone()
+            } else if pattern.ends_with('*') {
+                arns.arn("secretsmanager", region, &format!("secret:{pattern}"))
+            } else {
+                arns.secret(settings, pattern)
+            }
         })
         .collect()
 }
@@ -466,7 +546,7 @@ fn controller(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<Stat
         // Registering a job definition that names a role passes it; Batch hands it on to ECS.
         statements.push(allow("PassJobRoles", &["iam:PassRole"], job_roles));
     }
-    let secrets = secrets(arns, settings, inputs);
+    let secrets = looked_up_secrets(arns, settings, inputs);
     if !secrets.is_empty() {
         // GetSecretValue only lists a JSON secret's keys; values never leave the controller.
         statements.push(allow(
@@ -501,6 +581,7 @@ fn job_roles(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<Strin
         .iter()
         .chain(&settings.execution_role)
         .chain(&inputs.job_roles)
+        .chain(inputs.tenants.iter().map(|t| &t.execution_role))
         .map(|r| arns.role(r))
         .collect();
     dedup(&mut roles);
@@ -513,6 +594,16 @@ fn secrets(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<String>
         .iter()
         .map(|s| arns.secret(settings, s))
         .collect();
+    dedup(&mut secrets);
+    secrets
+}
+
+/// What the controller looks up: the shared secrets and every namespace's.
+fn looked_up_secrets(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<String> {
+    let mut secrets = secrets(arns, settings, inputs);
+    for tenant in &inputs.tenants {
+        secrets.extend(tenant_secrets(arns, settings, tenant));
+    }
     dedup(&mut secrets);
     secrets
 }

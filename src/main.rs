@@ -77,6 +77,15 @@ enum Command {
         /// `--secrets-role` (name or ARN); repeatable.
         #[arg(long = "secret-role", value_name = "ROLE")]
         secret_roles: Vec<String>,
+        /// A namespace's own execution role (its annotation `flowline.io/execution-role`), as
+        /// `NAMESPACE=ROLE`; repeatable. Each gets a policy that reads only that namespace's
+        /// secrets (`NAMESPACE/*` unless `--namespace-secret` names them).
+        #[arg(long = "namespace-execution-role", value_name = "NAMESPACE=ROLE")]
+        namespace_execution_roles: Vec<String>,
+        /// A secret a namespace's Flows bind, as `NAMESPACE=SECRET` (name, ARN or `prefix*`);
+        /// repeatable. Replaces that namespace's default `NAMESPACE/*`.
+        #[arg(long = "namespace-secret", value_name = "NAMESPACE=SECRET")]
+        namespace_secrets: Vec<String>,
         /// Output format.
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Json)]
         output: Format,
@@ -157,6 +166,8 @@ enum RoleSelector {
     Eventbridge,
     Job,
     Execution,
+    /// The namespaces' own execution roles (`--namespace-execution-role`).
+    NamespaceExecution,
 }
 
 impl RoleSelector {
@@ -168,6 +179,7 @@ impl RoleSelector {
             RoleSelector::Eventbridge => vec![Role::Eventbridge],
             RoleSelector::Job => vec![Role::Job],
             RoleSelector::Execution => vec![Role::Execution],
+            RoleSelector::NamespaceExecution => vec![Role::NamespaceExecution],
         }
     }
 }
@@ -199,17 +211,20 @@ fn main() -> ExitCode {
             secrets,
             flow_roles,
             secret_roles,
+            namespace_execution_roles,
+            namespace_secrets,
             output,
             settings,
-        } => {
+        } => tenants(&namespace_execution_roles, &namespace_secrets).and_then(|tenants| {
             let inputs = Inputs {
                 job_queues: queues,
                 secrets,
                 job_roles: flow_roles,
                 secret_roles,
+                tenants,
             };
             iam_policy(&settings, &inputs, role, output)
-        }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -382,6 +397,39 @@ fn render(file: &PathBuf, output: Format, settings: &Settings) -> anyhow::Result
     Ok(())
 }
 
+/// The namespaces with execution roles of their own, from `NAMESPACE=ROLE` and
+/// `NAMESPACE=SECRET` pairs.
+fn tenants(roles: &[String], secrets: &[String]) -> anyhow::Result<Vec<flowline::iam::Tenant>> {
+    let pair = |text: &String, flag: &str| {
+        text.split_once('=')
+            .filter(|(namespace, value)| !namespace.is_empty() && !value.is_empty())
+            .map(|(namespace, value)| (namespace.to_owned(), value.to_owned()))
+            .ok_or_else(|| anyhow::anyhow!("{flag} {text:?} is not NAMESPACE=VALUE"))
+    };
+    let mut tenants: Vec<flowline::iam::Tenant> = Vec::new();
+    for text in roles {
+        let (namespace, role) = pair(text, "--namespace-execution-role")?;
+        tenants.push(flowline::iam::Tenant {
+            namespace,
+            execution_role: role,
+            secrets: Vec::new(),
+        });
+    }
+    for text in secrets {
+        let (namespace, secret) = pair(text, "--namespace-secret")?;
+        let tenant = tenants
+            .iter_mut()
+            .find(|t| t.namespace == namespace)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--namespace-secret {text:?}: namespace {namespace} has no --namespace-execution-role"
+                )
+            })?;
+        tenant.secrets.push(secret);
+    }
+    Ok(tenants)
+}
+
 fn iam_policy(
     settings: &Settings,
     inputs: &Inputs,
@@ -389,7 +437,7 @@ fn iam_policy(
     output: Format,
 ) -> anyhow::Result<()> {
     let policies = flowline::iam::policies(settings, inputs, &role.roles());
-    if inputs.secrets.is_empty() {
+    if inputs.secrets.is_empty() && inputs.tenants.is_empty() {
         eprintln!("note: no --secret given, so no role may read secrets");
     }
     match output {

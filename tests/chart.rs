@@ -40,6 +40,8 @@ fn every_controller_setting_is_a_chart_value() {
         "FLOWLINE_HTTP_ADDR",
         "FLOWLINE_ALLOWED_ROLES",
         "FLOWLINE_ALLOWED_JOB_QUEUES",
+        "FLOWLINE_ALLOWED_SECRETS",
+        "FLOWLINE_ALLOWED_TRIGGER_BUCKETS",
     ];
     let missing: Vec<&str> = env
         .iter()

@@ -28,6 +28,7 @@ fn all_roles_for_an_example_installation() {
         secrets: vec!["prod/db-password".into()],
         job_roles: Vec::new(),
         secret_roles: Vec::new(),
+        tenants: Vec::new(),
     };
     let policies = iam::policies(&settings, &inputs, &Role::ALL);
     insta::assert_json_snapshot!("all", policies);

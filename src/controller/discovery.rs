@@ -42,13 +42,16 @@ async fn sweep_flow(ctx: &Context, flow: &Flow) -> Result<(), ReconcileError> {
     if flow.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
-    let Some(machine_arn) = flow
+    if flow
         .status
         .as_ref()
-        .and_then(|s| s.state_machine_arn.clone())
-    else {
+        .and_then(|s| s.state_machine_arn.as_ref())
+        .is_none()
+    {
         return Ok(());
-    };
+    }
+    // The Flow's own machine, from its UID: its status may name another namespace's.
+    let machine_arn = super::flow::own_state_machine_arn(ctx, flow);
     let namespace = flow.namespace().unwrap_or_default();
     let uid = flow.uid().unwrap_or_default();
     let mut adopted = Adopted::of(flow);

@@ -24,7 +24,7 @@ use crate::reconcilers::flow::{
     Change, InUse, Observed, Outcome, deregistrations, in_use, job_definition_name, known_version,
     owner_uid, plan, retired, status,
 };
-use crate::reconcilers::tenancy;
+use crate::reconcilers::{ownership, tenancy};
 
 use super::report::{now, publish, write_status};
 use super::{Context, ReconcileError};
@@ -51,36 +51,62 @@ pub(super) fn state_machine_arn(ctx: &Context, name: &str) -> String {
     )
 }
 
-async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, ReconcileError> {
-    let previous = flow.status.as_ref();
-    let uid = flow.uid().unwrap_or_default();
+/// The ARN of a Flow's own state machine, derived from its namespace, name and UID — never
+/// read from its status, which anyone with `flows/status` can write.
+pub(super) fn own_state_machine_arn(ctx: &Context, flow: &Flow) -> String {
+    let name = naming::state_machine_name(
+        &ctx.settings.name_prefix,
+        &flow.namespace().unwrap_or_default(),
+        &flow.name_any(),
+        &flow.uid().unwrap_or_default(),
+    );
+    state_machine_arn(ctx, &name)
+}
 
-    // Validate offline first: an invalid Flow costs no AWS call.
-    if let Err(error) = compile::render(flow, &ctx.settings, Lookups::Offline) {
-        return stall(flow, api, ctx, "InvalidFlow", &error.to_string(), None).await;
-    }
-
-    // Only the roles and job queues the namespace may use; checked before any AWS call,
-    // since looking a secret up may already assume its role. Allow lists can change
-    // outside the Flow, so a refused Flow is checked again later.
+/// Why the Flow's namespace may not run it now (the message of its `NotAllowed` condition),
+/// decided from its spec and the allow lists rather than read from its status: Runs and
+/// Schedules ask this before they start anything.
+pub(super) async fn not_allowed_message(
+    ctx: &Context,
+    flow: &Flow,
+) -> Result<Option<String>, ReconcileError> {
     let namespace = flow.namespace().unwrap_or_default();
     let policy = super::operations::tenancy_policy(ctx, &namespace).await?;
     let violations = tenancy::check(&flow.spec, &ctx.settings, &policy);
+    Ok((!violations.is_empty()).then(|| tenancy::message(&namespace, &violations)))
+}
+
+async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, ReconcileError> {
+    let previous = flow.status.as_ref();
+    let uid = flow.uid().unwrap_or_default();
+    // The namespace's allow lists and defaults (a watch cache read, no AWS call).
+    let namespace = flow.namespace().unwrap_or_default();
+    let policy = super::operations::tenancy_policy(ctx, &namespace).await?;
+    let settings = policy.settings(&ctx.settings);
+
+    // Validate offline first: an invalid Flow costs no AWS call.
+    if let Err(error) = compile::render(flow, &settings, Lookups::Offline) {
+        return stall(flow, api, ctx, "InvalidFlow", &error.to_string(), None).await;
+    }
+
+    // Only the roles, job queues and secrets the namespace may use; checked before any AWS
+    // call, since looking a secret up may already assume its role or read its key names.
+    // Allow lists can change outside the Flow, so a refused Flow is checked again later, and
+    // what it materialized while it was allowed stops running as the forbidden identity.
+    let violations = tenancy::check(&flow.spec, &ctx.settings, &policy);
     if !violations.is_empty() {
         let message = tenancy::message(&namespace, &violations);
-        return stall(
-            flow,
-            api,
-            ctx,
-            "NotAllowed",
-            &message,
-            Some(ctx.recheck_interval),
-        )
-        .await;
+        return not_allowed(flow, api, ctx, &settings, &message).await;
     }
 
     // Secrets must exist; their ARNs (never their values) are recorded.
-    let (lookups, resolved, missing) = resolve_secrets(flow, ctx).await?;
+    let (lookups, resolved, missing) = match resolve_secrets(flow, ctx, &policy).await? {
+        Resolution::Resolved(lookups, resolved, missing) => (lookups, resolved, missing),
+        Resolution::NotAllowed(violation) => {
+            let message = tenancy::message(&namespace, &[violation]);
+            return not_allowed(flow, api, ctx, &settings, &message).await;
+        }
+    };
     if !missing.is_empty() {
         let message = format!(
             "secret(s) {} not found in Secrets Manager: create them, or fix spec.steps[].secrets[].id",
@@ -96,7 +122,7 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
         )
         .await;
     }
-    let rendered = match compile::render(flow, &ctx.settings, Lookups::Resolved(&lookups)) {
+    let rendered = match compile::render(flow, &settings, Lookups::Resolved(&lookups)) {
         Ok(rendered) => rendered,
         Err(error) => return stall(flow, api, ctx, "InvalidFlow", &error.to_string(), None).await,
     };
@@ -218,11 +244,25 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
     if !retired_job_definitions.is_empty() {
         let in_use = running_in_use(ctx, &machine_arn, &next).await?;
         let deregister = deregistrations(&retired_job_definitions, &in_use);
+        // The status names the revisions, but anyone with `flows/status` can write it: only
+        // ACTIVE revisions tagged with this Flow's UID are deregistered; others are forgotten.
+        let candidates: Vec<String> = deregister
+            .iter()
+            .filter_map(|change| match change {
+                Change::DeregisterJobDefinition { arn } => Some(arn.clone()),
+                _ => None,
+            })
+            .collect();
+        let owned = owned_job_definitions(ctx, &candidates, &uid).await?;
         for change in &deregister {
             if let Change::DeregisterJobDefinition { arn } = change {
-                aws::batch::deregister(&ctx.batch, arn)
-                    .await
-                    .map_err(aws_error)?;
+                if owned.contains(arn) {
+                    aws::batch::deregister(&ctx.batch, arn)
+                        .await
+                        .map_err(aws_error)?;
+                } else {
+                    warn!(flow = %flow.name_any(), %namespace, %arn, "a retired job definition in the status is not this Flow's (or no longer active): forgotten, not deregistered");
+                }
                 retired_job_definitions.retain(|retired| retired != arn);
             }
         }
@@ -429,12 +469,22 @@ async fn apply_change(ctx: &Context, change: &Change) -> Result<Applied, AwsErro
     })
 }
 
+/// What looking the Flow's secrets up gave.
+enum Resolution {
+    /// The lookups, the ARNs for the status, and the ids not found.
+    Resolved(SecretLookups, Vec<crate::api::ResolvedSecret>, Vec<String>),
+    /// An id resolved to a secret the namespace may not use (found before its value is read).
+    NotAllowed(tenancy::Violation),
+}
+
 /// Looks every referenced secret up: its ARN, and for a JSON secret listing no keys, its key
-/// names. Returns the lookups, the ARNs for the status, and the ids not found.
+/// names. The ARN each id resolves to is checked against the namespace's secrets lists
+/// before any value is read.
 async fn resolve_secrets(
     flow: &Flow,
     ctx: &Context,
-) -> Result<(SecretLookups, Vec<crate::api::ResolvedSecret>, Vec<String>), ReconcileError> {
+    policy: &tenancy::Policy,
+) -> Result<Resolution, ReconcileError> {
     let mut lookups = SecretLookups::new();
     let mut resolved = Vec::new();
     let mut missing = Vec::new();
@@ -457,6 +507,12 @@ async fn resolve_secrets(
         {
             None => missing.push(spec.id.clone()),
             Some(arn) => {
+                let field = format!("secret {}", spec.id);
+                if let Some(violation) =
+                    tenancy::check_resolved_secret(&field, &arn, &ctx.settings, policy)
+                {
+                    return Ok(Resolution::NotAllowed(violation));
+                }
                 let keys = if spec.type_ == SecretType::Json && spec.keys.is_empty() {
                     aws::secrets::json_keys(&client, &spec.id)
                         .await
@@ -472,7 +528,131 @@ async fn resolve_secrets(
             }
         }
     }
-    Ok((lookups, resolved, missing))
+    Ok(Resolution::Resolved(lookups, resolved, missing))
+}
+
+/// The ARNs among `arns` that are ACTIVE job definitions tagged with `uid` (one
+/// DescribeJobDefinitions per 100; none when `arns` is empty).
+async fn owned_job_definitions(
+    ctx: &Context,
+    arns: &[String],
+    uid: &str,
+) -> Result<std::collections::BTreeSet<String>, ReconcileError> {
+    if arns.is_empty() {
+        return Ok(Default::default());
+    }
+    let revisions = aws::batch::active_revisions_by_arn(&ctx.batch, arns)
+        .await
+        .map_err(aws_error)?;
+    Ok(ownership::owned_revisions(&revisions, uid))
+}
+
+/// Stalls a Flow its namespace may not run, and takes back what it materialized while it
+/// was allowed, so nothing runs as the forbidden identity: its state machine (if it exists
+/// and is this Flow's) is replaced by a definition that fails at once with the reason, and
+/// its job definitions are deregistered (versions published earlier then fail to submit
+/// anything). Its Schedules disable their rules and its Runs are refused (their
+/// reconcilers read the Flow's `NotAllowed` condition). When the Flow is allowed again the
+/// usual plan restores its definition and registers its job definitions anew.
+///
+/// A Flow that never was allowed has neither: this costs one read (DescribeStateMachine of
+/// its own, derived name).
+async fn not_allowed(
+    flow: &Flow,
+    api: &Api<Flow>,
+    ctx: &Context,
+    settings: &crate::settings::Settings,
+    message: &str,
+) -> Result<Action, ReconcileError> {
+    let uid = flow.uid().unwrap_or_default();
+    let namespace = flow.namespace().unwrap_or_default();
+    let name =
+        naming::state_machine_name(&settings.name_prefix, &namespace, &flow.name_any(), &uid);
+    let machine_arn = state_machine_arn(ctx, &name);
+    let mut taken_back = Vec::new();
+    let machine = aws::sfn::describe_state_machine(&ctx.sfn, &machine_arn)
+        .await
+        .map_err(aws_error)?;
+    let had_machine = machine.is_some();
+    if let Some(machine) = machine {
+        let failing = ownership::not_allowed_definition(message);
+        if machine.definition != failing {
+            let tags = aws::sfn::tags(&ctx.sfn, &machine_arn)
+                .await
+                .map_err(aws_error)?;
+            if ownership::owned_by(&tags, &uid) {
+                let replacement = compile::StateMachine {
+                    name: name.clone(),
+                    role_arn: machine.role_arn.clone(),
+                    kind: "STANDARD".to_owned(),
+                    definition: failing,
+                    tags: BTreeMap::new(),
+                };
+                aws::sfn::update_state_machine(&ctx.sfn, &machine_arn, &replacement)
+                    .await
+                    .map_err(aws_error)?;
+                taken_back
+                    .push("state machine replaced by one that fails with the reason".to_owned());
+            }
+        }
+    }
+    // This Flow's revisions: those the status names and those of its current spec's names,
+    // deregistered only when ACTIVE and tagged with its UID.
+    let mut arns: Vec<String> = flow
+        .status
+        .as_ref()
+        .map(|s| {
+            s.job_definitions
+                .iter()
+                .map(|r| r.arn.clone())
+                .chain(s.retired_job_definitions.iter().cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut owned = owned_job_definitions(ctx, &arns, &uid).await?;
+    // Without a machine, revisions not in the status are referenced by nothing that runs
+    // (a reconcile interrupted before it created the machine): not looked for, so a Flow
+    // that never was allowed costs one read.
+    if had_machine && let Ok(rendered) = compile::render(flow, settings, Lookups::Offline) {
+        for definition in &rendered.job_definitions {
+            let revisions =
+                aws::batch::active_revisions_by_name(&ctx.batch, &definition.job_definition_name)
+                    .await
+                    .map_err(aws_error)?;
+            owned.extend(ownership::owned_revisions(&revisions, &uid));
+        }
+    }
+    arns = owned.into_iter().collect();
+    for arn in &arns {
+        aws::batch::deregister(&ctx.batch, arn)
+            .await
+            .map_err(aws_error)?;
+    }
+    if !arns.is_empty() {
+        taken_back.push(format!("{} job definition(s) deregistered", arns.len()));
+    }
+    if !taken_back.is_empty() {
+        let summary = taken_back.join("; ");
+        info!(flow = %flow.name_any(), %namespace, %summary, "not allowed: taken back");
+        publish(
+            ctx,
+            flow,
+            EventType::Warning,
+            "NotAllowed",
+            &summary,
+            "Reconcile",
+        )
+        .await;
+    }
+    stall(
+        flow,
+        api,
+        ctx,
+        "NotAllowed",
+        message,
+        Some(ctx.recheck_interval),
+    )
+    .await
 }
 
 /// Reports a Flow that cannot become Ready: Stalled with the cause, an event when that is
@@ -551,7 +731,10 @@ async fn cleanup(flow: &Flow, ctx: &Context) -> Result<Action, ReconcileError> {
         })
         .unwrap_or_default();
     // Revisions registered by a reconcile that crashed before writing the status.
-    if let Ok(rendered) = compile::render(flow, &ctx.settings, Lookups::Offline) {
+    let settings = super::operations::tenancy_policy(ctx, &namespace)
+        .await?
+        .settings(&ctx.settings);
+    if let Ok(rendered) = compile::render(flow, &settings, Lookups::Offline) {
         for definition in &rendered.job_definitions {
             for revision in
                 aws::batch::active_revisions_by_name(&ctx.batch, &definition.job_definition_name)
@@ -566,6 +749,11 @@ async fn cleanup(flow: &Flow, ctx: &Context) -> Result<Action, ReconcileError> {
     }
     arns.sort();
     arns.dedup();
+    // Whatever the status says, only this Flow's own ACTIVE revisions are deregistered.
+    let arns: Vec<String> = owned_job_definitions(ctx, &arns, &uid)
+        .await?
+        .into_iter()
+        .collect();
     for arn in &arns {
         aws::batch::deregister(&ctx.batch, arn)
             .await

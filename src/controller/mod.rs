@@ -140,6 +140,9 @@ pub struct Context {
     /// Controller-wide allow lists (`FLOWLINE_ALLOWED_ROLES`, `FLOWLINE_ALLOWED_JOB_QUEUES`).
     pub allowed_roles: Option<String>,
     pub allowed_job_queues: Option<String>,
+    /// `FLOWLINE_ALLOWED_SECRETS`, `FLOWLINE_ALLOWED_TRIGGER_BUCKETS`.
+    pub allowed_secrets: Option<String>,
+    pub allowed_trigger_buckets: Option<String>,
     /// Polls of running executions per second, shared by all running Runs.
     pub tracking_rate: f64,
     /// The Runs whose execution is being polled (`namespace/name`).
@@ -586,6 +589,8 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         namespaces: namespaces.clone(),
         allowed_roles: ops.allowed_roles.clone(),
         allowed_job_queues: ops.allowed_job_queues.clone(),
+        allowed_secrets: ops.allowed_secrets.clone(),
+        allowed_trigger_buckets: ops.allowed_trigger_buckets.clone(),
         tracking_rate: options.tracking_calls_per_second,
         running_runs: Mutex::new(std::collections::HashSet::new()),
         histories: Mutex::new(HashMap::new()),

@@ -11,7 +11,8 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{info, warn};
 
 use crate::reconcilers::tenancy::{
-    ALLOWED_JOB_QUEUES_ANNOTATION, ALLOWED_ROLES_ANNOTATION, Policy,
+    ALLOWED_JOB_QUEUES_ANNOTATION, ALLOWED_ROLES_ANNOTATION, ALLOWED_SECRETS_ANNOTATION,
+    ALLOWED_TRIGGER_BUCKETS_ANNOTATION, EXECUTION_ROLE_ANNOTATION, Policy,
 };
 
 use super::{Context, ReconcileError};
@@ -71,6 +72,17 @@ pub struct OperationsOptions {
     /// unset allows all. Namespaces narrow it with `flowline.io/allowed-job-queues`.
     #[arg(long, env = "FLOWLINE_ALLOWED_JOB_QUEUES")]
     pub allowed_job_queues: Option<String>,
+
+    /// Secrets Manager secrets any Flow may bind (comma-separated names or ARNs, `*` suffix
+    /// allowed, e.g. `team-*`); unset allows all. Namespaces narrow it with
+    /// `flowline.io/allowed-secrets`.
+    #[arg(long, env = "FLOWLINE_ALLOWED_SECRETS")]
+    pub allowed_secrets: Option<String>,
+
+    /// S3 buckets (`bucket`, or `bucket/prefix*`) any Schedule may trigger on; unset allows
+    /// all. Namespaces narrow it with `flowline.io/allowed-trigger-buckets`.
+    #[arg(long, env = "FLOWLINE_ALLOWED_TRIGGER_BUCKETS")]
+    pub allowed_trigger_buckets: Option<String>,
 }
 
 /// Errors of the options, found before anything starts.
@@ -132,8 +144,8 @@ pub fn shutdown_signal() -> std::io::Result<Shutdown> {
     Ok(rx.map(|_| ()).boxed().shared())
 }
 
-/// The allow lists in force for a namespace: the controller's, and the namespace's
-/// annotations (from the watch cache; read from the API when the cache does not have it yet).
+/// The allow lists in force for a namespace and its default execution role: the
+/// controller's lists, and the namespace's annotations (from the watch cache; read from the API when the cache does not have it yet).
 pub async fn tenancy_policy(ctx: &Context, namespace: &str) -> Result<Policy, ReconcileError> {
     let annotations = match ctx.namespaces.get(&ObjectRef::new(namespace)) {
         Some(cached) => cached.metadata.annotations.clone(),
@@ -152,6 +164,23 @@ pub async fn tenancy_policy(ctx: &Context, namespace: &str) -> Result<Policy, Re
             .map(String::as_str),
         annotations
             .get(ALLOWED_JOB_QUEUES_ANNOTATION)
+            .map(String::as_str),
+    )
+    .with_secrets(
+        ctx.allowed_secrets.as_deref(),
+        annotations
+            .get(ALLOWED_SECRETS_ANNOTATION)
+            .map(String::as_str),
+    )
+    .with_triggers(
+        ctx.allowed_trigger_buckets.as_deref(),
+        annotations
+            .get(ALLOWED_TRIGGER_BUCKETS_ANNOTATION)
+            .map(String::as_str),
+    )
+    .with_execution_role(
+        annotations
+            .get(EXECUTION_ROLE_ANNOTATION)
             .map(String::as_str),
     ))
 }

@@ -25,6 +25,7 @@ use crate::reconcilers::artifacts::{
     MAX_MANIFESTS_READ, TaskManifest, from_manifests, manifest_tasks, parse_manifest,
 };
 use crate::reconcilers::conditions::{Health, run_health, set_finished, set_health};
+use crate::reconcilers::ownership;
 use crate::reconcilers::run::{
     FinishedRun, RUNNABLE_HINT, check_parameters, failure_message, history_every, history_prunable,
     is_node_job, map_runs, merge_task_steps, phase_of, poll_interval, runs_to_prune, step_statuses,
@@ -66,13 +67,65 @@ async fn apply(run: &Run, api: &Api<Run>, ctx: &Context) -> Result<Action, Recon
     let Some(execution_arn) = previous.execution_arn.clone() else {
         return start(run, api, ctx, previous).await;
     };
+    // The status may have been written by anyone with `runs/status`: the execution is read
+    // or stopped only if it is this Run's.
+    if let Some(message) = foreign_execution(run, ctx, &execution_arn).await? {
+        return stall(api, run, ctx, previous, "ForeignExecution", &message).await;
+    }
     if run.spec.stop {
         aws::sfn::stop_execution(&ctx.sfn, &execution_arn)
             .await
             .map_err(ReconcileError::Aws)?;
-        terminate_jobs(ctx, &previous).await;
+        terminate_jobs(ctx, &execution_arn).await;
     }
     track(run, api, ctx, previous, &execution_arn).await
+}
+
+/// Why `execution_arn` (read from the Run's status) is not this Run's to read or stop; `None`
+/// when it is: the execution this Run started (its name derives from the Run's UID), one
+/// this controller already tracked for the Run, or an execution of the Flow's own state
+/// machine (derived from the Flow's UID, as for adopted executions).
+async fn foreign_execution(
+    run: &Run,
+    ctx: &Context,
+    execution_arn: &str,
+) -> Result<Option<String>, ReconcileError> {
+    let namespace = run.namespace().unwrap_or_default();
+    let own_name = naming::execution_name(&run.name_any(), &run.uid().unwrap_or_default());
+    if execution_arn.rsplit(':').next() == Some(own_name.as_str())
+        || ctx.run_of_execution(execution_arn) == Some((namespace.clone(), run.name_any()))
+    {
+        return Ok(None);
+    }
+    let flows: Api<Flow> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let flow = flows
+        .get_opt(&run.spec.flow_ref.name)
+        .await
+        .map_err(ReconcileError::Kube)?;
+    let machine = flow
+        .as_ref()
+        .map(|flow| super::flow::own_state_machine_arn(ctx, flow));
+    Ok(match machine {
+        Some(machine) if ownership::is_execution_of(execution_arn, &machine) => None,
+        Some(machine) => Some(format!(
+            "status.executionArn names {execution_arn}, which is not an execution of Flow {}'s state machine {machine}: it is neither read nor stopped",
+            run.spec.flow_ref.name
+        )),
+        // The Flow is gone (its machine may be retained): the machine's owner tags decide.
+        None => {
+            let tags = match ownership::machine_of_execution(execution_arn) {
+                Some(machine) => aws::sfn::tags(&ctx.sfn, &machine).await.ok(),
+                None => None,
+            };
+            let flow = &run.spec.flow_ref.name;
+            match tags {
+                Some(tags) if ownership::tagged_for_flow(&tags, &namespace, flow) => None,
+                _ => Some(format!(
+                    "status.executionArn names {execution_arn}, which this Run did not start and which is not an execution of a state machine of Flow {flow} (gone): it is neither read nor stopped"
+                )),
+            }
+        }
+    })
 }
 
 /// Starts the execution once the Flow is Ready.
@@ -147,14 +200,29 @@ async fn start(
     {
         return stall(api, run, ctx, status, "InvalidParameters", &message).await;
     }
+    // Decided from the Flow's spec and the allow lists, not from its status.
+    if let Some(reason) = super::flow::not_allowed_message(ctx, &flow).await? {
+        let message = format!(
+            "Flow {} is not allowed in namespace {namespace}, so no Run of it starts: {reason}",
+            flow.name_any()
+        );
+        return stall(api, run, ctx, status, "NotAllowed", &message).await;
+    }
     let ready = flow.ready_status();
-    let (Some(machine_arn), Some(version_arn)) = (
-        ready.and_then(|s| s.state_machine_arn.clone()),
-        ready.and_then(|s| s.state_machine_version_arn.clone()),
-    ) else {
+    let Some(version_arn) = ready.and_then(|s| s.state_machine_version_arn.clone()) else {
         let message = format!("waiting for Flow {} to be Ready", flow.name_any());
         return wait(api, run, status, "FlowNotReady", &message, POLL).await;
     };
+    // The machine is the Flow's own (from its UID); the version the status names must be
+    // one of its versions, or anyone with `flows/status` could start another Flow's.
+    let machine_arn = super::flow::own_state_machine_arn(ctx, &flow);
+    if !ownership::is_version_of(&version_arn, &machine_arn) {
+        let message = format!(
+            "Flow {}'s status names version {version_arn}, which is not a version of its state machine {machine_arn}: nothing is started",
+            flow.name_any()
+        );
+        return stall(api, run, ctx, status, "NotAllowed", &message).await;
+    }
     let name = naming::execution_name(&run.name_any(), &run.uid().unwrap_or_default());
     let input = json!({"parameters": parameters}).to_string();
     let execution_arn = match aws::sfn::start_execution(
@@ -228,10 +296,16 @@ async fn adopt(
         .get_opt(&run.spec.flow_ref.name)
         .await
         .map_err(ReconcileError::Kube)?;
+    // The Flow's own machine, from its UID (its status may name another).
     let machine = flow
         .as_ref()
-        .and_then(|f| f.status.as_ref())
-        .and_then(|s| s.state_machine_arn.clone());
+        .filter(|f| {
+            f.status
+                .as_ref()
+                .and_then(|s| s.state_machine_arn.as_ref())
+                .is_some()
+        })
+        .map(|f| super::flow::own_state_machine_arn(ctx, f));
     let Some(machine) = machine else {
         let message = format!(
             "waiting for Flow {} to have a state machine",
@@ -249,7 +323,7 @@ async fn adopt(
     };
     // Only an execution of this Flow's own state machine: the annotation must not let a Run
     // read or stop another Flow's (or another namespace's) executions.
-    if !execution_arn.starts_with(&aws::sfn::execution_arn(&machine, "")) {
+    if !ownership::is_execution_of(execution_arn, &machine) {
         let message = format!(
             "the annotation {EXECUTION_ARN_ANNOTATION} names {execution_arn}, which is not an execution of Flow {}'s state machine {machine}",
             run.spec.flow_ref.name
@@ -670,10 +744,17 @@ async fn read_manifests(
 }
 
 /// Terminates the Batch jobs of steps still running (Step Functions' StopExecution leaves
-/// them running).
-async fn terminate_jobs(ctx: &Context, status: &RunStatus) {
-    for step in status
-        .steps
+/// them running). The job ids come from the execution's history, never from the Run's status
+/// (which anyone with `runs/status` can write).
+async fn terminate_jobs(ctx: &Context, execution_arn: &str) {
+    let events = match aws::sfn::history(&ctx.sfn, execution_arn).await {
+        Ok(events) => events,
+        Err(error) => {
+            warn!(%execution_arn, %error, "could not read the history: no Batch job terminated");
+            return;
+        }
+    };
+    for step in step_statuses(&events)
         .iter()
         .filter(|s| s.phase == Some(StepPhase::Running))
     {
@@ -694,21 +775,26 @@ async fn cleanup(run: &Run, ctx: &Context) -> Result<Action, ReconcileError> {
         &format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any()),
         false,
     );
-    if let Some(arn) = run.status.as_ref().and_then(|s| s.execution_arn.as_deref()) {
-        ctx.forget_history(arn);
-        ctx.index_execution(arn, None);
-    }
     let status = run.status.clone().unwrap_or_default();
     if let (Some(arn), false) = (
         &status.execution_arn,
         status.phase.is_some_and(RunPhase::is_finished),
     ) {
-        aws::sfn::stop_execution(&ctx.sfn, arn)
-            .await
-            .map_err(ReconcileError::Aws)?;
-        terminate_jobs(ctx, &status).await;
+        match foreign_execution(run, ctx, arn).await? {
+            None => {
+                aws::sfn::stop_execution(&ctx.sfn, arn)
+                    .await
+                    .map_err(ReconcileError::Aws)?;
+                terminate_jobs(ctx, arn).await;
+            }
+            Some(message) => warn!(run = %run.name_any(), %message, "not stopped"),
+        }
     } else {
         stop_unrecorded(run, ctx).await?;
+    }
+    if let Some(arn) = status.execution_arn.as_deref() {
+        ctx.forget_history(arn);
+        ctx.index_execution(arn, None);
     }
     Ok(Action::await_change())
 }
@@ -723,9 +809,9 @@ async fn stop_unrecorded(run: &Run, ctx: &Context) -> Result<Option<String>, Rec
         .get_opt(&run.spec.flow_ref.name)
         .await
         .map_err(ReconcileError::Kube)?
-        .and_then(|flow| flow.status.and_then(|s| s.state_machine_arn));
-    // Without a state machine nothing can have started (a deleted Flow's machine is deleted
-    // with it, which ends its executions).
+        .map(|flow| super::flow::own_state_machine_arn(ctx, &flow));
+    // Without a Flow nothing can have started (a deleted Flow's machine is deleted with it,
+    // which ends its executions). The machine is derived from the Flow, never read from status.
     let Some(arn) = unrecorded_execution_arn(run, machine.as_deref()) else {
         return Ok(None);
     };
@@ -736,16 +822,7 @@ async fn stop_unrecorded(run: &Run, ctx: &Context) -> Result<Option<String>, Rec
         return Ok(None);
     }
     info!(run = %run.name_any(), execution = %arn, "stopped an execution its status did not record");
-    let steps = step_statuses(
-        &aws::sfn::history(&ctx.sfn, &arn)
-            .await
-            .map_err(ReconcileError::Aws)?,
-    );
-    let started = RunStatus {
-        steps,
-        ..RunStatus::default()
-    };
-    terminate_jobs(ctx, &started).await;
+    terminate_jobs(ctx, &arn).await;
     Ok(Some(arn))
 }
 

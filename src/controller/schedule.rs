@@ -20,6 +20,7 @@ use crate::reconcilers::flow::owner_uid;
 use crate::reconcilers::schedule::{
     Change, Desired, MAX_LAST_RUNS, NEXT_FIRE_TIMES, Observed, Outcome, desired, plan, status,
 };
+use crate::reconcilers::{ownership, tenancy};
 
 use super::report::{now, publish, write_status};
 use super::{Context, ReconcileError};
@@ -62,13 +63,27 @@ async fn apply(
         let message = format!("Flow {flow_name} not found in namespace {namespace}");
         return finish(schedule, api, ctx, waiting("FlowNotFound", message), None).await;
     };
-    let Some(machine_arn) = flow
+    // Tenancy, decided from the specs and the allow lists (never from a status): a Flow its
+    // namespace may not run, or a trigger on a bucket it may not watch or on the Flow's own
+    // datastore, starts nothing — a rule made while it was allowed is disabled.
+    if let Some(message) = refusal(ctx, schedule, &flow).await? {
+        disable_rule(ctx, schedule).await?;
+        let outcome = Outcome::Stalled {
+            reason: "NotAllowed".into(),
+            message,
+        };
+        return finish(schedule, api, ctx, outcome, None).await;
+    }
+    if flow
         .ready_status()
-        .and_then(|s| s.state_machine_arn.clone())
-    else {
+        .and_then(|s| s.state_machine_arn.as_ref())
+        .is_none()
+    {
         let message = format!("waiting for Flow {flow_name} to be Ready");
         return finish(schedule, api, ctx, waiting("FlowNotReady", message), None).await;
-    };
+    }
+    // The Flow's own machine, from its UID: its status may name another.
+    let machine_arn = super::flow::own_state_machine_arn(ctx, &flow);
 
     // Validate before any AWS call: a bad expression or parameter costs nothing.
     let desired = match desired(schedule, &flow, &machine_arn, &ctx.settings) {
@@ -148,6 +163,66 @@ async fn apply(
         changed: !changes.is_empty(),
     };
     finish(schedule, api, ctx, outcome, Some(&desired)).await
+}
+
+/// Why the Schedule may not start its Flow: the Flow is not allowed in the namespace, the S3
+/// trigger's bucket (or prefix) is not in the namespace's trigger lists, or the trigger
+/// watches the Flow's own datastore prefix (each Run would start another).
+async fn refusal(
+    ctx: &Context,
+    schedule: &Schedule,
+    flow: &Flow,
+) -> Result<Option<String>, ReconcileError> {
+    let namespace = schedule.namespace().unwrap_or_default();
+    if let Some(reason) = super::flow::not_allowed_message(ctx, flow).await? {
+        return Ok(Some(format!(
+            "Flow {} is not allowed in namespace {namespace}, so this Schedule starts nothing (its rule is disabled): {reason}",
+            flow.name_any()
+        )));
+    }
+    let Some(event) = &schedule.spec.event else {
+        return Ok(None);
+    };
+    let policy = super::operations::tenancy_policy(ctx, &namespace).await?;
+    if let Some(violation) = tenancy::check_trigger(&event.s3, &policy) {
+        return Ok(Some(tenancy::message(&namespace, &[violation])));
+    }
+    let root = crate::compile::artifact_root(flow, &ctx.settings);
+    Ok(tenancy::trigger_loop(&event.s3, &root).or_else(|| {
+        tenancy::trigger_on_shared_datastore(&event.s3, &ctx.settings.s3_root, &namespace)
+    }))
+}
+
+/// Disables the Schedule's rule if it exists, is enabled and carries the Schedule's owner
+/// tag (reads only otherwise).
+async fn disable_rule(ctx: &Context, schedule: &Schedule) -> Result<(), ReconcileError> {
+    let uid = schedule.uid().unwrap_or_default();
+    let name = naming::rule_name(
+        &ctx.settings.name_prefix,
+        &schedule.namespace().unwrap_or_default(),
+        &schedule.name_any(),
+        &uid,
+    );
+    let Some(observed) = aws::events::describe_rule(&ctx.events, &name)
+        .await
+        .map_err(ReconcileError::Aws)?
+    else {
+        return Ok(());
+    };
+    let Some(off) = ownership::disabled(&observed.rule) else {
+        return Ok(());
+    };
+    let tags = aws::events::tags(&ctx.events, &observed.arn)
+        .await
+        .map_err(ReconcileError::Aws)?;
+    if ownership::owned_by(&tags, &uid) {
+        aws::events::put_rule(&ctx.events, &off, &tags)
+            .await
+            .map_err(ReconcileError::Aws)?;
+        ctx.forget_checked(&uid);
+        info!(schedule = %schedule.name_any(), rule = %name, "rule disabled: not allowed");
+    }
+    Ok(())
 }
 
 fn waiting(reason: &str, message: String) -> Outcome {
@@ -337,9 +412,10 @@ async fn finish(
             )
         }
         Outcome::Waiting { .. } => Action::requeue(WAIT_FOR_FLOW),
-        // A refusal by AWS or a foreign rule may be resolved outside the Schedule.
+        // A refusal by AWS, a foreign rule or an allow list may be resolved outside the
+        // Schedule.
         Outcome::Stalled { reason, .. }
-            if reason == "AwsRejected" || reason == "ForeignResource" =>
+            if reason == "AwsRejected" || reason == "ForeignResource" || reason == "NotAllowed" =>
         {
             Action::requeue(ctx.recheck_interval)
         }

@@ -34,6 +34,7 @@ fn inputs() -> Inputs {
         ],
         job_roles: vec!["team-a-job".into()],
         secret_roles: vec!["arn:aws:iam::888888888888:role/vault".into()],
+        tenants: Vec::new(),
     }
 }
 
@@ -326,5 +327,71 @@ fn execution_role_reads_the_injected_secrets_pulls_images_and_writes_logs() {
             .as_ref()
             .map(|p| p.service.as_str()),
         Some("ecs-tasks.amazonaws.com")
+    );
+}
+
+#[test]
+fn each_namespace_execution_role_reads_only_its_namespace_secrets() {
+    let inputs = Inputs {
+        tenants: vec![
+            Tenant {
+                namespace: "team-a".into(),
+                execution_role: "team-a-execution".into(),
+                secrets: Vec::new(),
+            },
+            Tenant {
+                namespace: "team-b".into(),
+                execution_role: "arn:aws:iam::210987654321:role/team-b-execution".into(),
+                secrets: vec!["shared/b-*".into(), "team-b-db".into()],
+            },
+        ],
+        ..inputs()
+    };
+    let all = policies(&settings(), &inputs, &[Role::Execution]);
+    assert_eq!(
+        all.len(),
+        3,
+        "the shared execution role, then one per namespace"
+    );
+    assert_eq!(all[0].role, Role::Execution);
+    assert_eq!(all[0].namespace, None);
+    let team_a = &all[1];
+    assert_eq!(team_a.role, Role::NamespaceExecution);
+    assert_eq!(team_a.namespace.as_deref(), Some("team-a"));
+    assert_eq!(
+        team_a.role_arn.as_deref(),
+        Some("arn:aws:iam::210987654321:role/team-a-execution")
+    );
+    assert_eq!(
+        statement(team_a, "ReadNamespaceSecrets").resource,
+        strings(&["arn:aws:secretsmanager:eu-west-1:210987654321:secret:team-a/*"])
+    );
+    // The shared secrets are not the namespace's.
+    assert!(
+        !team_a
+            .permissions
+            .statement
+            .iter()
+            .any(|s| s.sid == "ReadInjectedSecrets")
+    );
+    statement(team_a, "PullImages");
+    assert_eq!(
+        statement(&all[2], "ReadNamespaceSecrets").resource,
+        strings(&[
+            "arn:aws:secretsmanager:eu-west-1:210987654321:secret:shared/b-*",
+            "arn:aws:secretsmanager:eu-west-1:210987654321:secret:team-b-db-??????",
+        ])
+    );
+    // Only the namespace roles, when asked for them alone.
+    let only = policies(&settings(), &inputs, &[Role::NamespaceExecution]);
+    assert_eq!(only.len(), 2);
+    // The controller passes them to Batch and looks their secrets up.
+    let controller = policies(&settings(), &inputs, &[Role::Controller]);
+    let passed = &statement(&controller[0], "PassJobRoles").resource;
+    assert!(passed.contains(&"arn:aws:iam::210987654321:role/team-a-execution".to_owned()));
+    let looked_up = &statement(&controller[0], "LookUpSecrets").resource;
+    assert!(
+        looked_up
+            .contains(&"arn:aws:secretsmanager:eu-west-1:210987654321:secret:team-a/*".to_owned())
     );
 }

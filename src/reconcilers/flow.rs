@@ -132,7 +132,12 @@ pub fn known_version(
     }
     let previous = previous.filter(|s| s.state_machine_arn.as_deref() == Some(machine_arn))?;
     let observed = observed?;
-    let version_arn = previous.state_machine_version_arn.clone()?;
+    // The status may have been written by anyone with `flows/status`: only a version of this
+    // Flow's own machine is taken from it.
+    let version_arn = previous
+        .state_machine_version_arn
+        .clone()
+        .filter(|arn| super::ownership::is_version_of(arn, machine_arn))?;
     (previous.state_machine_revision_id == observed.revision_id).then(|| {
         crate::aws::sfn::Published {
             version_arn,
@@ -527,6 +532,19 @@ mod tests {
             Some(published)
         );
         assert_eq!(known_version(None, MACHINE, Some(&at_r1), None), None);
+    }
+
+    #[test]
+    fn a_version_of_another_machine_in_the_status_is_never_trusted() {
+        let mut forged = status_with("1", Some("r1"), &[]);
+        forged.state_machine_version_arn = Some(
+            "arn:aws:states:us-east-1:123456789012:stateMachine:flowline-team-b-f-x-y:1".into(),
+        );
+        let at_r1 = machine(json!({}), "r1");
+        assert_eq!(
+            known_version(Some(&forged), MACHINE, Some(&at_r1), None),
+            None
+        );
     }
 
     #[test]

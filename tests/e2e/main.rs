@@ -19,3 +19,4 @@ mod run_controller;
 mod schedule_controller;
 mod task_side;
 mod task_wrapper;
+mod tenancy;

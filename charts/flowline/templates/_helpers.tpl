@@ -89,6 +89,8 @@ the controller's own default (none) applies.
   "RUST_LOG" $c.logLevel
   "FLOWLINE_ALLOWED_ROLES" (join "," .Values.tenancy.allowedRoles)
   "FLOWLINE_ALLOWED_JOB_QUEUES" (join "," .Values.tenancy.allowedJobQueues)
+  "FLOWLINE_ALLOWED_SECRETS" (join "," .Values.tenancy.allowedSecrets)
+  "FLOWLINE_ALLOWED_TRIGGER_BUCKETS" (join "," .Values.tenancy.allowedTriggerBuckets)
   "AWS_REGION" .Values.aws.region
   "FLOWLINE_AWS_ACCOUNT" .Values.aws.accountId
   "AWS_ENDPOINT_URL" .Values.aws.endpointUrl
