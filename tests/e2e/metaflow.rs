@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::{
-    ControllerProcess, TestNamespace, env, install_crds, jsonpath, repo_root, wait_for,
+    ControllerProcess, TestNamespace, aws_exec_config, condition, create_job_queue, env,
+    install_crds, jsonpath, kubectl, repo_root, unique_name, wait_for,
 };
 use crate::task_side::{apply, run, step_output, wait_ended};
 
@@ -258,4 +259,258 @@ fn a_nested_foreach_fans_out_per_item_and_joins_every_task() {
         serde_json::json!({"0.5": 52.0, "0.25": 27.0}),
         "{read:#}"
     );
+}
+
+fn wait_ready(namespace: &str, resource: &str) {
+    wait_for(&format!("{resource} to be Ready"), TIMEOUT, || {
+        (condition(namespace, resource, "Ready").0 == "True").then_some(())
+    });
+}
+
+#[tokio::test]
+async fn a_gpu_and_resources_flow_gets_every_batch_option_it_asked_for() {
+    let config = aws_exec_config().await;
+    create_job_queue(&config, "gpu-queue").await;
+    let (scenario, _) = Scenario::start("mf-gpu", "gpu_resources.py", &[]);
+    let run_id = scenario.run("gpu-1", "{epochs: \"2\"}", "Succeeded");
+    let read = read_with_metaflow(
+        &scenario.root(),
+        &format!("GpuResourcesFlow/{run_id}"),
+        READER,
+    );
+    assert_eq!(
+        data(&read, "tagged_step")[0]["result"],
+        serde_json::json!({"gpus": 1, "final_loss": 0.5, "large": 499500}),
+        "one GPU reached the task, epochs was an Int: {read:#}"
+    );
+    // The job definitions Batch ran: resources, shared memory, swap and tags as in @batch.
+    let batch = aws_sdk_batch::Client::new(&config);
+    let arn = |step: &str| {
+        jsonpath(
+            &scenario.ns.name,
+            &format!("flow/{}", scenario.flow),
+            &format!("{{.status.jobDefinitions[?(@.step==\"{step}\")].arn}}"),
+        )
+    };
+    let describe = |arn: String| {
+        let batch = batch.clone();
+        async move {
+            batch
+                .describe_job_definitions()
+                .job_definitions(arn)
+                .send()
+                .await
+                .expect("described")
+                .job_definitions()[0]
+                .clone()
+        }
+    };
+    let gpu = describe(arn("gpu_training")).await;
+    let requirements: Vec<(String, String)> = gpu
+        .container_properties()
+        .expect("a container job")
+        .resource_requirements()
+        .iter()
+        .map(|r| (r.r#type().expect("typed").as_str().to_owned(), r.value().unwrap_or_default().to_owned()))
+        .collect();
+    for expected in [("GPU", "1"), ("VCPU", "8"), ("MEMORY", "32000")] {
+        assert!(
+            requirements.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{requirements:?}"
+        );
+    }
+    let memory = describe(arn("memory_intensive")).await;
+    let linux = memory
+        .container_properties()
+        .and_then(|c| c.linux_parameters())
+        .expect("linux parameters");
+    assert_eq!(linux.shared_memory_size(), Some(8000));
+    assert_eq!(linux.max_swap(), Some(4000));
+    assert_eq!(linux.swappiness(), Some(60));
+    let tagged = describe(arn("tagged_step")).await;
+    let tags = tagged.tags().expect("tags");
+    assert_eq!(tags.get("project").map(String::as_str), Some("ml-training"));
+    assert_eq!(tags.get("cost-center").map(String::as_str), Some("research"));
+}
+
+#[test]
+fn a_parallel_step_runs_as_one_gang_and_its_join_sees_every_node() {
+    let (scenario, manifests) = Scenario::start("mf-parallel", "parallel_training.py", &[]);
+    assert!(manifests.contains("numNodes: 3"), "{manifests}");
+    let run_id = scenario.run("gang-1", "{}", "Succeeded");
+    let read = read_with_metaflow(
+        &scenario.root(),
+        &format!("ParallelTrainingFlow/{run_id}"),
+        READER,
+    );
+    assert_eq!(
+        data(&read, "join")[0]["ranks"],
+        serde_json::json!([0, 1, 2]),
+        "{read:#}"
+    );
+    let nodes = data(&read, "distributed_training");
+    assert_eq!(nodes.len(), 3, "a control task and two workers: {read:#}");
+    assert!(nodes.iter().all(|node| node["num_nodes"] == 3), "{read:#}");
+}
+
+#[test]
+fn retry_catch_and_timeout_behave_as_in_metaflow() {
+    let (scenario, manifests) = Scenario::start("mf-retry", "retry_catch_timeout.py", &[]);
+    assert!(manifests.contains("timeoutSeconds: 65"), "@timeout(5 s) + grace: {manifests}");
+    let run_id = scenario.run("retry-1", "{}", "Succeeded");
+    let read = read_with_metaflow(
+        &scenario.root(),
+        &format!("RetryCatchTimeoutFlow/{run_id}"),
+        READER,
+    );
+    let flaky = &read["steps"]["flaky"][0];
+    assert_eq!(flaky["attempt"], 1, "the second attempt succeeded: {read:#}");
+    assert_eq!(flaky["data"]["flaky_attempt"], 1);
+    let end = data(&read, "end")[0];
+    let broken = end["broken_error"].as_str().unwrap_or_default();
+    assert!(broken.contains("ZeroDivisionError"), "@catch kept the exception: {end:#}");
+    let slow = end["slow_error"].as_str().unwrap_or_default();
+    assert!(slow.contains("timed out"), "@timeout stopped the step: {end:#}");
+    let attempts = jsonpath(
+        &scenario.ns.name,
+        "run/retry-1",
+        "{.status.steps[?(@.name==\"flaky\")].attempts}",
+    );
+    assert_eq!(attempts, "2", "Batch ran flaky twice");
+}
+
+#[tokio::test]
+async fn secrets_are_resolved_by_metaflow_in_the_task_and_never_bound_by_the_flow() {
+    let config = aws_exec_config().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    let password = format!("pw-{}", unique_name("mf"));
+    let value = format!(
+        r#"{{"username": "admin", "password": "{password}", "host": "db.example.com"}}"#
+    );
+    if secrets
+        .create_secret()
+        .name("database-config")
+        .secret_string(&value)
+        .send()
+        .await
+        .is_err()
+    {
+        secrets
+            .put_secret_value()
+            .secret_id("database-config")
+            .secret_string(&value)
+            .send()
+            .await
+            .expect("the secret's value is set");
+    }
+    let (scenario, manifests) = Scenario::start("mf-secrets", "secrets_flow.py", &[]);
+    assert!(!manifests.contains("secrets:"), "no Batch binding: {manifests}");
+    let run_id = scenario.run("secrets-1", "{}", "Succeeded");
+    let read = read_with_metaflow(&scenario.root(), &format!("SecretsFlow/{run_id}"), READER);
+    let start = data(&read, "start")[0];
+    assert_eq!(start["db_user"], "admin", "{read:#}");
+    assert_eq!(start["db_host"], "db.example.com");
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(password.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    assert_eq!(start["password_sha256"], digest.as_str());
+    let status = kubectl(&["get", "flows,runs", "-n", &scenario.ns.name, "-o", "yaml"], None).stdout;
+    assert!(!status.contains(&password), "the value appears in no object");
+}
+
+#[test]
+fn an_s3_data_flow_stores_and_reads_files_with_metaflows_s3() {
+    let (scenario, _) = Scenario::start("mf-s3", "s3_data.py", &[]);
+    let run_id = scenario.run("s3-1", "{}", "Succeeded");
+    let read = read_with_metaflow(&scenario.root(), &format!("S3DataFlow/{run_id}"), READER);
+    let process = data(&read, "process")[0];
+    assert_eq!(process["total"], 30, "{read:#}");
+    assert_eq!(process["notes"], "stored with metaflow.S3");
+    assert_eq!(
+        process["listed"],
+        serde_json::json!(["notes/readme.txt", "remote_file.csv"])
+    );
+}
+
+#[test]
+fn a_scheduled_flow_gets_a_schedule_and_runs() {
+    let (scenario, manifests) = Scenario::start("mf-schedule", "scheduled.py", &[]);
+    assert!(manifests.contains("kind: Schedule"), "{manifests}");
+    assert!(manifests.contains("cron: 0 0 * * *"), "{manifests}");
+    wait_ready(&scenario.ns.name, &format!("schedule/{}", scenario.flow));
+    let run_id = scenario.run("scheduled-1", "{}", "Succeeded");
+    let read = read_with_metaflow(&scenario.root(), &format!("ScheduledFlow/{run_id}"), READER);
+    assert_eq!(data(&read, "process")[0]["result"], 10, "{read:#}");
+}
+
+#[test]
+fn an_edited_flow_reimported_publishes_a_new_version_that_runs_the_new_code() {
+    install_crds();
+    let ns = TestNamespace::create("mf-edit");
+    let _controller = ControllerProcess::start_exec(&ns.name, &[]);
+    let dir = std::env::temp_dir().join(unique_name("mf-edit"));
+    std::fs::create_dir_all(&dir).expect("folder");
+    let file = dir.join("hello_batch.py");
+    let original = std::fs::read_to_string(example("hello_batch.py")).expect("example");
+    std::fs::write(&file, &original).expect("written");
+    let first = import(&file, &ns.name, &[]).expect("imports");
+    apply(&ns.name, &first);
+    let flow = "flow/hello-batch-flow";
+    wait_ready(&ns.name, flow);
+    let version = jsonpath(&ns.name, flow, "{.status.stateMachineVersion}");
+    let code = |manifests: &str| {
+        manifests
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("flowline.io/metaflow-code: "))
+            .expect("a code package")
+            .to_owned()
+    };
+    // The same code imported again is the same manifest: nothing changes.
+    assert_eq!(import(&file, &ns.name, &[]).expect("imports"), first);
+    std::fs::write(&file, original.replace(".upper()", ".upper() + \"!\"")).expect("edited");
+    let second = import(&file, &ns.name, &[]).expect("imports");
+    assert_ne!(code(&first), code(&second), "a new package for new code");
+    apply(&ns.name, &second);
+    wait_for("a new state machine version", TIMEOUT, || {
+        let now = jsonpath(&ns.name, flow, "{.status.stateMachineVersion}");
+        (now != version && !now.is_empty() && condition(&ns.name, flow, "Ready").0 == "True")
+            .then_some(())
+    });
+    apply(&ns.name, &run("edited-1", "hello-batch-flow", "{}"));
+    wait_ended(&ns.name, "edited-1", "Succeeded");
+    let run_id = metaflow_run_id(&ns.name, "edited-1");
+    let root = format!("{S3_ROOT}/{}/hello-batch-flow", ns.name);
+    let read = read_with_metaflow(&root, &format!("HelloBatchFlow/{run_id}"), READER);
+    assert_eq!(data(&read, "compute_step")[0]["result"], "HELLO HELLO!", "{read:#}");
+}
+
+#[test]
+fn flows_metaflow_rejects_or_flowline_cannot_express_are_refused_with_the_reason() {
+    let dir = std::env::temp_dir().join(unique_name("mf-bad"));
+    std::fs::create_dir_all(&dir).expect("folder");
+    let cases = [
+        (
+            "unbalanced.py",
+            "from metaflow import FlowSpec, step\nclass BadFlow(FlowSpec):\n    @step\n    def start(self):\n        self.next(self.a, self.b)\n    @step\n    def a(self):\n        self.next(self.end)\n    @step\n    def b(self):\n        self.next(self.end)\n    @step\n    def end(self):\n        pass\n",
+            "Metaflow's linter rejects the flow",
+        ),
+        (
+            "conda.py",
+            "from metaflow import FlowSpec, step, conda\nclass CondaFlow(FlowSpec):\n    @conda(packages={'pandas': '2.2.2'})\n    @step\n    def start(self):\n        self.next(self.end)\n    @step\n    def end(self):\n        pass\n",
+            "@conda",
+        ),
+        (
+            "project.py",
+            "from metaflow import FlowSpec, step, project\n@project(name='p')\nclass ProjectFlow(FlowSpec):\n    @step\n    def start(self):\n        self.next(self.end)\n    @step\n    def end(self):\n        pass\n",
+            "@project",
+        ),
+    ];
+    for (file, source, reason) in cases {
+        let path = dir.join(file);
+        std::fs::write(&path, source).expect("written");
+        let error = import(&path, "default", &[]).expect_err("refused");
+        assert!(error.contains(reason), "{file}: {error}");
+    }
 }

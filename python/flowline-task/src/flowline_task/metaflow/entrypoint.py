@@ -183,6 +183,9 @@ def metaflow_environment(env: Mapping[str, str], task: Task) -> dict[str, str]:
         "METAFLOW_DATASTORE_SYSROOT_S3": task.datastore_root,
         "METAFLOW_DEFAULT_METADATA": "service" if env.get("METAFLOW_SERVICE_URL") else "local",
         "METAFLOW_USER": DEFAULT_USER,
+        # As Metaflow's own Batch jobs say: @parallel then uses the multi-node job's nodes
+        # instead of starting its workers as local processes.
+        "METAFLOW_RUNTIME_ENVIRONMENT": "aws-batch",
     }
     for flowline, metaflow in (
         ("FLOWLINE_S3_ENDPOINT", "METAFLOW_S3_ENDPOINT_URL"),

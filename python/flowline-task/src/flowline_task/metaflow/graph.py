@@ -87,6 +87,9 @@ BATCH_FIELDS = {
     "max_swap": "maxSwap",
     "swappiness": "swappiness",
 }
+# What Metaflow's @batch asks for when nothing says otherwise; @resources never asks for less,
+# as in Metaflow (Flowline's own defaults for a step that sets nothing are the same).
+BATCH_RESOURCE_DEFAULTS = {"cpu": 1, "memory": 4096}
 # `@batch` attributes Flowline cannot express when set (to anything but their default).
 BATCH_REJECTED = {
     "efa": "EFA devices",
@@ -200,7 +203,7 @@ def batch_settings(node: Any, problems: Problems) -> dict[str, Any]:
             value = resources.attributes.get(name)
             if value is None:
                 continue
-            value = _number(value)
+            value = max(_number(value), BATCH_RESOURCE_DEFAULTS.get(field, 0))
             out[field] = max(out.get(field, value), value)
         if resources.attributes.get("disk") not in (None, ""):
             problems.warn(f"step {node.name}: @resources(disk=...) is ignored: Batch on EC2 gives a job the instance's disk")
@@ -262,8 +265,8 @@ def describe_step(node: Any, graph: Any, max_attempts: int, problems: Problems) 
         if callable(retry_count):
             user, errors = retry_count()
             error_retries = max(error_retries, int(errors))
-    if "retry" in decos and str(decos["retry"].attributes.get("minutes_between_retries", "0")) not in ("0", "0.0"):
-        problems.warn(f"step {node.name}: @retry(minutes_between_retries=...) is ignored: Batch starts a retry at once")
+    # `minutes_between_retries` is ignored, as Metaflow's own Step Functions deployments do:
+    # Batch starts a retry as soon as an attempt failed.
     attempts = user_retries + error_retries + 1
     if attempts > max_attempts:
         problems.error(
