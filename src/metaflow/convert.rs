@@ -387,6 +387,13 @@ fn schedule_spec_default() -> ScheduleSpec {
     }
 }
 
+/// The Metaflow pathspec of an execution of a converted Flow (`<class>/fl-<execution>`), for
+/// the Run's status; `None` for other Flows.
+pub fn metaflow_run(flow: &Flow, execution_name: &str) -> Option<String> {
+    let class = flow.metadata.annotations.as_ref()?.get(FLOW_ANNOTATION)?;
+    Some(format!("{class}/{RUN_PREFIX}{execution_name}"))
+}
+
 /// The manifests as one YAML stream (`---` between documents).
 pub fn to_yaml(converted: &Converted) -> Result<String, serde_norway::Error> {
     let mut documents = vec![serde_norway::to_string(&converted.flow)?];

@@ -203,6 +203,11 @@ fn a_plain_batch_flow_runs_and_metaflows_client_reads_its_parameters_artifacts_a
     let (scenario, manifests) = Scenario::start("mf-hello", "hello_batch.py", &[]);
     assert!(manifests.contains("flowline.io/metaflow-flow: HelloBatchFlow"), "{manifests}");
     let run_id = scenario.run("hello-1", "{greeting: \"hi\"}", "Succeeded");
+    assert_eq!(
+        jsonpath(&scenario.ns.name, "run/hello-1", "{.status.metaflowRun}"),
+        format!("HelloBatchFlow/{run_id}"),
+        "the Run's status names the Metaflow run"
+    );
     let read = read_with_metaflow(
         &scenario.root(),
         &format!("HelloBatchFlow/{run_id}"),

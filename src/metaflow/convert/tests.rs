@@ -189,3 +189,18 @@ fn converted_flows_pass_the_crd_schema_and_the_graph_check() {
     let asl = serde_json::to_string(&rendered).expect("json");
     assert!(asl.contains("ItemReader"), "the foreach is a Distributed Map: {asl}");
 }
+
+#[test]
+fn a_converted_flows_runs_are_named_as_metaflow_names_them() {
+    let described = doc(vec![
+        step("start", "start", &["end"], &[]),
+        step("end", "linear", &[], &["start"]),
+    ]);
+    let converted = convert(&described, &options(Code::Package(PACKAGE.into()))).expect("converts");
+    assert_eq!(
+        metaflow_run(&converted.flow, "exec-1").as_deref(),
+        Some("BranchFlow/fl-exec-1")
+    );
+    let plain = Flow::new("plain", converted.flow.spec.clone());
+    assert_eq!(metaflow_run(&plain, "exec-1"), None);
+}

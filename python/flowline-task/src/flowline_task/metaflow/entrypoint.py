@@ -382,6 +382,70 @@ def save_logs_and_metadata(flow: str, step: Step, task: Task, task_id: str, meta
             os.chdir(cwd)
 
 
+def copy_task_metadata(flow: str, task: Task, step_name: str, task_id: str, code_dir: str) -> bool:
+    """Copies what a task's attempts stored of their local metadata into `code_dir/.metaflow`;
+    whether there was any."""
+    import io
+    import tarfile
+    import tempfile
+
+    from metaflow import metaflow_config
+    from metaflow.datastore import FlowDataStore
+    from metaflow.metadata_provider.util import copy_tree
+    from metaflow.plugins.datastores.s3_storage import S3Storage
+
+    datastore = FlowDataStore(flow, None, storage_impl=S3Storage, ds_root=task.datastore_root)
+    found = False
+    for attempt in range(int(metaflow_config.MAX_ATTEMPTS)):
+        try:
+            attempt_store = datastore.get_task_datastore(
+                task.metaflow_run, step_name, task_id, attempt=attempt, mode="r", allow_not_done=True
+            )
+            if not attempt_store.has_metadata("local_metadata"):
+                continue
+            key = attempt_store.load_metadata(["local_metadata"])["local_metadata"]
+            _, tarball = next(attempt_store.parent_datastore.load_data([key]))
+        except Exception:  # an attempt that never ran stored nothing
+            continue
+        with tempfile.TemporaryDirectory() as scratch:
+            with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as tar:
+                tar.extractall(scratch, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+            copy_tree(os.path.join(scratch, ".metaflow"), os.path.join(code_dir, ".metaflow"), update=True)
+        found = True
+    return found
+
+
+class WorkerMirror:
+    """On a multi-node step's control node with local metadata: Metaflow's `@batch` makes the
+    control task wait until it sees every worker finished, through the metadata, which each
+    worker writes in its own container. This copies the workers' metadata from the datastore
+    (where their entrypoints store it) into the control's, every two seconds."""
+
+    def __init__(self, flow: str, task: Task, step: Step, code_dir: str) -> None:
+        base = TASK_PREFIX + node_base(task.task_id)
+        nodes = int(os.environ.get("AWS_BATCH_JOB_NUM_NODES", "1") or 1)
+        self.pending = {f"{base}-node-{node}" for node in range(1, nodes)}
+        self.args = (flow, task, step.name)
+        self.code_dir = code_dir
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        flow, task, step_name = self.args
+        while self.pending and not self.done.wait(2.0):
+            for task_id in sorted(self.pending):
+                try:
+                    if copy_task_metadata(flow, task, step_name, task_id, self.code_dir):
+                        self.pending.discard(task_id)
+                except Exception as error:  # keep trying: the worker may still be running
+                    print(f"flowline metaflow: worker {task_id}'s metadata: {error}", file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=10)
+
+
 def parse_args(argv: Sequence[str]) -> tuple[str, Step]:
     parser = argparse.ArgumentParser(description="Runs one step of a Metaflow flow as a Flowline task")
     parser.add_argument("--code-dir", required=True)
@@ -444,7 +508,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         if metadata == "local":
             save_params_metadata(flow, task, code_dir)
-    code = run_logged(command, env, code_dir, logs)
+    mirror = None
+    if step.kind == "parallel" and (task.node_index or 0) == 0 and metadata == "local":
+        mirror = WorkerMirror(flow, task, step, code_dir)
+    try:
+        code = run_logged(command, env, code_dir, logs)
+    finally:
+        if mirror is not None:
+            mirror.stop()
     failed_after = False
     if code == 0 and step.foreach:
         try:

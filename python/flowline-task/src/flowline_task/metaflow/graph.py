@@ -291,6 +291,8 @@ def describe_step(node: Any, graph: Any, max_attempts: int, problems: Problems) 
     if node.type == "foreach" and node.parallel_foreach:
         step["numParallel"] = int(node.num_parallel)
     if step["kind"] == "parallel":
+        if "batch" not in decos:
+            problems.error(f"step {node.name}: @parallel needs @batch on the step: Metaflow's multi-node support on Batch comes with it")
         split = graph[step["parents"][0]]
         if not isinstance(split.num_parallel, int) or split.num_parallel < 1:
             problems.error(f"step {split.name}: num_parallel must be a literal integer for a Batch multi-node job")
