@@ -7,8 +7,8 @@ use kube::api::ObjectMeta;
 use serde::Deserialize;
 
 use crate::api::{
-    BatchSpec, EnvVar, EventTrigger, FLOW_NAME_MAX_LEN, Flow, FlowRef, FlowSpec, Foreach,
-    Parallel, Parameter, Retry, S3Trigger, Schedule, ScheduleSpec, Step,
+    BatchSpec, EnvVar, EventTrigger, FLOW_NAME_MAX_LEN, Flow, FlowRef, FlowSpec, Foreach, Parallel,
+    Parameter, Retry, S3Trigger, Schedule, ScheduleSpec, Step,
 };
 
 /// Annotation naming the Metaflow flow (its FlowSpec class) a Flow was converted from; the
@@ -119,7 +119,9 @@ pub struct Unconvertible(pub Vec<String>);
 /// Fetches the code package with boto3 (which Metaflow depends on) and runs the entrypoint in
 /// it: `python3 -c BOOTSTRAP <package uri> <entrypoint arguments>`. Path-style addressing and
 /// retries follow Flowline's S3 settings, as the task runtime's do.
-pub const BOOTSTRAP: &str = r#"import io, os, runpy, sys, tarfile, boto3
+pub const BOOTSTRAP: &str = r#"import time
+begun = time.monotonic()
+import io, os, runpy, sys, tarfile, boto3
 from botocore.config import Config
 url, args = sys.argv[1], sys.argv[2:]
 bucket, _, key = url[len("s3://"):].partition("/")
@@ -128,6 +130,7 @@ s3 = boto3.client("s3", endpoint_url=endpoint, config=Config(s3={"addressing_sty
 code = os.path.abspath("flowline-code")
 with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
     tar.extractall(code, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+print("flowline metaflow: code package %s fetched in %.2fs" % (url, time.monotonic() - begun), file=sys.stderr)
 sys.argv = [os.path.join(code, "_flowline", "entrypoint.py"), "--code-dir", code] + args
 runpy.run_path(sys.argv[0], run_name="__main__")
 "#;

@@ -88,10 +88,7 @@ fn scratch_dir() -> anyhow::Result<PathBuf> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    let dir = std::env::temp_dir().join(format!(
-        "flowline-import-{}-{nanos}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("flowline-import-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
@@ -147,7 +144,12 @@ fn import_metaflow(args: &MetaflowArgs, work: &Path) -> anyhow::Result<Converted
 /// `<s3Root>/<namespace>/<flow>/_metaflow/code/<sha256>.tgz`: under the Flow's datastore
 /// root, which its job role reads, and named by content, so the Flow's steps (and with them
 /// its state machine version) change exactly when the code does.
-pub fn package_uri(settings: &Settings, namespace: Option<&str>, flow: &str, bytes: &[u8]) -> String {
+pub fn package_uri(
+    settings: &Settings,
+    namespace: Option<&str>,
+    flow: &str,
+    bytes: &[u8],
+) -> String {
     let digest: String = Sha256::digest(bytes)
         .iter()
         .map(|byte| format!("{byte:02x}"))

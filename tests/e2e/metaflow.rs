@@ -73,46 +73,76 @@ fn metaflow_run_id(namespace: &str, run: &str) -> String {
     )
 }
 
-/// Runs `script` with Metaflow's client in a fresh folder after pulling the run's metadata
-/// there, as a reader on a laptop would; returns what it printed as JSON on its last line.
-fn read_with_metaflow(root: &str, pathspec: &str, script: &str) -> serde_json::Value {
-    let dir = std::env::temp_dir().join(format!(
-        "flowline-metaflow-reader-{}",
-        crate::harness::unique_name("r")
-    ));
-    std::fs::create_dir_all(&dir).expect("reader folder");
-    let pull = repo_root().join("python/flowline-task/src/flowline_task/metaflow/pull.py");
-    let reader_env = |command: &mut Command| {
-        aws_env(command)
-            .current_dir(&dir)
+/// A reader's folder on a laptop: the run's metadata pulled by `pull.py` into `./.metaflow`,
+/// Metaflow configured for the Flow's datastore.
+struct Reader {
+    dir: PathBuf,
+    root: String,
+}
+
+impl Reader {
+    fn pull(root: &str, pathspec: &str) -> Reader {
+        let dir = std::env::temp_dir().join(format!(
+            "flowline-metaflow-reader-{}",
+            crate::harness::unique_name("r")
+        ));
+        std::fs::create_dir_all(&dir).expect("reader folder");
+        let reader = Reader {
+            dir,
+            root: root.to_owned(),
+        };
+        let pull = repo_root().join("python/flowline-task/src/flowline_task/metaflow/pull.py");
+        let pulled = reader
+            .command()
+            .arg(&pull)
+            .arg(pathspec)
+            .output()
+            .expect("pull.py runs");
+        assert!(
+            pulled.status.success(),
+            "pull.py {pathspec}: {}",
+            String::from_utf8_lossy(&pulled.stderr)
+        );
+        reader
+    }
+
+    /// The runtime's Python in the reader's folder, with Metaflow pointed at the datastore.
+    fn command(&self) -> Command {
+        let mut command = Command::new(runtime_python());
+        aws_env(&mut command)
+            .current_dir(&self.dir)
             .env("METAFLOW_DEFAULT_DATASTORE", "s3")
             .env("METAFLOW_DEFAULT_METADATA", "local")
-            .env("METAFLOW_DATASTORE_SYSROOT_S3", root)
+            .env("METAFLOW_DATASTORE_SYSROOT_S3", &self.root)
             .env("METAFLOW_S3_ENDPOINT_URL", &env().aws_exec_endpoint)
             .env("METAFLOW_USER", "reader")
             .env("USERNAME", "reader");
-    };
-    let mut pulling = Command::new(runtime_python());
-    pulling.arg(&pull).arg(pathspec);
-    reader_env(&mut pulling);
-    let pulled = pulling.output().expect("pull.py runs");
-    assert!(
-        pulled.status.success(),
-        "pull.py {pathspec}: {}",
-        String::from_utf8_lossy(&pulled.stderr)
-    );
-    let mut reading = Command::new(runtime_python());
-    reading.arg("-c").arg(script).arg(pathspec);
-    reader_env(&mut reading);
-    let output = reading.output().expect("the reader runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "reading {pathspec} with Metaflow's client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+        command
+    }
+
+    /// What `script` (given the pathspec as its argument) printed as JSON on its last line.
+    fn read(&self, script: &str, pathspec: &str) -> serde_json::Value {
+        let output = self
+            .command()
+            .arg("-c")
+            .arg(script)
+            .arg(pathspec)
+            .output()
+            .expect("the reader runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "reading {pathspec} with Metaflow's client failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let last = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    }
+}
+
+/// Pulls the run's metadata into a fresh folder and reads it with Metaflow's client.
+fn read_with_metaflow(root: &str, pathspec: &str, script: &str) -> serde_json::Value {
+    Reader::pull(root, pathspec).read(script, pathspec)
 }
 
 /// Reads every step's tasks: parameters, artifacts (small values), attempts and stdout.
@@ -201,7 +231,10 @@ fn data<'a>(read: &'a serde_json::Value, step: &str) -> Vec<&'a serde_json::Valu
 #[test]
 fn a_plain_batch_flow_runs_and_metaflows_client_reads_its_parameters_artifacts_and_stdout() {
     let (scenario, manifests) = Scenario::start("mf-hello", "hello_batch.py", &[]);
-    assert!(manifests.contains("flowline.io/metaflow-flow: HelloBatchFlow"), "{manifests}");
+    assert!(
+        manifests.contains("flowline.io/metaflow-flow: HelloBatchFlow"),
+        "{manifests}"
+    );
     let run_id = scenario.run("hello-1", "{greeting: \"hi\"}", "Succeeded");
     assert_eq!(
         jsonpath(&scenario.ns.name, "run/hello-1", "{.status.metaflowRun}"),
@@ -220,13 +253,19 @@ fn a_plain_batch_flow_runs_and_metaflows_client_reads_its_parameters_artifacts_a
     assert_eq!(data(&read, "compute_step")[0]["result"], "HI HI");
     let end = &read["steps"]["end"][0];
     assert!(
-        end["stdout"].as_str().unwrap_or_default().contains("Result: HI HI"),
+        end["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Result: HI HI"),
         "stdout is Metaflow's log: {end:#}"
     );
     assert_eq!(end["attempt"], 0);
     // The step's own output also reached the job's log, as CloudWatch would show it.
     let compute = step_output(&scenario.ns.name, "hello-1", "compute_step");
-    assert!(compute.iter().any(|line| line == "computed HI HI"), "{compute:#?}");
+    assert!(
+        compute.iter().any(|line| line == "computed HI HI"),
+        "{compute:#?}"
+    );
 }
 
 #[test]
@@ -242,8 +281,46 @@ fn a_branch_and_join_flow_merges_both_branches() {
     assert_eq!(data(&read, "square")[0]["value"], 100);
     let join = data(&read, "join");
     assert_eq!(join[0]["total"], 120, "{read:#}");
-    assert_eq!(join[0]["base"], 10, "merge_artifacts carried base: {read:#}");
+    assert_eq!(
+        join[0]["base"], 10,
+        "merge_artifacts carried base: {read:#}"
+    );
     assert_eq!(data(&read, "end")[0]["total"], 120);
+
+    // `resume` on a laptop with the Flowline run as its origin: every step before `end` is
+    // cloned from it, `end` runs again locally.
+    let reader = Reader::pull(&scenario.root(), &format!("BranchJoinFlow/{run_id}"));
+    let resumed = reader
+        .command()
+        .arg(example("branch_join.py"))
+        .args([
+            "--no-pylint",
+            "--datastore=s3",
+            "--metadata=local",
+            "resume",
+            "end",
+        ])
+        .args([
+            "--origin-run-id",
+            &run_id,
+            "--run-id-file",
+            "resumed-run-id",
+        ])
+        .output()
+        .expect("resume runs");
+    assert!(
+        resumed.status.success(),
+        "resume from {run_id}: {}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let new_run = std::fs::read_to_string(reader.dir.join("resumed-run-id")).expect("run id");
+    let read = reader.read(READER, &format!("BranchJoinFlow/{}", new_run.trim()));
+    assert_eq!(
+        data(&read, "join")[0]["total"],
+        120,
+        "cloned from the origin: {read:#}"
+    );
+    assert_eq!(data(&read, "end")[0]["total"], 120, "{read:#}");
 }
 
 #[test]
@@ -257,7 +334,11 @@ fn a_nested_foreach_fans_out_per_item_and_joins_every_task() {
         .collect();
     let mut sorted = trials.clone();
     sorted.sort_by(f64::total_cmp);
-    assert_eq!(sorted, vec![26.0, 27.0, 51.0, 52.0], "one task per rate and seed: {read:#}");
+    assert_eq!(
+        sorted,
+        vec![26.0, 27.0, 51.0, 52.0],
+        "one task per rate and seed: {read:#}"
+    );
     assert_eq!(data(&read, "join_seeds").len(), 2);
     assert_eq!(
         data(&read, "end")[0]["scores"],
@@ -316,7 +397,12 @@ async fn a_gpu_and_resources_flow_gets_every_batch_option_it_asked_for() {
         .expect("a container job")
         .resource_requirements()
         .iter()
-        .map(|r| (r.r#type().expect("typed").as_str().to_owned(), r.value().unwrap_or_default().to_owned()))
+        .map(|r| {
+            (
+                r.r#type().expect("typed").as_str().to_owned(),
+                r.value().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     for expected in [("GPU", "1"), ("VCPU", "8"), ("MEMORY", "32000")] {
         assert!(
@@ -335,7 +421,10 @@ async fn a_gpu_and_resources_flow_gets_every_batch_option_it_asked_for() {
     let tagged = describe(arn("tagged_step")).await;
     let tags = tagged.tags().expect("tags");
     assert_eq!(tags.get("project").map(String::as_str), Some("ml-training"));
-    assert_eq!(tags.get("cost-center").map(String::as_str), Some("research"));
+    assert_eq!(
+        tags.get("cost-center").map(String::as_str),
+        Some("research")
+    );
 }
 
 #[test]
@@ -361,7 +450,10 @@ fn a_parallel_step_runs_as_one_gang_and_its_join_sees_every_node() {
 #[test]
 fn retry_catch_and_timeout_behave_as_in_metaflow() {
     let (scenario, manifests) = Scenario::start("mf-retry", "retry_catch_timeout.py", &[]);
-    assert!(manifests.contains("timeoutSeconds: 65"), "@timeout(5 s) + grace: {manifests}");
+    assert!(
+        manifests.contains("timeoutSeconds: 65"),
+        "@timeout(5 s) + grace: {manifests}"
+    );
     let run_id = scenario.run("retry-1", "{}", "Succeeded");
     let read = read_with_metaflow(
         &scenario.root(),
@@ -369,13 +461,22 @@ fn retry_catch_and_timeout_behave_as_in_metaflow() {
         READER,
     );
     let flaky = &read["steps"]["flaky"][0];
-    assert_eq!(flaky["attempt"], 1, "the second attempt succeeded: {read:#}");
+    assert_eq!(
+        flaky["attempt"], 1,
+        "the second attempt succeeded: {read:#}"
+    );
     assert_eq!(flaky["data"]["flaky_attempt"], 1);
     let end = data(&read, "end")[0];
     let broken = end["broken_error"].as_str().unwrap_or_default();
-    assert!(broken.contains("ZeroDivisionError"), "@catch kept the exception: {end:#}");
+    assert!(
+        broken.contains("ZeroDivisionError"),
+        "@catch kept the exception: {end:#}"
+    );
     let slow = end["slow_error"].as_str().unwrap_or_default();
-    assert!(slow.contains("timed out"), "@timeout stopped the step: {end:#}");
+    assert!(
+        slow.contains("timed out"),
+        "@timeout stopped the step: {end:#}"
+    );
     let attempts = jsonpath(
         &scenario.ns.name,
         "run/retry-1",
@@ -389,9 +490,8 @@ async fn secrets_are_resolved_by_metaflow_in_the_task_and_never_bound_by_the_flo
     let config = aws_exec_config().await;
     let secrets = aws_sdk_secretsmanager::Client::new(&config);
     let password = format!("pw-{}", unique_name("mf"));
-    let value = format!(
-        r#"{{"username": "admin", "password": "{password}", "host": "db.example.com"}}"#
-    );
+    let value =
+        format!(r#"{{"username": "admin", "password": "{password}", "host": "db.example.com"}}"#);
     if secrets
         .create_secret()
         .name("database-config")
@@ -409,7 +509,10 @@ async fn secrets_are_resolved_by_metaflow_in_the_task_and_never_bound_by_the_flo
             .expect("the secret's value is set");
     }
     let (scenario, manifests) = Scenario::start("mf-secrets", "secrets_flow.py", &[]);
-    assert!(!manifests.contains("secrets:"), "no Batch binding: {manifests}");
+    assert!(
+        !manifests.contains("secrets:"),
+        "no Batch binding: {manifests}"
+    );
     let run_id = scenario.run("secrets-1", "{}", "Succeeded");
     let read = read_with_metaflow(&scenario.root(), &format!("SecretsFlow/{run_id}"), READER);
     let start = data(&read, "start")[0];
@@ -421,8 +524,15 @@ async fn secrets_are_resolved_by_metaflow_in_the_task_and_never_bound_by_the_flo
         .map(|byte| format!("{byte:02x}"))
         .collect();
     assert_eq!(start["password_sha256"], digest.as_str());
-    let status = kubectl(&["get", "flows,runs", "-n", &scenario.ns.name, "-o", "yaml"], None).stdout;
-    assert!(!status.contains(&password), "the value appears in no object");
+    let status = kubectl(
+        &["get", "flows,runs", "-n", &scenario.ns.name, "-o", "yaml"],
+        None,
+    )
+    .stdout;
+    assert!(
+        !status.contains(&password),
+        "the value appears in no object"
+    );
 }
 
 #[test]
@@ -488,7 +598,11 @@ fn an_edited_flow_reimported_publishes_a_new_version_that_runs_the_new_code() {
     let run_id = metaflow_run_id(&ns.name, "edited-1");
     let root = format!("{S3_ROOT}/{}/hello-batch-flow", ns.name);
     let read = read_with_metaflow(&root, &format!("HelloBatchFlow/{run_id}"), READER);
-    assert_eq!(data(&read, "compute_step")[0]["result"], "HELLO HELLO!", "{read:#}");
+    assert_eq!(
+        data(&read, "compute_step")[0]["result"],
+        "HELLO HELLO!",
+        "{read:#}"
+    );
 }
 
 #[test]
@@ -518,4 +632,59 @@ fn flows_metaflow_rejects_or_flowline_cannot_express_are_refused_with_the_reason
         let error = import(&path, "default", &[]).expect_err("refused");
         assert!(error.contains(reason), "{file}: {error}");
     }
+}
+
+/// Prints (asserts nothing about) what running a step through Flowline costs beyond plain
+/// Metaflow: each Batch job of the same 3-step flow (fetch the code package, the entrypoint,
+/// `init` for start, Metaflow's `step`, logs and metadata to S3) against the per-task time of
+/// `python flow.py run` on the same machine with a local datastore.
+#[tokio::test]
+async fn entrypoint_overhead_per_task_is_printed() {
+    let (scenario, _) = Scenario::start("mf-overhead", "scheduled.py", &[]);
+    scenario.run("overhead-1", "{}", "Succeeded");
+    let ids = jsonpath(
+        &scenario.ns.name,
+        "run/overhead-1",
+        "{range .status.steps[*]}{.jobIds[*]} {end}",
+    );
+    let batch = aws_sdk_batch::Client::new(&aws_exec_config().await);
+    let jobs = batch
+        .describe_jobs()
+        .set_jobs(Some(ids.split_whitespace().map(str::to_owned).collect()))
+        .send()
+        .await
+        .expect("jobs are described");
+    let durations: Vec<f64> = jobs
+        .jobs()
+        .iter()
+        .filter_map(|job| Some((job.stopped_at()? - job.started_at()?) as f64 / 1000.0))
+        .collect();
+    let flowline = durations.iter().sum::<f64>() / durations.len().max(1) as f64;
+
+    let dir = std::env::temp_dir().join(unique_name("mf-local"));
+    std::fs::create_dir_all(&dir).expect("folder");
+    let begun = std::time::Instant::now();
+    let local = Command::new(runtime_python())
+        .arg(example("scheduled.py"))
+        .args([
+            "--no-pylint",
+            "--datastore=local",
+            "--metadata=local",
+            "run",
+        ])
+        .current_dir(&dir)
+        .env("METAFLOW_USER", "bench")
+        .output()
+        .expect("metaflow runs");
+    let local_elapsed = begun.elapsed().as_secs_f64();
+    assert!(
+        local.status.success(),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+    println!(
+        "metaflow task overhead: Flowline Batch job (package, entrypoint, step, logs, metadata) {flowline:.2} s per task ({} jobs: {durations:.2?}); plain `python flow.py run` locally {:.2} s per task ({local_elapsed:.2} s for 3 tasks and the run's start)",
+        durations.len(),
+        local_elapsed / 3.0
+    );
 }

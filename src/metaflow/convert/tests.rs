@@ -62,7 +62,9 @@ fn branch_and_join_mirror_the_graph_and_run_the_entrypoint_from_the_package() {
     assert_eq!(spec.steps[3].args[0], PACKAGE);
     let args = spec.steps[3].args.join(" ");
     assert!(
-        args.contains("--flow-file branch.py --flow BranchFlow --step join --kind linear --parents a,b"),
+        args.contains(
+            "--flow-file branch.py --flow BranchFlow --step join --kind linear --parents a,b"
+        ),
         "{args}"
     );
     assert_eq!(
@@ -103,8 +105,7 @@ fn foreach_parallel_retry_and_timeout_map_to_their_step_fields() {
         gang_join,
         step("end", "linear", &[], &["gang_join"]),
     ]);
-    let converted =
-        convert(&described, &options(Code::InImage("/app".into()))).expect("converts");
+    let converted = convert(&described, &options(Code::InImage("/app".into()))).expect("converts");
     let steps = &converted.flow.spec.steps;
     assert!(steps[0].foreach.is_some());
     assert!(steps[0].args.contains(&"--foreach".to_owned()));
@@ -112,15 +113,36 @@ fn foreach_parallel_retry_and_timeout_map_to_their_step_fields() {
     assert_eq!(steps[1].timeout_seconds, Some(180));
     assert_eq!(steps[1].batch.as_ref().and_then(|b| b.cpu), Some(2.0));
     assert!(steps[1].args.join(" ").contains("--user-code-retries 2"));
-    assert!(steps[2].args.join(" ").contains("--kind foreach-join --parents body --split start"));
+    assert!(
+        steps[2]
+            .args
+            .join(" ")
+            .contains("--kind foreach-join --parents body --split start")
+    );
     assert_eq!(steps[4].parallel.as_ref().map(|p| p.num_nodes), Some(3));
-    assert!(steps[5].args.join(" ").contains("--split gang_start --num-parallel 3"));
+    assert!(
+        steps[5]
+            .args
+            .join(" ")
+            .contains("--split gang_start --num-parallel 3")
+    );
     assert_eq!(
         steps[0].command,
         vec!["python3", "-m", "flowline_task.metaflow.entrypoint"]
     );
-    assert_eq!(&steps[0].args[..2], &["--code-dir".to_owned(), "/app".to_owned()]);
-    assert!(converted.flow.metadata.annotations.expect("annotated").get(CODE_ANNOTATION).is_none());
+    assert_eq!(
+        &steps[0].args[..2],
+        &["--code-dir".to_owned(), "/app".to_owned()]
+    );
+    assert!(
+        converted
+            .flow
+            .metadata
+            .annotations
+            .expect("annotated")
+            .get(CODE_ANNOTATION)
+            .is_none()
+    );
 }
 
 #[test]
@@ -141,13 +163,20 @@ fn schedule_and_s3_trigger_become_schedules_of_the_flow() {
     });
     let converted = convert(&described, &options(Code::Package(PACKAGE.into()))).expect("converts");
     assert_eq!(converted.schedules.len(), 2);
-    assert_eq!(converted.schedules[0].spec.cron.as_deref(), Some("0 0 * * *"));
+    assert_eq!(
+        converted.schedules[0].spec.cron.as_deref(),
+        Some("0 0 * * *")
+    );
     assert_eq!(converted.schedules[0].spec.flow_ref.name, "branch-flow");
     let event = converted.schedules[1].spec.event.as_ref().expect("event");
     assert_eq!(event.s3.bucket, "incoming");
     let yaml = to_yaml(&converted).expect("yaml");
     assert_eq!(yaml.matches("kind: Schedule").count(), 2, "{yaml}");
-    assert_eq!(yaml.matches("\n---\n").count() + usize::from(yaml.starts_with("---")), 2, "{yaml}");
+    assert_eq!(
+        yaml.matches("\n---\n").count() + usize::from(yaml.starts_with("---")),
+        2,
+        "{yaml}"
+    );
 }
 
 #[test]
@@ -184,10 +213,14 @@ fn converted_flows_pass_the_crd_schema_and_the_graph_check() {
     let settings = crate::settings::Settings::default();
     let mut flow = converted.flow.clone();
     flow.metadata.uid = Some("uid-1".into());
-    let rendered = crate::compile::render(&flow, &settings, crate::compile::secrets::Lookups::Offline)
-        .expect("the compiler accepts the Flow");
+    let rendered =
+        crate::compile::render(&flow, &settings, crate::compile::secrets::Lookups::Offline)
+            .expect("the compiler accepts the Flow");
     let asl = serde_json::to_string(&rendered).expect("json");
-    assert!(asl.contains("ItemReader"), "the foreach is a Distributed Map: {asl}");
+    assert!(
+        asl.contains("ItemReader"),
+        "the foreach is a Distributed Map: {asl}"
+    );
 }
 
 #[test]

@@ -473,7 +473,34 @@ def parse_args(argv: Sequence[str]) -> tuple[str, Step]:
     return args.code_dir, step
 
 
+class Clock:
+    """Seconds spent in each phase, printed at the end (the entrypoint's own cost)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.now = time.monotonic
+        self.last = self.now()
+        self.phases: list[tuple[str, float]] = []
+
+    def lap(self, phase: str) -> None:
+        now = self.now()
+        self.phases.append((phase, now - self.last))
+        self.last = now
+
+    def report(self) -> None:
+        laps = ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in self.phases)
+        print(f"flowline metaflow: timing: {laps}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    clock = Clock()
+    code = _main(argv, clock)
+    clock.report()
+    return code
+
+
+def _main(argv: Sequence[str] | None, clock: Clock) -> int:
     code_dir, step = parse_args(sys.argv[1:] if argv is None else argv)
     code_dir = os.path.abspath(code_dir)
     try:
@@ -501,6 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "MFLOG_STDERR": logs[1],
         }
     )
+    clock.lap("setup")
     if step.kind == "start" and not parameters_exist(flow, task):
         code = subprocess.call(init_command(sys.executable, step, task, metadata), env=env, cwd=code_dir)
         if code != 0:
@@ -508,6 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         if metadata == "local":
             save_params_metadata(flow, task, code_dir)
+        clock.lap("init")
     mirror = None
     if step.kind == "parallel" and (task.node_index or 0) == 0 and metadata == "local":
         mirror = WorkerMirror(flow, task, step, code_dir)
@@ -516,6 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if mirror is not None:
             mirror.stop()
+    clock.lap("step")
     failed_after = False
     if code == 0 and step.foreach:
         try:
@@ -527,6 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_logs_and_metadata(flow, step, task, task_id, metadata, code_dir)
     except Exception as error:  # logs and metadata are for readers; the step's outcome stands
         print(f"flowline metaflow: logs or metadata were not saved: {error}", file=sys.stderr, flush=True)
+    clock.lap("foreach list, logs and metadata")
     if code == 0 and failed_after:
         return WRAPPER_FAILED
     return code
