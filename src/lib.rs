@@ -13,6 +13,7 @@ pub mod compile;
 pub mod controller;
 pub mod failpoint;
 pub mod iam;
+pub mod metaflow;
 pub mod metrics;
 pub mod reconcilers;
 pub mod settings;

@@ -98,6 +98,11 @@ enum Command {
         #[command(subcommand)]
         command: ArtifactsCommand,
     },
+    /// Convert a flow written for another tool into Flowline manifests, printed as YAML.
+    Import {
+        #[command(subcommand)]
+        command: flowline::metaflow::ImportCommand,
+    },
     /// Run a step's command inside its container with the task side around it: binary secrets
     /// and declared inputs before, outputs and a `_task.json` manifest stored after (see the
     /// README's "The task runtime"). Exits with the command's code (128 + n after signal n),
@@ -195,6 +200,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Task { command } => return run_task(command),
         Command::Artifacts { command } => artifacts(command),
+        Command::Import { command } => flowline::metaflow::run(command),
         Command::Crds => flowline::api::crds_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(anyhow::Error::from),

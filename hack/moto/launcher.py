@@ -45,7 +45,7 @@ process instead: exit code 0 makes it SUCCEEDED, anything else FAILED. Its outpu
 ``<job-log-dir>/<logStreamName>.log`` and to CloudWatch Logs (group ``/aws/batch/job``, stream
 ``container.logStreamName``). The process gets only what the job's container would get
 (task_runtime.py), nothing of the launcher's environment: the job's variables, its resolved
-secrets, AWS_BATCH_JOB_ID, AWS_BATCH_JOB_ATTEMPT, AWS_BATCH_JQ_NAME, AWS_BATCH_CE_NAME (plus
+secrets, AWS_BATCH_JOB_ID, AWS_BATCH_JOB_ATTEMPT, AWS_BATCH_JQ_NAME, AWS_BATCH_CE_NAME, AWS_EXECUTION_ENV (plus
 AWS_BATCH_JOB_NODE_INDEX, AWS_BATCH_JOB_NUM_NODES, AWS_BATCH_JOB_MAIN_NODE_INDEX per node of a
 multi-node job, AWS_BATCH_JOB_ARRAY_INDEX per child of an array job), PATH of the runtime its
 image maps to (``<venv>/bin:/usr/local/bin:/usr/bin:/bin``, venvs listed by ``--runtimes`` /
@@ -963,6 +963,8 @@ def _batch_variables(job: Any, ctl: JobControl, node: tuple[int, int, int] | Non
         "AWS_BATCH_JOB_ATTEMPT": str(ctl.attempt),
         "AWS_BATCH_JQ_NAME": job.job_queue.name,
         "AWS_BATCH_CE_NAME": "flowline-emulator",
+        # What the ECS agent sets in every container (Metaflow's @batch reads it).
+        "AWS_EXECUTION_ENV": "AWS_ECS_FARGATE" if "FARGATE" in (getattr(job.job_definition, "platform_capabilities", None) or []) else "AWS_ECS_EC2",
     }
     index = (job.array_properties or {}).get("index")
     if index is not None:

@@ -186,6 +186,12 @@ pub struct RunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_root: Option<String>,
 
+    /// The Metaflow run of a Flow converted by `flowline import metaflow`, as Metaflow's
+    /// client names it: `<FlowSpec class>/fl-<execution name>` (read it with
+    /// `Run("<this>")` after `python -m flowline_task.metaflow.pull <this>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metaflow_run: Option<String>,
+
     /// A CamelCase reason for the phase when the Run failed or waits, e.g. `ImageNotFound`,
     /// `AccessDenied` or `StuckRunnable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -261,6 +261,7 @@ async fn start(
         "{}/{name}",
         compile::artifact_root(&flow, &ctx.settings)
     ));
+    status.metaflow_run = crate::metaflow::convert::metaflow_run(&flow, &name);
     set(&mut status, run, RUNNING);
     write_status_guarded(api, run, run.status.as_ref(), status).await?;
     Ok(Action::requeue(POLL))
@@ -335,6 +336,7 @@ async fn adopt(
             "{}/{execution_name}",
             compile::artifact_root(flow, &ctx.settings)
         ));
+        status.metaflow_run = crate::metaflow::convert::metaflow_run(flow, execution_name);
     }
     status.origin = Some(if run.labels().contains_key(SCHEDULE_LABEL) {
         RunOrigin::Schedule

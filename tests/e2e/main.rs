@@ -12,6 +12,7 @@ mod foundation;
 mod health_script;
 mod helm;
 mod iam;
+mod metaflow;
 mod operations;
 mod races;
 mod render;
