@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod conditions;
 pub mod discovery;
 pub mod flow;
+pub mod resume;
 pub mod run;
 pub mod schedule;
 pub mod tenancy;
