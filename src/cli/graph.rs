@@ -96,6 +96,8 @@ pub struct Node {
     pub reused_from: Option<String>,
     /// What runs (the image), shown when no Run is drawn.
     pub detail: Option<String>,
+    /// Why a step failed or waits.
+    pub reason: Option<String>,
 }
 
 /// An arrow between two steps; `caught` for a `catch` path.
@@ -155,6 +157,7 @@ pub fn build(flow: &Flow, run: Option<&Run>) -> Graph {
                     .get(step.name.as_str())
                     .map(|f| format!("{}/{} tasks", f.succeeded + f.failed + f.aborted, f.total)),
                 reused_from: seen.and_then(|s| s.reused_from.clone()),
+                reason: seen.and_then(|s| s.reason.clone()),
                 detail: run
                     .is_none()
                     .then(|| step.image.clone().or_else(|| step.command.first().cloned()))
@@ -256,13 +259,30 @@ pub fn human_duration(seconds: i64) -> String {
     }
 }
 
-/// Each step's layer (its longest distance from a step without parents) and its position in
-/// the layer, ordered by the mean position of its parents so edges cross little.
+/// Where everything goes: each step's layer (its longest distance from a step without
+/// parents) and its slot in the layer, the slots each layer has, and for each edge the slots
+/// it passes through. An edge that skips layers gets a slot of its own in each layer it
+/// crosses, so it runs beside the steps there instead of through them.
+pub struct Arrangement {
+    pub places: BTreeMap<String, (usize, usize)>,
+    pub slots: BTreeMap<usize, usize>,
+    /// Per edge (in `Graph::edges` order): the (layer, slot) of each layer it crosses.
+    pub routes: Vec<Vec<(usize, usize)>>,
+}
+
+/// Each step's (layer, slot): see [`Arrangement`].
 pub fn layout(graph: &Graph) -> BTreeMap<String, (usize, usize)> {
+    arrange(graph).places
+}
+
+/// Lays the graph out in layers, ordering each layer by the mean slot of its parents so that
+/// edges cross little (one barycentric pass from the top).
+pub fn arrange(graph: &Graph) -> Arrangement {
     let names: Vec<&str> = graph.nodes.iter().map(|n| n.name.as_str()).collect();
+    let known = |name: &str| names.contains(&name);
     let mut parents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for edge in &graph.edges {
-        if names.contains(&edge.to.as_str()) && names.contains(&edge.from.as_str()) {
+        if known(&edge.to) && known(&edge.from) {
             parents
                 .entry(edge.to.as_str())
                 .or_default()
@@ -292,38 +312,86 @@ pub fn layout(graph: &Graph) -> BTreeMap<String, (usize, usize)> {
             break;
         }
     }
-    let depth = layer.values().copied().max().unwrap_or(0);
-    let mut position: BTreeMap<&str, f64> = BTreeMap::new();
-    let mut out = BTreeMap::new();
+    // Vertices: the steps, then one per layer an edge crosses. A vertex's parents, for the
+    // ordering: a step's are its parents' vertices (or the last crossing of a long edge).
+    struct Vertex {
+        layer: usize,
+        order: usize,
+        parents: Vec<usize>,
+    }
+    let index: BTreeMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let mut vertices: Vec<Vertex> = names
+        .iter()
+        .enumerate()
+        .map(|(order, name)| Vertex {
+            layer: layer.get(name).copied().unwrap_or(0),
+            order,
+            parents: Vec::new(),
+        })
+        .collect();
+    let mut crossings: Vec<Vec<usize>> = Vec::with_capacity(graph.edges.len());
+    for edge in &graph.edges {
+        let (Some(&from), Some(&to)) = (index.get(edge.from.as_str()), index.get(edge.to.as_str()))
+        else {
+            crossings.push(Vec::new());
+            continue;
+        };
+        let (top, bottom) = (vertices[from].layer, vertices[to].layer);
+        let mut previous = from;
+        let mut route = Vec::new();
+        for level in top + 1..bottom {
+            let id = vertices.len();
+            vertices.push(Vertex {
+                layer: level,
+                order: names.len() + id,
+                parents: vec![previous],
+            });
+            route.push(id);
+            previous = id;
+        }
+        vertices[to].parents.push(previous);
+        crossings.push(route);
+    }
+    let depth = vertices.iter().map(|v| v.layer).max().unwrap_or(0);
+    let mut slot_of: Vec<(usize, usize)> = vec![(0, 0); vertices.len()];
+    let mut position: Vec<Option<f64>> = vec![None; vertices.len()];
+    let mut slots = BTreeMap::new();
     for level in 0..=depth {
-        let mut row: Vec<(&str, f64, usize)> = names
+        let mut row: Vec<(usize, f64, usize)> = vertices
             .iter()
             .enumerate()
-            .filter(|(_, n)| layer.get(*n) == Some(&level))
-            .map(|(order, n)| {
-                let ps: Vec<f64> = parents
-                    .get(n)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| position.get(p).copied())
-                    .collect();
+            .filter(|(_, v)| v.layer == level)
+            .map(|(id, v)| {
+                let ps: Vec<f64> = v.parents.iter().filter_map(|p| position[*p]).collect();
                 let mean = if ps.is_empty() {
-                    order as f64
+                    v.order as f64
                 } else {
                     ps.iter().sum::<f64>() / ps.len() as f64
                 };
-                (*n, mean, order)
+                (id, mean, v.order)
             })
             .collect();
         row.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)));
         let width = row.len();
-        for (index, (name, _, _)) in row.into_iter().enumerate() {
+        slots.insert(level, width);
+        for (slot, (id, _, _)) in row.into_iter().enumerate() {
             // Centred: positions in units of a column, the row's middle at 0.
-            position.insert(name, index as f64 - (width as f64 - 1.0) / 2.0);
-            out.insert(name.to_owned(), (level, index));
+            position[id] = Some(slot as f64 - (width as f64 - 1.0) / 2.0);
+            slot_of[id] = (level, slot);
         }
     }
-    out
+    Arrangement {
+        places: names
+            .iter()
+            .enumerate()
+            .map(|(id, name)| ((*name).to_owned(), slot_of[id]))
+            .collect(),
+        slots,
+        routes: crossings
+            .into_iter()
+            .map(|route| route.into_iter().map(|id| slot_of[id]).collect())
+            .collect(),
+    }
 }
 
 const BOX_WIDTH: f64 = 210.0;
@@ -331,7 +399,7 @@ const BOX_HEIGHT: f64 = 66.0;
 const COLUMN: f64 = 250.0;
 const ROW: f64 = 116.0;
 const MARGIN: f64 = 30.0;
-const HEADER: f64 = 70.0;
+const HEADER: f64 = 86.0;
 const LEGEND: f64 = 60.0;
 const FONT: &str = "DejaVu Sans, Helvetica, Arial, sans-serif";
 
@@ -344,24 +412,22 @@ fn escape(text: &str) -> String {
 
 /// The graph as a standalone SVG document.
 pub fn svg(graph: &Graph) -> String {
-    let places = layout(graph);
-    let mut rows: BTreeMap<usize, usize> = BTreeMap::new();
-    for (layer, _) in places.values() {
-        *rows.entry(*layer).or_default() += 1;
-    }
+    let arrangement = arrange(graph);
+    let places = &arrangement.places;
+    let rows = &arrangement.slots;
     let widest = rows.values().copied().max().unwrap_or(1).max(1);
     let layers = rows.len().max(1);
     let width = (widest as f64 * COLUMN).max(560.0) + 2.0 * MARGIN;
     let drawn_run = graph.subtitle.is_some();
     let legend = if drawn_run { LEGEND } else { 0.0 };
     let height = HEADER + (layers as f64 - 1.0) * ROW + BOX_HEIGHT + 20.0 + legend + MARGIN;
-    let centre = |name: &str| -> (f64, f64) {
-        let (layer, index) = places.get(name).copied().unwrap_or((0, 0));
+    let at = |(layer, index): (usize, usize)| -> (f64, f64) {
         let count = rows.get(&layer).copied().unwrap_or(1) as f64;
         let x = width / 2.0 + (index as f64 - (count - 1.0) / 2.0) * COLUMN;
         let y = HEADER + layer as f64 * ROW + BOX_HEIGHT / 2.0;
         (x, y)
     };
+    let centre = |name: &str| at(places.get(name).copied().unwrap_or((0, 0)));
     let mut out = String::new();
     let _ = write!(
         out,
@@ -383,14 +449,39 @@ pub fn svg(graph: &Graph) -> String {
             escape(&truncate(subtitle, 110))
         );
     }
-    for edge in &graph.edges {
+    for (number, edge) in graph.edges.iter().enumerate() {
         if !places.contains_key(&edge.from) || !places.contains_key(&edge.to) {
             continue;
         }
         let (x1, y1) = centre(&edge.from);
         let (x2, y2) = centre(&edge.to);
-        let (start_y, end_y) = (y1 + BOX_HEIGHT / 2.0, y2 - BOX_HEIGHT / 2.0 - 2.0);
-        let bend = ((end_y - start_y) / 2.0).max(20.0);
+        // Down from the parent, through the slot of each layer the edge crosses, into the
+        // child: a smooth curve between layers, straight through a crossed layer.
+        let mut path = format!("M {x1} {}", y1 + BOX_HEIGHT / 2.0);
+        let mut from = (x1, y1 + BOX_HEIGHT / 2.0);
+        let route = arrangement.routes.get(number).cloned().unwrap_or_default();
+        for slot in route {
+            let (x, y) = at(slot);
+            let (top, bottom) = (y - BOX_HEIGHT / 2.0, y + BOX_HEIGHT / 2.0);
+            let bend = (top - from.1) / 2.0;
+            let _ = write!(
+                path,
+                " C {} {}, {x} {}, {x} {top} L {x} {bottom}",
+                from.0,
+                from.1 + bend,
+                top - bend
+            );
+            from = (x, bottom);
+        }
+        let end_y = y2 - BOX_HEIGHT / 2.0 - 2.0;
+        let bend = ((end_y - from.1) / 2.0).max(20.0);
+        let _ = write!(
+            path,
+            " C {} {}, {x2} {}, {x2} {end_y}",
+            from.0,
+            from.1 + bend,
+            end_y - bend
+        );
         let (colour, dash, marker) = if edge.caught {
             ("#c62828", r#" stroke-dasharray="6 4""#, "arrow-caught")
         } else {
@@ -398,9 +489,7 @@ pub fn svg(graph: &Graph) -> String {
         };
         let _ = writeln!(
             out,
-            r#"<path d="M {x1} {start_y} C {x1} {c1}, {x2} {c2}, {x2} {end_y}" fill="none" stroke="{colour}" stroke-width="1.8"{dash} marker-end="url(#{marker})"/>"#,
-            c1 = start_y + bend,
-            c2 = end_y - bend,
+            r#"<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.8"{dash} marker-end="url(#{marker})"/>"#,
         );
     }
     for node in &graph.nodes {
@@ -505,7 +594,7 @@ pub fn svg(graph: &Graph) -> String {
             x + 20.0,
             shade.label()
         );
-        x += 30.0 + 7.5 * shade.label().len() as f64;
+        x += 32.0 + 7.0 * shade.label().len() as f64;
     }
     out.push_str("</svg>\n");
     out
@@ -541,7 +630,12 @@ fn second_line(node: &Node) -> Option<String> {
     if let Some(run) = &node.reused_from {
         return Some(format!("from {run}"));
     }
-    node.tasks.clone()
+    node.tasks.clone().or_else(|| {
+        node.reason
+            .as_ref()
+            .filter(|_| matches!(node.shade, Shade::Failed | Shade::Pending))
+            .map(|reason| reason.lines().next().unwrap_or_default().to_owned())
+    })
 }
 
 fn truncate(text: &str, max: usize) -> String {

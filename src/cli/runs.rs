@@ -438,7 +438,10 @@ pub fn steps_table(status: &RunStatus) -> String {
         "ARTIFACTS".to_owned(),
         "NOTE".to_owned(),
     ]];
-    for step in &status.steps {
+    // In the order the steps ran: reused ones (which ran first, in the original Run) first.
+    let mut ordered: Vec<&StepStatus> = status.steps.iter().collect();
+    ordered.sort_by_key(|s| (s.start_time.is_none(), s.start_time.as_ref().map(|t| t.0)));
+    for step in ordered {
         let phase = match (&step.reused_from, step.phase) {
             (Some(_), _) => "Reused".to_owned(),
             (None, Some(phase)) => format!("{phase:?}"),
@@ -493,7 +496,7 @@ pub fn runs_table(runs: &[Run], now: jiff::Timestamp) -> String {
         "NAME".to_owned(),
         "FLOW".to_owned(),
         "PHASE".to_owned(),
-        "STEPS".to_owned(),
+        "DONE".to_owned(),
         "CURRENT".to_owned(),
         "DURATION".to_owned(),
         "AGE".to_owned(),
@@ -671,11 +674,11 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0],
-            "NAME        FLOW  PHASE   STEPS  CURRENT  DURATION  AGE"
+            "NAME        FLOW  PHASE   DONE  CURRENT  DURATION  AGE"
         );
         assert_eq!(
             lines[1],
-            "demo-x1y2z  demo  Failed  1/2    train    42s       1h 00m"
+            "demo-x1y2z  demo  Failed  1/2   train    42s       1h 00m"
         );
     }
 

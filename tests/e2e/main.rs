@@ -18,3 +18,4 @@ mod run_controller;
 mod schedule_controller;
 mod task_side;
 mod task_wrapper;
+mod user_tools;
