@@ -37,7 +37,7 @@ pub const SCHEDULE_LABEL: &str = "flowline.io/schedule";
     shortname = "flrun",
     category = "flowline",
     derive = "PartialEq",
-    doc = "A Run is one execution of a Flow: the controller starts a Step Functions execution of the Flow's current state machine version and reports its progress, its steps' Batch jobs and the S3 URIs of their artifacts in the status.",
+    doc = "A Run is one execution of a Flow: the controller starts a Step Functions execution of the Flow's current state machine version and reports its progress, its steps' Batch jobs and the S3 URIs of their artifacts in the status. One Run is one execution: for each new execution create a new Run, e.g. with `metadata.generateName: <flow>-` and `kubectl create`, or `kubectl flowline run <flow>`.",
     selectable = ".spec.flowRef.name",
     selectable = ".status.phase",
     printcolumn(

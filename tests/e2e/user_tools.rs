@@ -381,3 +381,48 @@ async fn a_run_failing_at_step_3_of_5_resumed_from_step_3_runs_only_steps_3_to_5
     );
     eprintln!("{text}\n{}", stdout(&plugin(&ns.name, &["get", "runs"])));
 }
+
+/// The manifest of the README's "Your first Flow", as written there.
+fn readme_first_flow() -> String {
+    let readme =
+        std::fs::read_to_string(crate::harness::repo_root().join("README.md")).expect("README.md");
+    let section = readme
+        .split("## Your first Flow")
+        .nth(1)
+        .expect("the README has a section \"Your first Flow\"");
+    section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|block| block.split("\n```").next())
+        .expect("the section starts with a Flow manifest")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_readmes_first_flow_runs_as_written_and_its_logs_show_the_sum() {
+    install_crds();
+    let ns = TestNamespace::create("firstflow");
+    let _controller = ControllerProcess::start_exec(&ns.name, &[]);
+    apply(&ns.name, &readme_first_flow());
+    let ran = plugin(&ns.name, &["run", "squares", "-p", "count=4", "--wait"]);
+    let text = stdout(&ran);
+    assert!(
+        ran.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert!(text.contains("foreach 4/4 done"), "{text}");
+    let run = created(&text);
+    let total = stdout(&plugin(&ns.name, &["logs", &run, "--step", "total"]));
+    assert!(total.contains("sum of squares: 30"), "{total}");
+    let squares = stdout(&plugin(&ns.name, &["logs", &run, "--step", "square"]));
+    for n in 1..=4 {
+        assert!(
+            squares.contains(&format!("{n} squared is {}", n * n)),
+            "{squares}"
+        );
+    }
+    let graph = stdout(&plugin(&ns.name, &["graph", &run]));
+    assert!(graph.contains("[foreach]"), "{graph}");
+    assert!(graph.contains("4/4 tasks"), "{graph}");
+}
