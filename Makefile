@@ -1,5 +1,5 @@
 # Flowline's entry points; each target is a script under hack/ that also runs on its own.
-.PHONY: demo test env-up env-down env-status crds fmt lint
+.PHONY: demo test env-up env-down env-status crds fmt lint install
 
 ## Run the demo: local control plane + AWS emulator, CRDs, an example flow.
 demo:
@@ -24,6 +24,11 @@ env-status:
 crds:
 	cargo run --quiet -- crds > crds/flowline.io_crds.yaml
 	cp crds/flowline.io_crds.yaml charts/flowline/crds/flowline.io_crds.yaml
+
+## Install `flowline` and the kubectl plugin `kubectl-flowline` into ~/.cargo/bin (on PATH,
+## kubectl finds the plugin: `kubectl flowline run …`).
+install:
+	cargo install --locked --path . --bins
 
 fmt:
 	cargo fmt --all

@@ -520,6 +520,12 @@ fn controller(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<Stat
         ),
         arns.list_datastore("ListArtifacts"),
         allow("ReadArtifacts", &["s3:GetObject"], vec![arns.objects()]),
+        // A resumed Run's reused artifacts are copied (CopyObject) into its own prefix.
+        allow(
+            "CopyReusedArtifacts",
+            &["s3:PutObject"],
+            vec![arns.objects()],
+        ),
         allow(
             "PassStatesRole",
             &["iam:PassRole"],

@@ -112,6 +112,10 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<std::ffi::OsString>,
     },
+    /// The user's commands, also installed as `kubectl flowline` (run, logs, graph, get, stop,
+    /// resume).
+    #[command(flatten)]
+    User(flowline::cli::UserCommand),
 }
 
 #[derive(Subcommand)]
@@ -199,6 +203,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Task { command } => return run_task(command),
+        Command::User(command) => return flowline::cli::execute(command),
         Command::Artifacts { command } => artifacts(command),
         Command::Import { command } => flowline::metaflow::run(command),
         Command::Crds => flowline::api::crds_yaml()

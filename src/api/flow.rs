@@ -399,9 +399,10 @@ pub struct Step {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub env: Vec<EnvVar>,
 
-    /// The steps that run after this one. One name continues linearly; several names start a
-    /// branch, where the named steps run in parallel and must meet again at a step with
-    /// `join: true`. Required for every step except `end`, which must not have it.
+    /// The steps that run after this one, always a list: `next: [train]` continues linearly;
+    /// several names (`next: [a, b]`) start a branch, where the named steps run in parallel and
+    /// must meet again at a step with `join: true`. Required for every step except `end`, which
+    /// must not have it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 16),
@@ -412,7 +413,8 @@ pub struct Step {
 
     /// Whether the step joins the branches of a split, the tasks of a foreach or the nodes of a
     /// parallel step: it runs once, after all of them, and `FLOWLINE_INPUT_URIS` lists the
-    /// artifact prefixes of every one.
+    /// artifact prefixes of every one. The join of a foreach is the first step after the fan-out
+    /// with `join: true`; the join of a parallel step is the step in its `next`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub join: bool,
 
@@ -421,7 +423,8 @@ pub struct Step {
     /// single step in `next` runs once per element, in parallel (at most `spec.maxConcurrency`
     /// at a time). Each of those tasks finds its position (from 0) in `FLOWLINE_FOREACH_INDEX`
     /// and the element, JSON-encoded, in `FLOWLINE_FOREACH_VALUE`. A step with `join: true`
-    /// closes the fan-out.
+    /// closes the fan-out. `foreach: {}` switches it on with the default object name,
+    /// `foreach.json` (with `taskRuntime`, a file of that name in `$FLOWLINE_OUTPUT_DIR`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub foreach: Option<Foreach>,
 
@@ -482,7 +485,8 @@ pub struct Step {
     /// `@catch`): the run goes on with `catch.next`, or with the step's own `next` when that is
     /// unset. The failure's error and cause reach the steps that run next as JSON in
     /// `FLOWLINE_CAUGHT_ERROR`, and the step's phase in the Run's status stays Failed. Without
-    /// `catch`, a failed step fails the run.
+    /// `catch`, a failed step fails the run. `catch: {}` switches it on and goes on along
+    /// `next`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch: Option<Catch>,
 }

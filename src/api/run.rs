@@ -37,7 +37,7 @@ pub const SCHEDULE_LABEL: &str = "flowline.io/schedule";
     shortname = "flrun",
     category = "flowline",
     derive = "PartialEq",
-    doc = "A Run is one execution of a Flow: the controller starts a Step Functions execution of the Flow's current state machine version and reports its progress, its steps' Batch jobs and the S3 URIs of their artifacts in the status.",
+    doc = "A Run is one execution of a Flow: the controller starts a Step Functions execution of the Flow's current state machine version and reports its progress, its steps' Batch jobs and the S3 URIs of their artifacts in the status. One Run is one execution: for each new execution create a new Run, e.g. with `metadata.generateName: <flow>-` and `kubectl create`, or `kubectl flowline run <flow>`.",
     selectable = ".spec.flowRef.name",
     selectable = ".status.phase",
     printcolumn(
@@ -115,9 +115,14 @@ pub struct RunSpec {
     )]
     pub stop: bool,
 
-    /// Reserved for resuming a failed run from one of its steps, reusing the artifacts of the
-    /// steps before it. Not supported yet: a Run that sets it does not start and is reported
-    /// as Stalled.
+    /// Resume an earlier Run of the same Flow from one of its steps, as Metaflow's `resume`:
+    /// this Run re-runs `step` and every step after it, and reuses the results of the steps
+    /// before it (their artifacts are copied server-side into this Run's prefix, and they are
+    /// listed in `status.steps` with `reusedFrom`). `step` must be on the Flow's main line
+    /// (not inside a branch or a foreach; resume from the step that opens it), and every step
+    /// before it must have succeeded in that Run: a Flow whose earlier steps were added,
+    /// renamed or removed since is refused (Stalled, reason `ResumeRefused`). Commands and
+    /// images may have changed: fixing a step and resuming is what this is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_from: Option<ResumeFrom>,
 }
@@ -327,6 +332,11 @@ pub struct StepStatus {
     /// is denied, or the job is stuck in RUNNABLE because no compute environment can place it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+
+    /// Set on a step a resumed Run did not run: the Run whose results it reuses (its
+    /// artifacts were copied into this Run's prefix). Such a step is `Succeeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 
     /// Objects the step's tasks wrote under their artifact prefix, at most 100.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -55,6 +55,7 @@ pub enum Operation {
     // S3
     ListObjectsV2,
     GetObject,
+    CopyObject,
     // EventBridge (Schedules)
     PutRule,
     PutTargets,
@@ -106,6 +107,7 @@ impl Operation {
         Operation::GetSecretValue,
         Operation::ListObjectsV2,
         Operation::GetObject,
+        Operation::CopyObject,
         Operation::PutRule,
         Operation::PutTargets,
         Operation::DeleteRule,
@@ -146,7 +148,7 @@ impl Operation {
             | DeregisterJobDefinition
             | TerminateJob => "batch",
             DescribeSecret | GetSecretValue => "secretsmanager",
-            ListObjectsV2 | GetObject => "s3",
+            ListObjectsV2 | GetObject | CopyObject => "s3",
             PutRule | PutTargets | DeleteRule | RemoveTargets | DescribeRule
             | ListTargetsByRule | ListRuleTags => "events",
             ReceiveMessage | DeleteMessageBatch | GetQueueUrl | GetQueueAttributes
@@ -188,6 +190,7 @@ impl Operation {
             GetSecretValue => "GetSecretValue",
             ListObjectsV2 => "ListObjectsV2",
             GetObject => "GetObject",
+            CopyObject => "CopyObject",
             PutRule => "PutRule",
             PutTargets => "PutTargets",
             DeleteRule => "DeleteRule",
@@ -211,7 +214,7 @@ impl Operation {
     /// The published quota (see README, "AWS rate limits"). Step Functions: API action
     /// throttling of Standard workflows (the lower of the published regional figures). Batch
     /// publishes no per-action rates: reads assume 50/s, writes 10/s. Secrets Manager: 10,000/s
-    /// for DescribeSecret and GetSecretValue combined. S3: 5,500 GET/s per prefix. EventBridge:
+    /// for DescribeSecret and GetSecretValue combined. S3: 5,500 GET/s and 3,500 PUT/COPY/s per prefix. EventBridge:
     /// 50/s for rule and target management.
     pub fn quota(self) -> PublishedQuota {
         use Operation::*;
@@ -230,6 +233,7 @@ impl Operation {
             RegisterJobDefinition | DeregisterJobDefinition | TerminateJob => (50.0, 10.0),
             DescribeSecret | GetSecretValue => (10_000.0, 10_000.0),
             ListObjectsV2 | GetObject => (5_500.0, 5_500.0),
+            CopyObject => (3_500.0, 3_500.0),
             PutRule | PutTargets | DeleteRule | RemoveTargets | DescribeRule
             | ListTargetsByRule | ListRuleTags => (50.0, 50.0),
             // SQS publishes no per-action rate for standard queues ("nearly unlimited").

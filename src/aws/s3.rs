@@ -1,5 +1,5 @@
 //! S3 adapter: lists the artifacts a task wrote under its prefix, reads one object (a task's
-//! manifest). Reads only.
+//! manifest), and copies a resumed Run's reused artifacts server-side.
 
 use aws_sdk_s3::Client;
 
@@ -84,4 +84,71 @@ pub async fn get(client: &Client, uri: &str) -> Result<Option<Vec<u8>>, AwsError
         message: format!("reading s3://{bucket}/{key}: {error}"),
     })?;
     Ok(Some(bytes.to_vec()))
+}
+
+/// Copies every object under `from` (an `s3://bucket/prefix/`) to the same relative key under
+/// `to`, server-side (CopyObject: no bytes pass through the controller), with the Flow's
+/// server-side encryption; returns how many objects were copied. Copying again is harmless:
+/// the same objects are written with the same content.
+pub async fn copy_prefix(
+    client: &Client,
+    from: &str,
+    to: &str,
+    encryption: (Option<&str>, Option<&str>),
+) -> Result<usize, AwsError> {
+    let (from_bucket, from_prefix) = split_s3(from);
+    let (to_bucket, to_prefix) = split_s3(to);
+    let mut copied = 0;
+    let mut token = None;
+    loop {
+        let page = call(
+            Operation::ListObjectsV2,
+            client
+                .list_objects_v2()
+                .bucket(&from_bucket)
+                .prefix(&from_prefix)
+                .set_continuation_token(token)
+                .send(),
+        )
+        .await?;
+        for object in page.contents() {
+            let key = object.key().unwrap_or_default();
+            let relative = key.strip_prefix(&from_prefix).unwrap_or(key);
+            let (sse, kms_key_id) = encryption;
+            let request = client
+                .copy_object()
+                .copy_source(format!("{from_bucket}/{}", encode_key(key)))
+                .bucket(&to_bucket)
+                .key(format!("{to_prefix}{relative}"))
+                .set_server_side_encryption(sse.map(aws_sdk_s3::types::ServerSideEncryption::from))
+                .set_ssekms_key_id(kms_key_id.map(str::to_owned));
+            call(Operation::CopyObject, request.send()).await?;
+            copied += 1;
+        }
+        token = page.next_continuation_token().map(str::to_owned);
+        if token.is_none() {
+            return Ok(copied);
+        }
+    }
+}
+
+/// A key as CopyObject's `x-amz-copy-source` wants it: URL-encoded, `/` kept.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'/' | b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copy_sources_are_url_encoded_but_keep_slashes() {
+        assert_eq!(super::encode_key("a/b c/ü+.txt"), "a/b%20c/%C3%BC%2B.txt");
+    }
 }

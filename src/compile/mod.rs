@@ -1112,7 +1112,7 @@ spec:
         assert_eq!(choice["Type"], "Choice");
         assert_eq!(choice["Choices"][0]["Variable"], "$.parameters.note");
         assert_eq!(choice["Choices"][0]["IsPresent"], true);
-        assert_eq!(choice["Default"], "start");
+        assert_eq!(choice["Default"], "Flowline.Resume");
         let fill = &states["Flowline.Parameter.note.Text"];
         assert_eq!(fill["ResultPath"], "$.paramText.note");
         assert_eq!(

@@ -8,6 +8,7 @@ pub mod http;
 pub mod leader;
 pub mod operations;
 mod report;
+mod resume;
 pub mod run;
 pub mod schedule;
 

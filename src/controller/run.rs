@@ -158,17 +158,6 @@ async fn start(
         write_status_guarded(api, run, run.status.as_ref(), status).await?;
         return Ok(Action::await_change());
     }
-    if run.spec.resume_from.is_some() {
-        return stall(
-            api,
-            run,
-            ctx,
-            status,
-            "ResumeNotSupported",
-            "spec.resumeFrom is not supported yet: create a Run without it",
-        )
-        .await;
-    }
     let flows: Api<Flow> = Api::namespaced(ctx.kube.clone(), &namespace);
     let Some(flow) = flows
         .get_opt(&run.spec.flow_ref.name)
@@ -224,7 +213,21 @@ async fn start(
         return stall(api, run, ctx, status, "NotAllowed", &message).await;
     }
     let name = naming::execution_name(&run.name_any(), &run.uid().unwrap_or_default());
-    let input = json!({"parameters": parameters}).to_string();
+    let artifact_root = format!("{}/{name}", compile::artifact_root(&flow, &ctx.settings));
+    let mut input = json!({"parameters": parameters});
+    if let Some(from) = &run.spec.resume_from {
+        match super::resume::prepare(ctx, run, from, &flow, &artifact_root).await {
+            Ok(plan) => {
+                input["resume"] = crate::reconcilers::resume::execution_input(&plan.step);
+                status.steps = plan.reused;
+            }
+            Err(super::resume::ResumeFailure::Refused { reason, message }) => {
+                return stall(api, run, ctx, status, reason, &message).await;
+            }
+            Err(super::resume::ResumeFailure::Retry(error)) => return Err(error),
+        }
+    }
+    let input = input.to_string();
     let execution_arn = match aws::sfn::start_execution(
         &ctx.sfn,
         &version_arn,
@@ -257,10 +260,7 @@ async fn start(
     status.execution_arn = Some(execution_arn);
     status.state_machine_version_arn = Some(version_arn);
     status.start_time = Some(now());
-    status.artifact_root = Some(format!(
-        "{}/{name}",
-        compile::artifact_root(&flow, &ctx.settings)
-    ));
+    status.artifact_root = Some(artifact_root);
     status.metaflow_run = crate::metaflow::convert::metaflow_run(&flow, &name);
     set(&mut status, run, RUNNING);
     write_status_guarded(api, run, run.status.as_ref(), status).await?;

@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod discovery;
 pub mod flow;
 pub mod ownership;
+pub mod resume;
 pub mod run;
 pub mod schedule;
 pub mod status_budget;

@@ -21,3 +21,4 @@ mod schedule_controller;
 mod task_side;
 mod task_wrapper;
 mod tenancy;
+mod user_tools;
