@@ -67,6 +67,7 @@ pub struct Metrics {
     pub aws_rate_limit_wait: Family<AwsOperationLabels, Counter<f64, AtomicU64>>,
     pub runs_by_phase: Family<PhaseLabels, Gauge>,
     pub leader: Gauge,
+    pub cached_entries: Gauge,
 }
 
 impl Default for Metrics {
@@ -133,6 +134,12 @@ impl Metrics {
             "1 while this replica holds the leader lease (or runs without leader election)",
             leader.clone(),
         );
+        let cached_entries = Gauge::default();
+        registry.register(
+            "cached_entries",
+            "Entries of the per-object in-memory caches (failure counts, discovery cursors, histories, secrets clients...), counted at each eviction pass",
+            cached_entries.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -144,6 +151,7 @@ impl Metrics {
             aws_rate_limit_wait,
             runs_by_phase,
             leader,
+            cached_entries,
         }
     }
 

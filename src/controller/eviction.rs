@@ -4,7 +4,8 @@
 //! and per secrets identity (Secrets Manager clients by role and region). A deleted object's
 //! cleanup forgets most of it, but not every object goes through a cleanup (deleted before its
 //! finalizer was added, or while the controller was down), and a secrets client outlives the
-//! Flow that needed it. So, every minute, whatever no live object needs any more is dropped.
+//! Flow that needed it. So, every minute (`--cache-eviction-interval-seconds`), whatever no
+//! live object needs any more is dropped.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,9 +18,6 @@ use crate::api::{EXECUTION_ARN_ANNOTATION, Flow, Run, Schedule};
 use crate::settings::Settings;
 
 use super::{Context, RoleAndRegion, failure_key};
-
-/// How often caches are compared with the live objects.
-pub const INTERVAL: Duration = Duration::from_secs(60);
 
 /// The keys under which live objects keep state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,19 +83,19 @@ impl Live {
     }
 }
 
-/// Every [`INTERVAL`], drops the cached state of objects that are gone. Starts once the
-/// watches have their initial lists: before, every object would look gone.
+/// Every `interval`, drops the cached state of objects that are gone and records how many
+/// entries remain. Starts once the watches have their initial lists: before, every object
+/// would look gone.
 pub async fn evict_forever(
     ctx: Arc<Context>,
-    flows: Store<Flow>,
-    runs: Store<Run>,
-    schedules: Store<Schedule>,
+    (flows, runs, schedules): (Store<Flow>, Store<Run>, Store<Schedule>),
+    interval: Duration,
 ) {
     super::until_ready(&flows).await;
     super::until_ready(&runs).await;
     super::until_ready(&schedules).await;
     loop {
-        tokio::time::sleep(INTERVAL).await;
+        tokio::time::sleep(interval).await;
         let live = Live::of(
             &flows.state(),
             &runs.state(),
@@ -108,6 +106,9 @@ pub async fn evict_forever(
         if evicted > 0 {
             tracing::debug!(evicted, "dropped the cached state of objects that are gone");
         }
+        ctx.metrics
+            .cached_entries
+            .set(i64::try_from(ctx.cached_entries()).unwrap_or(i64::MAX));
     }
 }
 

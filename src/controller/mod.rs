@@ -99,6 +99,15 @@ pub struct Options {
     #[arg(long, env = "FLOWLINE_EXECUTION_EVENTS_QUEUE_URL")]
     pub execution_events_queue_url: Option<String>,
 
+    /// How often the in-memory state of deleted objects (failure counts, discovery cursors,
+    /// histories, Secrets Manager clients) is dropped (seconds).
+    #[arg(
+        long,
+        env = "FLOWLINE_CACHE_EVICTION_INTERVAL_SECONDS",
+        default_value_t = 60
+    )]
+    pub cache_eviction_interval_seconds: u64,
+
     /// Flows reconciled at the same time.
     #[arg(long, env = "FLOWLINE_WORKERS", default_value_t = 8)]
     pub workers: u16,
@@ -303,6 +312,24 @@ impl Context {
         let before = clients.len();
         clients.retain(|identity, _| live.secret_identities.contains(identity));
         evicted + before - clients.len()
+    }
+
+    /// Entries in the per-object caches.
+    pub fn cached_entries(&self) -> usize {
+        fn len<K, V>(map: &Mutex<HashMap<K, V>>) -> usize {
+            map.lock().unwrap_or_else(|p| p.into_inner()).len()
+        }
+        len(&self.failures)
+            + len(&self.discovery_cursors)
+            + len(&self.schedule_checks)
+            + len(&self.histories)
+            + len(&self.execution_runs)
+            + len(&self.secrets_clients)
+            + self
+                .running_runs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len()
     }
 
     /// Records whether a Run is running and returns how many are.
@@ -692,9 +719,12 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
     let schedule_store = schedule_controller.store();
     let eviction = eviction::evict_forever(
         ctx.clone(),
-        flow_store.clone(),
-        run_store.clone(),
-        schedule_store.clone(),
+        (
+            flow_store.clone(),
+            run_store.clone(),
+            schedule_store.clone(),
+        ),
+        Duration::from_secs(options.cache_eviction_interval_seconds.max(1)),
     );
     health.set_stores(flow_store.clone(), run_store.clone());
     let synced = {

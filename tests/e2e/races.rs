@@ -332,3 +332,44 @@ fn a_status_patch_computed_from_a_stale_read_is_refused() {
         "Running"
     );
 }
+
+/// `flowline_cached_entries` from the controller's metrics endpoint.
+fn cached_entries(controller: &ControllerProcess) -> Option<f64> {
+    let (_, text) = controller.http_get("/metrics")?;
+    text.lines()
+        .find(|line| line.starts_with("flowline_cached_entries "))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn state_cached_for_a_deleted_flow_is_dropped() {
+    install_crds();
+    let ns = TestNamespace::create("race-evict");
+    let controller = ControllerProcess::start_with(
+        &ns.name,
+        &[
+            ("FLOWLINE_DISCOVERY_INTERVAL_SECONDS", "1"),
+            ("FLOWLINE_CACHE_EVICTION_INTERVAL_SECONDS", "1"),
+        ],
+    );
+    apply(&ns.name, &flow("brief", "{name: X, value: \"1\"}"));
+    wait_ready(&ns.name, "brief");
+    apply(&ns.name, &run("brief-1", "brief"));
+    wait_phase(&ns.name, "brief-1", "Succeeded");
+    // Discovery now keeps a cursor for the Flow.
+    wait_for("the Flow's state to be cached", TIMEOUT, || {
+        cached_entries(&controller)
+            .filter(|n| *n >= 1.0)
+            .map(|_| ())
+    });
+    kubectl(
+        &["delete", "run,flow", "--all", "-n", &ns.name, "--wait=true"],
+        None,
+    )
+    .ok();
+    wait_for(
+        "the state of what was deleted to be dropped",
+        TIMEOUT,
+        || (cached_entries(&controller) == Some(0.0)).then_some(()),
+    );
+}

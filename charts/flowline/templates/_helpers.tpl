@@ -83,6 +83,7 @@ the controller's own default (none) applies.
   "FLOWLINE_KEEP_SUCCEEDED_RUNS" $c.keepSucceededRuns
   "FLOWLINE_KEEP_FAILED_RUNS" $c.keepFailedRuns
   "FLOWLINE_DISCOVERY_INTERVAL_SECONDS" $c.discoveryIntervalSeconds
+  "FLOWLINE_CACHE_EVICTION_INTERVAL_SECONDS" $c.cacheEvictionIntervalSeconds
   "FLOWLINE_TRACKING_CALLS_PER_SECOND" $c.trackingCallsPerSecond
   "FLOWLINE_TRACKING_HISTORY_CALLS_PER_SECOND" $c.trackingHistoryCallsPerSecond
   "FLOWLINE_EXECUTION_EVENTS_QUEUE_URL" $c.executionEventsQueueUrl
