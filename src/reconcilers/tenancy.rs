@@ -272,7 +272,8 @@ fn queue_forms(value: &str, settings: &Settings) -> Vec<String> {
             value.to_owned(),
             format!(
                 "arn:aws:batch:{}:{}:job-queue/{value}",
-                settings.region, settings.account
+                settings.region,
+                settings.account()
             ),
         ],
     }
