@@ -154,14 +154,14 @@ pub fn policies(settings: &Settings, inputs: &Inputs, roles: &[Role]) -> Vec<Rol
                 namespace: None,
                 role_arn: Some(arns.role(&settings.states_role)),
                 permissions: document(step_functions(&arns, settings, inputs)),
-                trust: Some(trust("states.amazonaws.com", Some(&settings.account))),
+                trust: Some(trust("states.amazonaws.com", Some(settings.account()))),
             },
             Role::Eventbridge => RolePolicies {
                 role: *role,
                 namespace: None,
                 role_arn: Some(arns.role(&settings.events_role)),
                 permissions: document(eventbridge(&arns)),
-                trust: Some(trust("events.amazonaws.com", Some(&settings.account))),
+                trust: Some(trust("events.amazonaws.com", Some(settings.account()))),
             },
             Role::Job => RolePolicies {
                 role: *role,
@@ -291,7 +291,7 @@ impl<'a> Arns<'a> {
         Arns {
             partition: partition(&settings.region),
             region: &settings.region,
-            account: &settings.account,
+            account: settings.account(),
             prefix: &settings.name_prefix,
             bucket,
             key_prefix,
@@ -441,6 +441,7 @@ fn controller(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<Stat
             &[
                 "batch:DescribeJobDefinitions",
                 "batch:DescribeJobQueues",
+                "batch:DescribeComputeEnvironments",
                 "batch:DescribeJobs",
             ],
             vec!["*".into()],

@@ -104,9 +104,22 @@ pub struct Settings {
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     pub region: String,
 
-    /// AWS account that owns them (used to build ARNs offline).
-    #[arg(long, env = "FLOWLINE_AWS_ACCOUNT", default_value = "123456789012")]
-    pub account: String,
+    /// AWS account that owns them, for the ARNs Flowline builds. The controller asks STS
+    /// (GetCallerIdentity) when it is not set; offline commands use 123456789012.
+    #[arg(long, env = "FLOWLINE_AWS_ACCOUNT")]
+    pub account: Option<String>,
+}
+
+/// The account offline commands (`render`, `validate`, `iam-policy`) build ARNs with when
+/// none is given: AWS's documentation placeholder.
+pub const OFFLINE_ACCOUNT: &str = "123456789012";
+
+impl Settings {
+    /// The account ARNs are built with: the configured one (the controller fills it from STS
+    /// at start), else [`OFFLINE_ACCOUNT`].
+    pub fn account(&self) -> &str {
+        self.account.as_deref().unwrap_or(OFFLINE_ACCOUNT)
+    }
 }
 
 impl Default for Settings {
@@ -131,7 +144,7 @@ impl Default for Settings {
             secrets_region: None,
             secrets_role: None,
             region: "us-east-1".into(),
-            account: "123456789012".into(),
+            account: None,
         }
     }
 }

@@ -20,7 +20,7 @@ fn all_roles_for_an_example_installation() {
         ),
         secrets_role: Some("arn:aws:iam::444455556666:role/flowline-secrets".into()),
         region: "us-west-2".into(),
-        account: "111122223333".into(),
+        account: Some("111122223333".into()),
         ..Settings::default()
     };
     let inputs = Inputs {

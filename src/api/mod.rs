@@ -43,6 +43,11 @@ pub const GROUP: &str = "flowline.io";
 /// API version of every kind.
 pub const VERSION: &str = "v1alpha1";
 
+/// Annotation that releases a deleted Flow's, Run's or Schedule's finalizer without cleaning
+/// up AWS (`"true"`): for when AWS refuses the cleanup (a missing permission) and the
+/// resources are to be left in place, or removed by hand.
+pub const SKIP_CLEANUP_ANNOTATION: &str = "flowline.io/skip-cleanup";
+
 /// Finalizer the controller puts on every resource, to remove what it materialized in AWS
 /// before the resource goes away.
 pub const FINALIZER: &str = "flowline.io/cleanup";

@@ -277,10 +277,16 @@ pub async fn deregister(client: &Client, arn: &str) -> Result<(), AwsError> {
     }
 }
 
-/// Which of the named job queues (names or ARNs) do not exist.
-pub async fn missing_queues(client: &Client, queues: &[String]) -> Result<Vec<String>, AwsError> {
+/// The platforms (`EC2` or `FARGATE`) of the compute environments of each found job queue,
+/// keyed by the name or ARN the caller gave. A queue not found is left out; a queue whose
+/// environments could not be described maps to an empty list.
+pub async fn queue_platforms(
+    client: &Client,
+    queues: &[String],
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, AwsError> {
+    let mut out = std::collections::BTreeMap::new();
     if queues.is_empty() {
-        return Ok(Vec::new());
+        return Ok(out);
     }
     let output = call(
         Operation::DescribeJobQueues,
@@ -290,21 +296,62 @@ pub async fn missing_queues(client: &Client, queues: &[String]) -> Result<Vec<St
             .send(),
     )
     .await?;
-    let found: Vec<(Option<&str>, Option<&str>)> = output
+    let mut environments: Vec<String> = output
         .job_queues()
         .iter()
-        .map(|q| (q.job_queue_name(), q.job_queue_arn()))
+        .flat_map(|q| q.compute_environment_order())
+        .filter_map(|order| order.compute_environment().map(ToOwned::to_owned))
         .collect();
-    Ok(queues
-        .iter()
-        .filter(|queue| {
-            let queue = Some(queue.as_str());
-            !found
-                .iter()
-                .any(|(name, arn)| *name == queue || *arn == queue)
-        })
-        .cloned()
-        .collect())
+    environments.sort();
+    environments.dedup();
+    let mut platform_of = std::collections::BTreeMap::new();
+    if !environments.is_empty() {
+        let described = call(
+            Operation::DescribeComputeEnvironments,
+            client
+                .describe_compute_environments()
+                .set_compute_environments(Some(environments))
+                .send(),
+        )
+        .await?;
+        for environment in described.compute_environments() {
+            // An unmanaged environment is EC2 instances; a managed one says in its type.
+            let platform = match environment.compute_resources().and_then(|r| r.r#type()) {
+                Some(sdk::CrType::Fargate | sdk::CrType::FargateSpot) => "FARGATE",
+                _ => "EC2",
+            };
+            for key in [
+                environment.compute_environment_arn(),
+                environment.compute_environment_name(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                platform_of.insert(key.to_owned(), platform.to_owned());
+            }
+        }
+    }
+    for queue in output.job_queues() {
+        let mut platforms: Vec<String> = queue
+            .compute_environment_order()
+            .iter()
+            .filter_map(|order| {
+                order
+                    .compute_environment()
+                    .and_then(|name| platform_of.get(name).cloned())
+            })
+            .collect();
+        platforms.sort();
+        platforms.dedup();
+        for wanted in queues {
+            if queue.job_queue_name() == Some(wanted.as_str())
+                || queue.job_queue_arn() == Some(wanted.as_str())
+            {
+                out.insert(wanted.clone(), platforms.clone());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Terminates a job (running or not yet started); a finished one is left as it is.

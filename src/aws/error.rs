@@ -68,11 +68,19 @@ const CONFLICT_CODES: &[&str] = &[
 ];
 
 /// Classifies an SDK error: transport failures, timeouts, throttling and 5xx are retryable.
+/// Credentials that cannot be had are classified by their cause: an AssumeRole that STS
+/// refused (AccessDenied: the role's trust or the caller's permission) is terminal, like the
+/// call it was for; no credentials at all or a broken configuration too.
 pub fn classify<E, R>(error: SdkError<E, R>) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
+    if let SdkError::DispatchFailure(_) = &error
+        && let Some(credentials) = credentials_failure(&error)
+    {
+        return credentials;
+    }
     match &error {
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or("Unknown").to_owned();
@@ -100,6 +108,47 @@ where
             ),
         },
     }
+}
+
+/// Why credentials could not be had, from the error's chain of causes: STS's answer to an
+/// AssumeRole, or a provider that has nothing to give. `None` for anything else (a transport
+/// failure reaching STS is retried like any other).
+fn credentials_failure(error: &(dyn std::error::Error + 'static)) -> Option<AwsError> {
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(SdkError::ServiceError(service)) =
+            current.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>()
+        {
+            let code = service.err().code().unwrap_or("Unknown").to_owned();
+            return Some(AwsError {
+                class: class_of_code(&code),
+                message: format!(
+                    "sts:AssumeRole failed: {}",
+                    service.err().message().unwrap_or_default()
+                ),
+                code,
+            });
+        }
+        if let Some(
+            CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_),
+        ) = current.downcast_ref::<CredentialsError>()
+        {
+            return Some(AwsError {
+                class: ErrorClass::Terminal,
+                code: "NoCredentials".into(),
+                message: format!(
+                    "{}",
+                    aws_smithy_types::error::display::DisplayErrorContext(current)
+                ),
+            });
+        }
+        cause = current.source();
+    }
+    None
 }
 
 /// The class of a service error code.

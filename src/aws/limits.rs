@@ -45,6 +45,7 @@ pub enum Operation {
     // AWS Batch
     DescribeJobDefinitions,
     DescribeJobQueues,
+    DescribeComputeEnvironments,
     DescribeJobs,
     RegisterJobDefinition,
     DeregisterJobDefinition,
@@ -99,6 +100,7 @@ impl Operation {
         Operation::DescribeMapRun,
         Operation::DescribeJobDefinitions,
         Operation::DescribeJobQueues,
+        Operation::DescribeComputeEnvironments,
         Operation::DescribeJobs,
         Operation::RegisterJobDefinition,
         Operation::DeregisterJobDefinition,
@@ -143,6 +145,7 @@ impl Operation {
             | DescribeMapRun => "states",
             DescribeJobDefinitions
             | DescribeJobQueues
+            | DescribeComputeEnvironments
             | DescribeJobs
             | RegisterJobDefinition
             | DeregisterJobDefinition
@@ -182,6 +185,7 @@ impl Operation {
             DescribeMapRun => "DescribeMapRun",
             DescribeJobDefinitions => "DescribeJobDefinitions",
             DescribeJobQueues => "DescribeJobQueues",
+            DescribeComputeEnvironments => "DescribeComputeEnvironments",
             DescribeJobs => "DescribeJobs",
             RegisterJobDefinition => "RegisterJobDefinition",
             DeregisterJobDefinition => "DeregisterJobDefinition",
@@ -229,7 +233,10 @@ impl Operation {
             ListExecutions => (100.0, 2.0),
             // Not published; assumed like the other map run reads.
             DescribeMapRun => (100.0, 5.0),
-            DescribeJobDefinitions | DescribeJobQueues | DescribeJobs => (100.0, 50.0),
+            DescribeJobDefinitions
+            | DescribeJobQueues
+            | DescribeComputeEnvironments
+            | DescribeJobs => (100.0, 50.0),
             RegisterJobDefinition | DeregisterJobDefinition | TerminateJob => (50.0, 10.0),
             DescribeSecret | GetSecretValue => (10_000.0, 10_000.0),
             ListObjectsV2 | GetObject => (5_500.0, 5_500.0),
@@ -289,7 +296,7 @@ pub async fn call<T, E, R, F>(operation: Operation, request: F) -> Result<T, Aws
 where
     F: Future<Output = Result<T, SdkError<E, R>>>,
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     let limits = LIMITS.get();
     if let Some(bucket) = limits.and_then(|l| l.buckets.get(operation.bucket())) {

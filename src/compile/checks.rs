@@ -155,6 +155,54 @@ pub fn batch_problems(flow: &Flow) -> Vec<String> {
     problems
 }
 
+/// Steps whose job queue cannot run their platform: a Fargate step on a queue of EC2
+/// compute environments, or the reverse, which Batch refuses only when the job is submitted.
+/// `platforms` holds, per queue as the steps name it, its compute environments' platforms
+/// (`EC2`, `FARGATE`); a queue it does not list is not judged.
+pub fn queue_platform_problems(
+    flow: &Flow,
+    queues: &[(String, String)],
+    platforms: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
+    let flow_batch = flow.spec.batch.as_ref();
+    let mut problems = Vec::new();
+    for (index, step) in flow.spec.steps.iter().enumerate() {
+        let batch = effective_batch(flow_batch, step.batch.as_ref());
+        let Some((_, queue)) = queues.iter().find(|(name, _)| *name == step.name) else {
+            continue;
+        };
+        let Some(offered) = platforms.get(queue).filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        let wanted = match batch.platform {
+            Some(Platform::Fargate) => "FARGATE",
+            _ => "EC2",
+        };
+        if offered.iter().any(|p| p == wanted) {
+            continue;
+        }
+        let platform_at = source(
+            index,
+            "platform",
+            step.batch.as_ref().is_some_and(|b| b.platform.is_some()),
+            flow_batch.is_some_and(|b| b.platform.is_some()),
+        );
+        let queue_at = if step.batch.as_ref().is_some_and(|b| b.queue.is_some()) {
+            format!("spec.steps[{index}].batch.queue")
+        } else if flow_batch.is_some_and(|b| b.queue.is_some()) {
+            "spec.batch.queue".to_owned()
+        } else {
+            "the controller's job queue (FLOWLINE_JOB_QUEUE)".to_owned()
+        };
+        problems.push(format!(
+            "step `{}` runs on platform {wanted} ({platform_at}) but job queue `{queue}` ({queue_at}) has only {} compute environments: give the step a queue of {wanted} compute environments, or change its platform",
+            step.name,
+            offered.join(" and ")
+        ));
+    }
+    problems
+}
+
 /// Parameters whose names differ only in letter case: both would reach the tasks as the same
 /// `FLOWLINE_PARAM_<NAME>`.
 fn parameter_collisions(flow: &Flow) -> Vec<String> {
@@ -290,6 +338,31 @@ mod tests {
         ] {
             assert_eq!(fargate_pair_ok(cpu, memory), ok, "{cpu} / {memory}");
         }
+    }
+
+    #[test]
+    fn a_fargate_step_on_an_ec2_queue_is_named_with_its_queue_and_platform() {
+        let flow = flow(json!({
+            "batch": {"platform": "FARGATE", "memory": 2048},
+            "steps": [
+                {"name": "start", "next": ["end"], "batch": {"queue": "gpu-ec2"}},
+                {"name": "end"},
+            ],
+        }));
+        let queues = vec![
+            ("start".to_owned(), "gpu-ec2".to_owned()),
+            ("end".to_owned(), "flowline".to_owned()),
+        ];
+        let platforms = std::collections::BTreeMap::from([
+            ("gpu-ec2".to_owned(), vec!["EC2".to_owned()]),
+            ("flowline".to_owned(), vec!["FARGATE".to_owned()]),
+        ]);
+        assert_eq!(
+            queue_platform_problems(&flow, &queues, &platforms),
+            [
+                "step `start` runs on platform FARGATE (spec.batch.platform) but job queue `gpu-ec2` (spec.steps[0].batch.queue) has only EC2 compute environments: give the step a queue of FARGATE compute environments, or change its platform"
+            ]
+        );
     }
 
     #[test]

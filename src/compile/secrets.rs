@@ -66,7 +66,8 @@ pub fn offline_arn(spec: &SecretSpec, settings: &Settings) -> String {
         .unwrap_or(&settings.region);
     format!(
         "arn:aws:secretsmanager:{region}:{}:secret:{}",
-        settings.account, spec.id
+        settings.account(),
+        spec.id
     )
 }
 

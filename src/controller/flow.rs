@@ -35,8 +35,13 @@ pub async fn reconcile(flow: Arc<Flow>, ctx: Arc<Context>) -> Result<Action, Rec
     let api: Api<Flow> = Api::namespaced(ctx.kube.clone(), &namespace);
     finalizer(&api, FINALIZER, flow, |event| async {
         match event {
-            Finalized::Apply(flow) => apply(&flow, &api, &ctx).await,
-            Finalized::Cleanup(flow) => cleanup(&flow, &ctx).await,
+            Finalized::Apply(flow) => match apply(&flow, &api, &ctx).await {
+                Err(ReconcileError::Aws(error)) => aws_failed(&flow, &api, &ctx, error).await,
+                other => other,
+            },
+            Finalized::Cleanup(flow) => {
+                super::cleanup::guarded(flow.as_ref(), &api, &ctx, cleanup(&flow, &ctx)).await
+            }
         }
     })
     .await
@@ -47,7 +52,8 @@ pub async fn reconcile(flow: Arc<Flow>, ctx: Arc<Context>) -> Result<Action, Rec
 pub(super) fn state_machine_arn(ctx: &Context, name: &str) -> String {
     format!(
         "arn:aws:states:{}:{}:stateMachine:{name}",
-        ctx.settings.region, ctx.settings.account
+        ctx.settings.region,
+        ctx.settings.account()
     )
 }
 
@@ -130,9 +136,14 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
     let mut queues: Vec<String> = rendered.steps.iter().map(|s| s.job_queue.clone()).collect();
     queues.sort();
     queues.dedup();
-    let missing_queues = aws::batch::missing_queues(&ctx.batch, &queues)
+    let platforms = aws::batch::queue_platforms(&ctx.batch, &queues)
         .await
         .map_err(aws_error)?;
+    let missing_queues: Vec<String> = queues
+        .iter()
+        .filter(|queue| !platforms.contains_key(*queue))
+        .cloned()
+        .collect();
     if !missing_queues.is_empty() {
         let message = format!(
             "job queue(s) {} not found in AWS Batch: create them, or fix spec.batch.queue / spec.steps[].batch.queue",
@@ -144,6 +155,24 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
             ctx,
             "JobQueueNotFound",
             &message,
+            Some(ctx.recheck_interval),
+        )
+        .await;
+    }
+
+    let step_queues: Vec<(String, String)> = rendered
+        .steps
+        .iter()
+        .map(|s| (s.step.clone(), s.job_queue.clone()))
+        .collect();
+    let mismatched = compile::checks::queue_platform_problems(flow, &step_queues, &platforms);
+    if !mismatched.is_empty() {
+        return stall(
+            flow,
+            api,
+            ctx,
+            "JobQueuePlatform",
+            &mismatched.join("; "),
             Some(ctx.recheck_interval),
         )
         .await;
@@ -653,6 +682,54 @@ async fn not_allowed(
         Some(ctx.recheck_interval),
     )
     .await
+}
+
+/// Consecutive retryable failures after which the Flow says it is retrying: one transient
+/// error is not worth flipping `Ready`.
+const RETRIES_BEFORE_REPORTING: u32 = 2;
+
+/// An AWS call failed where no step handled it (reading secrets, job queues, the state
+/// machine): a terminal error (AccessDenied on DescribeSecret, an AssumeRole STS refused)
+/// stalls the Flow with AWS's message, checked again every recheck interval instead of backed
+/// off silently; a retryable one that keeps failing shows as `Reconciling`, reason `Retrying`,
+/// with the last error, while the controller backs off.
+async fn aws_failed(
+    flow: &Flow,
+    api: &Api<Flow>,
+    ctx: &Context,
+    error: AwsError,
+) -> Result<Action, ReconcileError> {
+    match error.class {
+        ErrorClass::Terminal => {
+            let message = format!(
+                "AWS refused a call: {error}; checked again every {}s",
+                ctx.recheck_interval.as_secs()
+            );
+            stall(
+                flow,
+                api,
+                ctx,
+                "AwsRejected",
+                &message,
+                Some(ctx.recheck_interval),
+            )
+            .await
+        }
+        ErrorClass::Retryable if ctx.consecutive_failures(flow) >= RETRIES_BEFORE_REPORTING => {
+            let outcome = Outcome::Retrying {
+                message: format!("retrying after an AWS error: {error}"),
+            };
+            let next = status(
+                flow.status.as_ref(),
+                flow.metadata.generation,
+                &outcome,
+                now(),
+            );
+            write_status(api, flow, flow.status.as_ref(), next).await?;
+            Err(ReconcileError::Aws(error))
+        }
+        _ => Err(ReconcileError::Aws(error)),
+    }
 }
 
 /// Reports a Flow that cannot become Ready: Stalled with the cause, an event when that is

@@ -1,5 +1,6 @@
 //! Wiring only: the watches, the shared context, error handling and shutdown.
 
+mod cleanup;
 pub mod discovery;
 pub mod eviction;
 pub mod execution_events;
@@ -173,6 +174,16 @@ pub struct Context {
 }
 
 impl Context {
+    /// Reconciles of the object that failed in a row so far.
+    pub fn consecutive_failures<K: Resource<DynamicType = ()>>(&self, object: &K) -> u32 {
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&failure_key(object))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The history of a running execution: what was read before plus the new events. The
     /// history is read on one poll in `every` (always when `force`); the other polls reuse
     /// what was read.
@@ -569,6 +580,20 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         .timeout_config(timeouts)
         .load()
         .await;
+    // ARNs name the account: the configured one, else the one the credentials belong to
+    // (never a placeholder, which would name resources that do not exist).
+    let mut settings = settings;
+    if settings.account.is_none() {
+        let account = crate::aws::caller_account(&aws_sdk_sts::Client::new(&aws))
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "FLOWLINE_AWS_ACCOUNT is not set and STS GetCallerIdentity failed: {error}"
+                )
+            })?;
+        info!(%account, "AWS account from STS");
+        settings.account = Some(account);
+    }
     let reporter = Reporter {
         controller: "flowline".into(),
         instance: std::env::var("POD_NAME").ok(),

@@ -52,7 +52,9 @@ pub async fn reconcile(run: Arc<Run>, ctx: Arc<Context>) -> Result<Action, Recon
     finalizer(&api, FINALIZER, run, |event| async {
         match event {
             Finalized::Apply(run) => apply(&run, &api, &ctx).await,
-            Finalized::Cleanup(run) => cleanup(&run, &ctx).await,
+            Finalized::Cleanup(run) => {
+                super::cleanup::guarded(run.as_ref(), &api, &ctx, cleanup(&run, &ctx)).await
+            }
         }
     })
     .await

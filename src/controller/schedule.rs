@@ -40,7 +40,10 @@ pub async fn reconcile(
     finalizer(&api, FINALIZER, schedule, |event| async {
         match event {
             Finalized::Apply(schedule) => apply(&schedule, &api, &ctx).await,
-            Finalized::Cleanup(schedule) => cleanup(&schedule, &ctx).await,
+            Finalized::Cleanup(schedule) => {
+                super::cleanup::guarded(schedule.as_ref(), &api, &ctx, cleanup(&schedule, &ctx))
+                    .await
+            }
         }
     })
     .await

@@ -16,7 +16,7 @@ fn settings() -> Settings {
         s3_server_side_encryption: Some("aws:kms".into()),
         secrets_role: Some("arn:aws:iam::999999999999:role/secrets-reader".into()),
         region: "eu-west-1".into(),
-        account: "210987654321".into(),
+        account: Some("210987654321".into()),
         ..Settings::default()
     }
 }

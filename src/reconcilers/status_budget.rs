@@ -26,8 +26,7 @@ pub fn fit(status: &mut RunStatus, budget: usize) {
             step.reason = Some(format!("{cut}…"));
         }
     }
-    type List = fn(&StepStatus) -> usize;
-    let lists: [(List, fn(&mut StepStatus, usize)); 3] = [
+    let lists: [(Length, Cut); 3] = [
         (|s| s.artifacts.len(), cut_artifacts),
         (|s| s.log_streams.len(), cut_log_streams),
         (|s| s.job_ids.len(), cut_job_ids),
@@ -45,6 +44,10 @@ pub fn fit(status: &mut RunStatus, budget: usize) {
         }
     }
 }
+
+/// The length of one of a step's lists, and how to cut it to a length.
+type Length = fn(&StepStatus) -> usize;
+type Cut = fn(&mut StepStatus, usize);
 
 fn size(status: &RunStatus) -> usize {
     serde_json::to_vec(status).map_or(0, |json| json.len())

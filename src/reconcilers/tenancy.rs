@@ -365,7 +365,7 @@ fn in_home_account(arn: &str, settings: &Settings) -> bool {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     parts.len() == 6
         && parts[1] == partition(&settings.region)
-        && parts[4] == settings.account.as_str()
+        && parts[4] == settings.account()
 }
 
 /// A role as patterns may name it: its ARN and, in the controller's account only, `path/name`
@@ -388,7 +388,7 @@ fn role_forms(value: &str, settings: &Settings) -> Vec<String> {
                 format!(
                     "arn:{}:iam::{}:role/{value}",
                     partition(&settings.region),
-                    settings.account
+                    settings.account()
                 ),
             ];
             if let Some(name) = value.rsplit('/').next().filter(|n| *n != value) {
@@ -413,7 +413,7 @@ fn queue_forms(value: &str, settings: &Settings) -> Vec<String> {
                 "arn:{}:batch:{}:{}:job-queue/{value}",
                 partition(&settings.region),
                 settings.region,
-                settings.account
+                settings.account()
             ),
         ],
     }
@@ -449,7 +449,7 @@ pub fn secret_forms(id: &str, region: &str, settings: &Settings) -> Vec<String> 
             format!(
                 "arn:{}:secretsmanager:{region}:{}:secret:{id}",
                 partition(&settings.region),
-                settings.account
+                settings.account()
             ),
         ],
     }
