@@ -388,7 +388,15 @@ async fn track(
             steps.push(known.clone());
         }
     }
-    list_artifacts(ctx, run, &status, &status.foreach, &mut steps).await;
+    list_artifacts(
+        ctx,
+        run,
+        execution_arn,
+        &status,
+        &status.foreach,
+        &mut steps,
+    )
+    .await;
     let phase = phase_of(&execution.status);
     let stuck = if phase == RunPhase::Running {
         stuck_runnable(ctx, &mut steps).await?
@@ -662,13 +670,14 @@ async fn stuck_runnable(
 async fn list_artifacts(
     ctx: &Context,
     run: &Run,
+    execution_arn: &str,
     previous: &RunStatus,
     foreach: &[ForeachStatus],
     steps: &mut [crate::api::StepStatus],
 ) {
-    let Some(root) = previous.artifact_root.as_deref() else {
+    if previous.artifact_root.is_none() {
         return;
-    };
+    }
     let mut unread = Vec::new();
     for step in steps.iter_mut() {
         if let Some(known) = previous
@@ -686,16 +695,26 @@ async fn list_artifacts(
     if unread.is_empty() {
         return;
     }
-    // The Flow says which steps ran in the task runtime; one without it is listed.
+    // The Flow says which steps ran in the task runtime; one without it is listed. The
+    // prefix read is the Flow's own (`<s3Root>/<namespace>/<flow>/<execution>`), never the
+    // status's `artifactRoot`, which anyone with `runs/status` could point at another
+    // namespace's objects.
     let flows: Api<Flow> = Api::namespaced(ctx.kube.clone(), &run.namespace().unwrap_or_default());
-    let tasks = match flows.get_opt(&run.spec.flow_ref.name).await {
-        Ok(Some(flow)) => manifest_tasks(&flow, foreach, MAX_MANIFESTS_READ),
-        Ok(None) => Default::default(),
+    let flow = match flows.get_opt(&run.spec.flow_ref.name).await {
+        Ok(Some(flow)) => flow,
+        Ok(None) => return,
         Err(error) => {
-            warn!(%error, "could not read the Flow; artifacts are listed");
-            Default::default()
+            warn!(%error, "could not read the Flow; artifacts are read on a later poll");
+            return;
         }
     };
+    let tasks = manifest_tasks(&flow, foreach, MAX_MANIFESTS_READ);
+    let execution_name = execution_arn.rsplit(':').next().unwrap_or_default();
+    let root = format!(
+        "{}/{execution_name}",
+        compile::artifact_root(&flow, &ctx.settings)
+    );
+    let root = root.as_str();
     for step in unread {
         let prefix = format!("{}/{}/", root.trim_end_matches('/'), step.name);
         let listing = match tasks.get(&step.name) {

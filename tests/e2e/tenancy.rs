@@ -13,7 +13,7 @@ use aws_sdk_eventbridge::types::RuleState;
 
 use crate::harness::{
     ControllerProcess, Kubectl, TestNamespace, aws_config, condition, install_crds, jsonpath,
-    kubectl, wait_for, wait_for_async, writes,
+    kubectl, put_s3_object, wait_for, wait_for_async, writes,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -476,6 +476,54 @@ async fn status_patched_by_a_tenant_is_never_acted_on() {
     // A's namespace tells B's executions.
     let runs = a.kubectl(&["get", "runs", "-o", "name"], None).ok();
     assert_eq!(runs.trim(), "run.flowline.io/a-version", "{runs}");
+    // a-version is done with (its execution, if any, finished at once).
+    a.kubectl(
+        &["delete", "run", "a-version", "--wait=true", "--timeout=60s"],
+        None,
+    )
+    .ok();
+
+    // 4. B's artifact prefix written into a running Run's status as its artifact root: the
+    //    controller lists the Run's own prefix, never B's objects.
+    let b_execution_name = b_execution.rsplit(':').next().unwrap_or_default();
+    put_s3_object(
+        "flowline",
+        &format!(
+            "data/{}/slow/{b_execution_name}/start/0/b-private.csv",
+            b.name()
+        ),
+        b"b's data",
+    )
+    .await;
+    a.apply(&flow("g", &a.role(), "").replace(
+        r#"{name: end, command: ["true"]}"#,
+        r#"{name: end, command: ["true"], env: [{name: EMULATOR_RUN_SECONDS, value: "300"}]}"#,
+    ));
+    wait_condition(a.name(), "flow/g", "Ready");
+    a.apply(&run("a-list", "g"));
+    let listed = "{.status.steps[?(@.name==\"start\")].artifactCount}";
+    wait_for("a-list's start step to be listed", TIMEOUT, || {
+        (!jsonpath(a.name(), "run/a-list", listed).is_empty()).then_some(())
+    });
+    controller.kill();
+    a.patch_status(
+        "run/a-list",
+        &format!(
+            r#"{{"status":{{"artifactRoot":"s3://flowline/data/{}/slow/{b_execution_name}","steps":[{{"name":"start","phase":"Succeeded"}}]}}}}"#,
+            b.name()
+        ),
+    );
+    controller.kill_and_restart();
+    wait_for("a-list's start step to be listed again", TIMEOUT, || {
+        (!jsonpath(a.name(), "run/a-list", listed).is_empty()).then_some(())
+    });
+    let artifacts = jsonpath(
+        a.name(),
+        "run/a-list",
+        "{.status.steps[?(@.name==\"start\")].artifacts}",
+    );
+    assert!(!artifacts.contains("b-private"), "{artifacts}");
+    assert_eq!(jsonpath(a.name(), "run/a-list", listed), "0");
 
     let all = since(&controller.aws_requests(), &before);
     for op in ["batch:DeregisterJobDefinition", "batch:TerminateJob"] {
