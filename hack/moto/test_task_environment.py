@@ -115,6 +115,8 @@ def test_task_gets_only_what_a_container_gets(task_emu, tmp_path, tmp_path_facto
         "AWS_BATCH_JOB_ATTEMPT": "1",
         "AWS_BATCH_JQ_NAME": setup["queue"].rsplit("/", 1)[1],
         "AWS_BATCH_CE_NAME": "flowline-emulator",
+        # Set by the ECS agent in every container; Metaflow's @batch reads it.
+        "AWS_EXECUTION_ENV": "AWS_ECS_EC2",
         "FROM_DEFINITION": "d",
         "FROM_OVERRIDE": "o",
         "OUT": str(out),

@@ -135,13 +135,12 @@ fn foreach_parallel_retry_and_timeout_map_to_their_step_fields() {
         &["--code-dir".to_owned(), "/app".to_owned()]
     );
     assert!(
-        converted
+        !converted
             .flow
             .metadata
             .annotations
             .expect("annotated")
-            .get(CODE_ANNOTATION)
-            .is_none()
+            .contains_key(CODE_ANNOTATION)
     );
 }
 
