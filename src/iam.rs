@@ -548,6 +548,11 @@ fn controller(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<Stat
             vec!["events.amazonaws.com".into()],
         ),
     ];
+    if let Some(key) = kms_key(arns, settings) {
+        // Reading SSE-KMS manifests, and copying a resumed Run's reused artifacts (decrypted
+        // from the earlier Run's objects, encrypted again into the new Run's prefix).
+        statements.push(key.statement("ArtifactsKey", &["kms:Decrypt", "kms:GenerateDataKey"]));
+    }
     let job_roles = job_roles(arns, settings, inputs);
     if !job_roles.is_empty() {
         // Registering a job definition that names a role passes it; Batch hands it on to ECS.

@@ -901,6 +901,35 @@ mod tests {
     }
 
     #[test]
+    fn an_edge_that_skips_layers_runs_beside_the_steps_it_passes() {
+        let graph = build(
+            &flow(
+                "steps:\n- {name: start, next: [a, b]}\n- {name: a, next: [c]}\n- {name: c, next: [join]}\n- {name: b, next: [join]}\n- {name: join, join: true, next: [end]}\n- {name: end}\n",
+            ),
+            None,
+        );
+        let arrangement = arrange(&graph);
+        let skipping = graph
+            .edges
+            .iter()
+            .position(|e| e.from == "b" && e.to == "join")
+            .unwrap();
+        // b (layer 1) to join (layer 3) crosses layer 2, beside c: a slot of its own there.
+        assert_eq!(arrangement.routes[skipping].len(), 1);
+        let (layer, slot) = arrangement.routes[skipping][0];
+        assert_eq!(layer, 2);
+        assert_ne!((layer, slot), arrangement.places["c"]);
+        assert_eq!(arrangement.slots[&2], 2);
+        assert!(
+            arrangement
+                .routes
+                .iter()
+                .enumerate()
+                .all(|(i, r)| i == skipping || r.is_empty())
+        );
+    }
+
+    #[test]
     fn foreach_bodies_joins_and_multi_node_steps_are_told_apart() {
         let graph = build(&foreach_flow(), None);
         let kinds: Vec<(&str, &Kind)> = graph

@@ -12,7 +12,7 @@ use crate::api::{Flow, ResumeFrom, Run};
 use crate::aws;
 use crate::aws::error::ErrorClass;
 use crate::compile;
-use crate::reconcilers::resume::{ResumePlan, plan};
+use crate::reconcilers::resume::{ResumeError, ResumePlan, plan};
 
 use super::{Context, ReconcileError};
 
@@ -23,6 +23,8 @@ pub enum ResumeFailure {
         reason: &'static str,
         message: String,
     },
+    /// The earlier Run has not finished: the Run waits (Pending) and looks again later.
+    Waiting { message: String },
     /// Worth retrying (throttling, a network error).
     Retry(ReconcileError),
 }
@@ -48,12 +50,18 @@ pub async fn prepare(
                 resume.run
             ),
         })?;
-    let plan = plan(run, resume, &flow.spec.steps, &original, artifact_root).map_err(|error| {
-        ResumeFailure::Refused {
-            reason: "ResumeRefused",
-            message: error.to_string(),
-        }
-    })?;
+    let plan =
+        plan(run, resume, &flow.spec.steps, &original, artifact_root).map_err(
+            |error| match error {
+                ResumeError::NotFinished(_) => ResumeFailure::Waiting {
+                    message: error.to_string(),
+                },
+                _ => ResumeFailure::Refused {
+                    reason: "ResumeRefused",
+                    message: error.to_string(),
+                },
+            },
+        )?;
     let (sse, kms_key_id) = compile::datastore_encryption(Some(flow), &ctx.settings);
     for copy in &plan.copies {
         match aws::s3::copy_prefix(

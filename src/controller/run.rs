@@ -226,6 +226,9 @@ async fn start(
             Err(super::resume::ResumeFailure::Refused { reason, message }) => {
                 return stall(api, run, ctx, status, reason, &message).await;
             }
+            Err(super::resume::ResumeFailure::Waiting { message }) => {
+                return wait(api, run, status, "ResumeWaiting", &message, POLL).await;
+            }
             Err(super::resume::ResumeFailure::Retry(error)) => return Err(error),
         }
     }
