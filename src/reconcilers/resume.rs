@@ -87,6 +87,18 @@ pub enum ResumeError {
     },
 }
 
+/// The original Run's artifact prefix: its execution's name (the last part of its ARN) under
+/// the Flow's root, which is `artifact_root` (the new Run's) without its last segment. `None`
+/// when the original never started or its execution name could not be a prefix segment.
+fn original_artifact_root(status: &RunStatus, artifact_root: &str) -> Option<String> {
+    let execution_name = status.execution_arn.as_deref()?.rsplit(':').next()?;
+    if execution_name.is_empty() || execution_name.contains('/') {
+        return None;
+    }
+    let (flow_root, _) = artifact_root.trim_end_matches('/').rsplit_once('/')?;
+    Some(format!("{flow_root}/{execution_name}"))
+}
+
 /// Plans the resume of `run` from the original Run, against the Flow's current steps.
 /// `artifact_root` is the new Run's (`<s3Root>/<namespace>/<flow>/<execution name>`).
 pub fn plan(
@@ -111,7 +123,11 @@ pub fn plan(
     if !status.phase.is_some_and(|phase| phase.is_finished()) {
         return Err(ResumeError::NotFinished(resume.run.clone()));
     }
-    let Some(original_root) = status.artifact_root.clone() else {
+    // The reused artifacts are read from the original execution's prefix under this Flow's own
+    // root, derived like the new Run's, never from `status.artifactRoot`: anyone with
+    // `runs/status` could point that at another Flow's or namespace's prefix, and the copy
+    // runs with the controller's identity.
+    let Some(original_root) = original_artifact_root(&status, artifact_root) else {
         return Err(ResumeError::NeverStarted(resume.run.clone()));
     };
     let graph = validate(&graph_steps(flow_steps))
@@ -291,6 +307,9 @@ mod tests {
         original.status = Some(RunStatus {
             phase: Some(RunPhase::Failed),
             artifact_root: Some("s3://bucket/ns/f/exec-first".into()),
+            execution_arn: Some(
+                "arn:aws:states:us-east-1:1:execution:flowline-ns-f:exec-first".into(),
+            ),
             steps: phases
                 .iter()
                 .map(|(name, phase)| StepStatus {
@@ -310,6 +329,49 @@ mod tests {
             run: "first".into(),
             step: step.into(),
         }
+    }
+
+    #[test]
+    fn reused_artifacts_come_from_the_flows_own_prefix_whatever_the_status_says() {
+        let mut original = finished(&[
+            ("start", StepPhase::Succeeded),
+            ("b", StepPhase::Succeeded),
+            ("c", StepPhase::Failed),
+        ]);
+        if let Some(status) = original.status.as_mut() {
+            status.artifact_root = Some("s3://bucket/other-team/secret-flow/exec-x".into());
+        }
+        let new = run("second", Some(("first", "c")));
+        let planned = plan(
+            &new,
+            &resume("c"),
+            &linear(),
+            &original,
+            "s3://bucket/ns/f/exec-second",
+        )
+        .unwrap();
+        assert!(
+            planned
+                .copies
+                .iter()
+                .all(|copy| copy.from.starts_with("s3://bucket/ns/f/exec-first/")),
+            "{:?}",
+            planned.copies
+        );
+        if let Some(status) = original.status.as_mut() {
+            status.execution_arn =
+                Some("arn:aws:states:us-east-1:1:execution:m:../../other-team/x".into());
+        }
+        assert!(matches!(
+            plan(
+                &new,
+                &resume("c"),
+                &linear(),
+                &original,
+                "s3://bucket/ns/f/exec-second"
+            ),
+            Err(ResumeError::NeverStarted(_))
+        ));
     }
 
     #[test]

@@ -363,9 +363,7 @@ pub fn partition(region: &str) -> &'static str {
 /// Whether an ARN is in the controller's own account and partition (names match only there).
 fn in_home_account(arn: &str, settings: &Settings) -> bool {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    parts.len() == 6
-        && parts[1] == partition(&settings.region)
-        && parts[4] == settings.account()
+    parts.len() == 6 && parts[1] == partition(&settings.region) && parts[4] == settings.account()
 }
 
 /// A role as patterns may name it: its ARN and, in the controller's account only, `path/name`
