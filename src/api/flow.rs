@@ -356,10 +356,6 @@ pub struct FlowSpec {
         .message("steps[].parallel (a multi-node job) is not supported on platform FARGATE")
         .field_path(".parallel")
         .reason(Reason::FieldValueForbidden),
-    validation = Rule::new("!has(self.env) || !has(self.secrets) || !self.env.exists(e, self.secrets.exists(x, has(x.envVarName) && x.envVarName == e.name))")
-        .message("steps[].env[].name must not be a variable a secret of the step sets (secrets[].envVarName): rename one")
-        .field_path(".env")
-        .reason(Reason::FieldValueDuplicate),
     validation = Rule::new("!has(self.catch) || !has(self.catch.next) || self.catch.next != self.name")
         .message("steps[].catch.next must name another step")
         .field_path(".catch.next"),

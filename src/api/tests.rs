@@ -704,31 +704,6 @@ fn rules_hold_on_what_each_step_ends_up_with_both_levels_combined() {
 }
 
 #[test]
-fn a_step_variable_set_by_env_and_by_a_secret_is_refused() {
-    let flow = |env_name: &str| {
-        json!({
-            "apiVersion": "flowline.io/v1alpha1",
-            "kind": "Flow",
-            "metadata": {"name": "f"},
-            "spec": {"steps": [
-                {"name": "start", "next": ["end"],
-                 "env": [{"name": env_name, "value": "x"}],
-                 "secrets": [{"id": "db", "type": "plaintext", "envVarName": "DB_PASSWORD"}]},
-                {"name": "end"},
-            ]},
-        })
-    };
-    assert!(check_cel(&flow("OTHER"), None).is_ok());
-    let errors = check_cel(&flow("DB_PASSWORD"), None).unwrap_err();
-    assert!(
-        errors
-            .iter()
-            .all(|e| e.message.contains("a secret of the step sets")),
-        "{errors}"
-    );
-}
-
-#[test]
 fn rates_use_singular_for_one_and_plural_otherwise() {
     let schedule = |rate: &str| {
         json!({

@@ -176,6 +176,7 @@ fn wildcard_resources_only_for_actions_aws_does_not_scope() {
     let unscoped = [
         "batch:DescribeJobDefinitions",
         "batch:DescribeJobQueues",
+        "batch:DescribeComputeEnvironments",
         "batch:DescribeJobs",
         "ecr:GetAuthorizationToken",
     ];

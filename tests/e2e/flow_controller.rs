@@ -53,10 +53,23 @@ async fn create_example_dependencies(config: &aws_config::SdkConfig) -> SecretLo
         "multi-node-gpu-queue",
         "inferentia-queue",
         "trainium-queue",
-        "fargate-queue",
     ] {
         create_job_queue(config, queue).await;
     }
+    // Fargate steps need a queue of Fargate compute environments (the controller checks).
+    let python = std::env::var("FLOWLINE_MOTO_PYTHON").expect("FLOWLINE_MOTO_PYTHON is set");
+    let script = crate::harness::repo_root().join("tests/e2e/fargate_queue.py");
+    let made = std::process::Command::new(python)
+        .arg(script)
+        .arg(&crate::harness::env().aws_endpoint)
+        .arg("fargate-queue")
+        .output()
+        .expect("python runs");
+    assert!(
+        made.status.success(),
+        "fargate_queue.py: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let secrets = aws_sdk_secretsmanager::Client::new(config);
     let json_value = r#"{"username": "app", "password": "s3cr3t", "host": "db.internal"}"#;
     for (id, kind) in [

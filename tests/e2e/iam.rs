@@ -26,6 +26,8 @@ const QUEUE: &str = "flowline-iam";
 const SECRET: &str = "flowline-iam-api-token";
 const SECRET_VALUE: &str = "iam-canary-token";
 const CONTROLLER_USER: &str = "flowline-controller";
+/// A controller user refused DescribeSecret and DeleteStateMachine on top of its policy.
+const DENIED_USER: &str = "flowline-controller-denied";
 /// The emulator's administrator (hack/moto/iam_mode.py), for set-up and inspection only.
 const ADMIN_KEY: &str = "FLOWLINEADMINKEY0000";
 const ADMIN_SECRET: &str = "flowline-admin-secret-key";
@@ -85,6 +87,8 @@ struct Platform {
     endpoint: String,
     controller_key: String,
     controller_secret: String,
+    denied_key: String,
+    denied_secret: String,
 }
 
 /// Sets up, once per test process: the bucket and queue, the four service roles with exactly
@@ -109,6 +113,16 @@ fn platform() -> &'static Platform {
         assert_eq!(events["roleArn"], role_arn("flowline-events"));
         assert_eq!(job["roleArn"], role_arn("flowline-job"));
         assert_eq!(execution["roleArn"], role_arn("flowline-execution"));
+        let mut denied = iam_policy("controller", &endpoint)["permissions"].clone();
+        denied["Statement"]
+            .as_array_mut()
+            .expect("statements")
+            .push(serde_json::json!({
+                "Sid": "RefusedForTests",
+                "Effect": "Deny",
+                "Action": ["secretsmanager:DescribeSecret", "states:DeleteStateMachine"],
+                "Resource": "*",
+            }));
         let spec = serde_json::json!({
             "bucket": BUCKET,
             "queue": QUEUE,
@@ -121,6 +135,9 @@ fn platform() -> &'static Platform {
             "users": [{
                 "name": CONTROLLER_USER,
                 "permissions": iam_policy("controller", &endpoint)["permissions"],
+            }, {
+                "name": DENIED_USER,
+                "permissions": denied,
             }],
             "secrets": [{"name": SECRET, "value": SECRET_VALUE}],
         });
@@ -136,7 +153,13 @@ fn platform() -> &'static Platform {
         );
         let answer: serde_json::Value = serde_json::from_str(&answer).expect("set-up answers JSON");
         let key = &answer["users"][CONTROLLER_USER];
+        let denied = &answer["users"][DENIED_USER];
         Platform {
+            denied_key: denied["accessKeyId"].as_str().expect("key id").to_owned(),
+            denied_secret: denied["secretAccessKey"]
+                .as_str()
+                .expect("secret key")
+                .to_owned(),
             endpoint,
             controller_key: key["accessKeyId"].as_str().expect("key id").to_owned(),
             controller_secret: key["secretAccessKey"]
@@ -688,3 +711,104 @@ async fn generated_policies_run_a_flow_its_schedule_and_its_deletion_without_acc
         emulator_call("GET", "/flowline-test/requests", None)["byAccessKey"]
     );
 }
+
+/// What AWS refuses is said where a person looks: a Flow whose secret the controller may not
+/// describe ends Stalled with AWS's refusal (not backed off silently), and a Flow whose state
+/// machine the controller may not delete keeps its finalizer with a Warning event and a
+/// Stalled condition naming the permission, until the skip-cleanup annotation releases it
+/// and leaves the state machine in place.
+#[tokio::test]
+async fn refused_reads_and_cleanups_are_reported_and_the_finalizer_can_be_released() {
+    install_crds();
+    let platform = platform();
+    let ns = TestNamespace::create("iam-denied");
+    let mut env: Vec<(&str, String)> = settings(&platform.endpoint);
+    env.push(("FLOWLINE_RECHECK_INTERVAL_SECONDS", "5".to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _controller = ControllerProcess::start_against(
+        &ns.name,
+        &platform.endpoint,
+        &platform.denied_key,
+        &platform.denied_secret,
+        &env,
+    );
+    let flow = |name: &str, secrets: &str| {
+        format!(
+            "apiVersion: flowline.io/v1alpha1\nkind: Flow\nmetadata: {{name: {name}}}\nspec:\n  steps:\n    - {{name: start, command: [\"true\"], next: [end]{secrets}}}\n    - {{name: end, command: [\"true\"]}}\n"
+        )
+    };
+    apply(
+        &ns.name,
+        &flow(
+            "secretive",
+            &format!(", secrets: [{{id: {SECRET}, type: plaintext, envVarName: API_TOKEN}}]"),
+        ),
+    );
+    let (reason, message) = wait_for("the Flow to stall on DescribeSecret", TIMEOUT, || {
+        let (stalled, reason, message) = condition(&ns.name, "flow/secretive", "Stalled");
+        (stalled == "True").then_some((reason, message))
+    });
+    assert_eq!(reason, "AwsRejected", "{message}");
+    assert!(
+        message.contains("AccessDenied") && message.contains("DescribeSecret"),
+        "{message}"
+    );
+
+    apply(&ns.name, &flow("kept", ""));
+    wait_ready(&ns.name, "flow/kept");
+    let machine = jsonpath(&ns.name, "flow/kept", "{.status.stateMachineArn}");
+    kubectl(
+        &["delete", "flow", "kept", "-n", &ns.name, "--wait=false"],
+        None,
+    )
+    .ok();
+    let message = wait_for("the refused cleanup to be reported", TIMEOUT, || {
+        let (stalled, reason, message) = condition(&ns.name, "flow/kept", "Stalled");
+        (stalled == "True" && reason == "CleanupFailed").then_some(message)
+    });
+    assert!(
+        message.contains("DeleteStateMachine") && message.contains(SKIP_CLEANUP),
+        "{message}"
+    );
+    let events = kubectl(
+        &[
+            "get",
+            "events",
+            "-n",
+            &ns.name,
+            "--field-selector",
+            "reason=CleanupFailed",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert!(
+        !events.stdout.trim().is_empty(),
+        "a Warning event is recorded"
+    );
+    kubectl(
+        &[
+            "annotate",
+            "flow",
+            "kept",
+            "-n",
+            &ns.name,
+            &format!("{SKIP_CLEANUP}=true"),
+        ],
+        None,
+    )
+    .ok();
+    wait_for("the Flow to be gone", TIMEOUT, || {
+        let got = kubectl(&["get", "flow", "kept", "-n", &ns.name], None);
+        (!got.success).then_some(())
+    });
+    let sfn = aws_sdk_sfn::Client::new(&admin_config().await);
+    sfn.describe_state_machine()
+        .state_machine_arn(&machine)
+        .send()
+        .await
+        .expect("the state machine is left in place");
+}
+
+const SKIP_CLEANUP: &str = "flowline.io/skip-cleanup";
