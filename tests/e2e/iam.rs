@@ -424,7 +424,8 @@ async fn iam_is_enforced_so_only_what_a_policy_grants_is_allowed() {
     let platform = platform();
     let config = controller_config().await;
     // The controller's user may not do what its policy lacks: create users, list every state
-    // machine, write artifacts (tasks do that), create secrets.
+    // machine, write outside the datastore prefix (it writes only a resumed Run's copies of
+    // reused artifacts, under it), create secrets.
     let create_user = python(
         &[
             "-c",
@@ -457,11 +458,11 @@ except ClientError as error:
     let written = s3_client(&config)
         .put_object()
         .bucket(BUCKET)
-        .key("data/intruder.txt")
+        .key("elsewhere/intruder.txt")
         .body(b"x".to_vec().into())
         .send()
         .await
-        .expect_err("s3:PutObject is not granted to the controller");
+        .expect_err("s3:PutObject outside the datastore prefix is not granted to the controller");
     assert_eq!(
         written.as_service_error().and_then(|e| e.meta().code()),
         Some("AccessDenied"),
