@@ -23,18 +23,7 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
-    if current == Some(&next) {
-        return Ok(());
-    }
-    let patch = json!({ "status": status_patch(current, &next) });
-    api.patch_status(
-        &object.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(patch),
-    )
-    .await
-    .map_err(ReconcileError::Kube)?;
-    Ok(())
+    patch_status(api, object, current, next, None).await
 }
 
 /// Writes `next` as the object's status unless it equals `current`, only if the object is
@@ -51,10 +40,26 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
+    patch_status(api, object, current, next, object.resource_version()).await
+}
+
+/// The status write both share: nothing when unchanged, else a merge patch, guarded by
+/// `resource_version` when given.
+async fn patch_status<K, S>(
+    api: &Api<K>,
+    object: &K,
+    current: Option<&S>,
+    next: S,
+    resource_version: Option<String>,
+) -> Result<(), ReconcileError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
     if current == Some(&next) {
         return Ok(());
     }
-    let patch = guarded_patch(object.resource_version(), status_patch(current, &next));
+    let patch = guarded_patch(resource_version, status_patch(current, &next));
     api.patch_status(
         &object.name_any(),
         &PatchParams::default(),

@@ -265,11 +265,12 @@ spec:
         BTreeMap::new(),
         "nothing created: {requests:?}"
     );
-    // One read: whether the Flow has a state machine to take back (it has none).
+    // One read: whether the Flow has a state machine to take back (it has none); and the
+    // controller's own account, asked of STS once at start.
     assert!(
         requests
             .keys()
-            .all(|op| op == "states:DescribeStateMachine"),
+            .all(|op| op == "states:DescribeStateMachine" || op == "sts:GetCallerIdentity"),
         "no AWS call but the look for its own state machine: {requests:?}"
     );
 
