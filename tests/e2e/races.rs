@@ -144,8 +144,17 @@ async fn run_deleted_between_start_and_status_write_stops_its_execution() {
     wait_for("the Run to be gone", TIMEOUT, || {
         (!kubectl(&["get", "run", "slow-1", "-n", &ns.name], None).success).then_some(())
     });
+    // The emulator's StopExecution ends the execution's worker, which records ABORTED a
+    // moment later: poll for it rather than read once.
     let sfn = aws_sdk_sfn::Client::new(&aws_config().await);
-    let after = executions(&sfn, &machine).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut after = executions(&sfn, &machine).await;
+    while after.iter().any(|(_, status)| status == "RUNNING")
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = executions(&sfn, &machine).await;
+    }
     assert_eq!(after, vec![(execution, "ABORTED".to_owned())]);
 }
 
