@@ -119,57 +119,41 @@ impl Policy {
         namespace_queues: Option<&str>,
     ) -> Policy {
         Policy {
-            roles: [
-                AllowList::parse(controller_roles, Source::Controller(ALLOWED_ROLES_VARIABLE)),
-                AllowList::parse(namespace_roles, Source::Namespace(ALLOWED_ROLES_ANNOTATION)),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-            queues: [
-                AllowList::parse(
-                    controller_queues,
-                    Source::Controller(ALLOWED_JOB_QUEUES_VARIABLE),
-                ),
-                AllowList::parse(
-                    namespace_queues,
-                    Source::Namespace(ALLOWED_JOB_QUEUES_ANNOTATION),
-                ),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
+            roles: lists(
+                controller_roles,
+                namespace_roles,
+                ALLOWED_ROLES_VARIABLE,
+                ALLOWED_ROLES_ANNOTATION,
+            ),
+            queues: lists(
+                controller_queues,
+                namespace_queues,
+                ALLOWED_JOB_QUEUES_VARIABLE,
+                ALLOWED_JOB_QUEUES_ANNOTATION,
+            ),
             ..Policy::default()
         }
     }
 
     /// Adds the secrets lists: the controller's and the namespace's (`None`: not set).
     pub fn with_secrets(mut self, controller: Option<&str>, namespace: Option<&str>) -> Policy {
-        self.secrets = [
-            AllowList::parse(controller, Source::Controller(ALLOWED_SECRETS_VARIABLE)),
-            AllowList::parse(namespace, Source::Namespace(ALLOWED_SECRETS_ANNOTATION)),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        self.secrets = lists(
+            controller,
+            namespace,
+            ALLOWED_SECRETS_VARIABLE,
+            ALLOWED_SECRETS_ANNOTATION,
+        );
         self
     }
 
     /// Adds the S3 trigger lists: the controller's and the namespace's (`None`: not set).
     pub fn with_triggers(mut self, controller: Option<&str>, namespace: Option<&str>) -> Policy {
-        self.triggers = [
-            AllowList::parse(
-                controller,
-                Source::Controller(ALLOWED_TRIGGER_BUCKETS_VARIABLE),
-            ),
-            AllowList::parse(
-                namespace,
-                Source::Namespace(ALLOWED_TRIGGER_BUCKETS_ANNOTATION),
-            ),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        self.triggers = lists(
+            controller,
+            namespace,
+            ALLOWED_TRIGGER_BUCKETS_VARIABLE,
+            ALLOWED_TRIGGER_BUCKETS_ANNOTATION,
+        );
         self
     }
 
@@ -191,6 +175,23 @@ impl Policy {
         }
         own
     }
+}
+
+/// The allow lists one kind is bounded by: the controller's (`variable`) and the namespace's
+/// (`annotation`), each only when set.
+fn lists(
+    controller: Option<&str>,
+    namespace: Option<&str>,
+    variable: &'static str,
+    annotation: &'static str,
+) -> Vec<AllowList> {
+    [
+        AllowList::parse(controller, Source::Controller(variable)),
+        AllowList::parse(namespace, Source::Namespace(annotation)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// What a field asks for.
