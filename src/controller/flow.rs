@@ -627,17 +627,7 @@ async fn not_allowed(
     }
     // This Flow's revisions: those the status names and those of its current spec's names,
     // deregistered only when ACTIVE and tagged with its UID.
-    let mut arns: Vec<String> = flow
-        .status
-        .as_ref()
-        .map(|s| {
-            s.job_definitions
-                .iter()
-                .map(|r| r.arn.clone())
-                .chain(s.retired_job_definitions.iter().cloned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut arns = status_job_definition_arns(flow);
     let mut owned = owned_job_definitions(ctx, &arns, &uid).await?;
     // Without a machine, revisions not in the status are referenced by nothing that runs
     // (a reconcile interrupted before it created the machine): not looked for, so a Flow
@@ -796,17 +786,7 @@ async fn cleanup(flow: &Flow, ctx: &Context) -> Result<Action, ReconcileError> {
                 .map_err(aws_error)?;
         }
     }
-    let mut arns: Vec<String> = flow
-        .status
-        .as_ref()
-        .map(|s| {
-            s.job_definitions
-                .iter()
-                .map(|r| r.arn.clone())
-                .chain(s.retired_job_definitions.iter().cloned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut arns = status_job_definition_arns(flow);
     // Revisions registered by a reconcile that crashed before writing the status.
     let settings = super::operations::tenancy_policy(ctx, &namespace)
         .await?
@@ -878,4 +858,19 @@ fn summarize(changes: &[Change], kept: usize) -> String {
 
 fn aws_error(error: AwsError) -> ReconcileError {
     ReconcileError::Aws(error)
+}
+
+/// The job definition revisions the Flow's status names, in use and retired: candidates only,
+/// each deregistered after its ownership tags are checked.
+fn status_job_definition_arns(flow: &Flow) -> Vec<String> {
+    flow.status
+        .as_ref()
+        .map(|s| {
+            s.job_definitions
+                .iter()
+                .map(|r| r.arn.clone())
+                .chain(s.retired_job_definitions.iter().cloned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
