@@ -407,7 +407,7 @@ impl<'a> Arns<'a> {
 }
 
 /// The partition of a region: ARNs in China and GovCloud differ from the rest.
-fn partition(region: &str) -> &'static str {
+pub fn partition(region: &str) -> &'static str {
     if region.starts_with("cn-") {
         "aws-cn"
     } else if region.starts_with("us-gov-") {

@@ -92,6 +92,12 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// The installation's execution events rule and queue (see `flowline controller
+    /// --execution-events`).
+    ExecutionEvents {
+        #[command(subcommand)]
+        command: ExecutionEventsCommand,
+    },
     /// List, download or store a Run's artifacts (`run/NAME`, narrowed by `--step` and
     /// `--task`, or an `s3://` URI) with the controller's S3 settings.
     Artifacts {
@@ -116,6 +122,18 @@ enum Command {
     /// resume).
     #[command(flatten)]
     User(flowline::cli::UserCommand),
+}
+
+#[derive(Subcommand)]
+enum ExecutionEventsCommand {
+    /// Delete the EventBridge rule (its targets first) and the SQS queue named
+    /// `<name prefix>execution-events`, each only if tagged as Flowline's; what is gone already
+    /// is fine. The Helm chart runs it when the release is uninstalled. Prints one line per
+    /// thing deleted or kept; exits 1 when AWS refuses.
+    Delete {
+        #[command(flatten)]
+        settings: Settings,
+    },
 }
 
 #[derive(Subcommand)]
@@ -205,6 +223,9 @@ fn main() -> ExitCode {
         Command::Task { command } => return run_task(command),
         Command::User(command) => return flowline::cli::execute(command),
         Command::Artifacts { command } => artifacts(command),
+        Command::ExecutionEvents {
+            command: ExecutionEventsCommand::Delete { settings },
+        } => delete_execution_events(settings),
         Command::Import { command } => flowline::metaflow::run(command),
         Command::Crds => flowline::api::crds_yaml()
             .map(|yaml| print!("{yaml}"))
@@ -319,6 +340,18 @@ fn artifacts(command: ArtifactsCommand) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+fn delete_execution_events(settings: Settings) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for line in
+        runtime.block_on(flowline::controller::execution_events_setup::delete_command(settings))?
+    {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 fn run_controller(

@@ -68,6 +68,7 @@ pub struct Metrics {
     pub runs_by_phase: Family<PhaseLabels, Gauge>,
     pub leader: Gauge,
     pub cached_entries: Gauge,
+    pub execution_events_ready: Gauge,
 }
 
 impl Default for Metrics {
@@ -140,6 +141,12 @@ impl Metrics {
             "Entries of the per-object in-memory caches (failure counts, discovery cursors, histories, secrets clients...), counted at each eviction pass",
             cached_entries.clone(),
         );
+        let execution_events_ready = Gauge::default();
+        registry.register(
+            "execution_events_ready",
+            "1 while Runs are woken by execution status change events (the managed rule and queue were as wanted at the last check, or a queue URL was given); 0 while Runs are tracked by polling alone",
+            execution_events_ready.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -152,6 +159,7 @@ impl Metrics {
             runs_by_phase,
             leader,
             cached_entries,
+            execution_events_ready,
         }
     }
 

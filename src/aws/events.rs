@@ -1,4 +1,5 @@
-//! EventBridge adapter: the rule and the single target of a Schedule.
+//! EventBridge adapter: the rule and the single target of a Schedule, and the execution
+//! events rule.
 
 use std::collections::BTreeMap;
 
@@ -174,7 +175,8 @@ pub async fn put_target(client: &Client, rule: &str, target: &RuleTarget) -> Res
     let built = Target::builder()
         .id(&target.id)
         .arn(&target.arn)
-        .role_arn(&target.role_arn)
+        // SQS targets take no role (the queue's policy lets EventBridge send).
+        .set_role_arn(Some(target.role_arn.clone()).filter(|arn| !arn.is_empty()))
         .set_input(target.input.clone())
         .set_input_transformer(transformer)
         .set_dead_letter_config(

@@ -19,15 +19,25 @@ use super::Context;
 /// Annotation on a Run: the last execution status change event that woke it.
 pub const EVENT_ANNOTATION: &str = "flowline.io/execution-event";
 
-/// Consumes the queue until the process stops; failures are logged and retried after a pause.
+/// Consumes the queue until the process stops; failures are logged and retried after a pause
+/// that grows while they last.
 pub async fn consume_forever(ctx: Arc<Context>, queue_url: String) {
     info!(%queue_url, "waking Runs from execution status change events");
+    let mut failures: u32 = 0;
     loop {
         let messages = match aws::sqs::receive(&ctx.sqs, &queue_url).await {
-            Ok(messages) => messages,
+            Ok(messages) => {
+                failures = 0;
+                messages
+            }
             Err(error) => {
-                warn!(%queue_url, %error, "could not receive execution events");
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                // 5 s, doubling to 40 s while the queue stays unreadable (deleted, denied):
+                // polling covers the Runs meanwhile.
+                failures = failures.saturating_add(1);
+                let pause = Duration::from_secs(5 << failures.min(4).saturating_sub(1))
+                    .min(Duration::from_secs(60));
+                warn!(%queue_url, %error, retry_in_seconds = pause.as_secs(), "could not receive execution events");
+                tokio::time::sleep(pause).await;
                 continue;
             }
         };

@@ -4,6 +4,7 @@ mod cleanup;
 pub mod discovery;
 pub mod eviction;
 pub mod execution_events;
+pub mod execution_events_setup;
 pub mod flow;
 pub mod http;
 pub mod leader;
@@ -93,10 +94,22 @@ pub struct Options {
     )]
     pub tracking_history_calls_per_second: f64,
 
-    /// URL of an SQS queue that receives Step Functions' "Execution Status Change" events
-    /// (an EventBridge rule on the default bus targets it; see README). Each event wakes the
-    /// Run of that execution at once, so status lag no longer grows with the number of running
-    /// Runs; polling stays as the fallback. Unset: polling only.
+    /// Step Functions' "Execution Status Change" events wake the Run of each execution at
+    /// once, so status lag no longer grows with the number of running Runs; polling stays as
+    /// the fallback. `managed`: the leader sets up and owns an EventBridge rule and an SQS
+    /// queue named `<name prefix>execution-events` (checked every drift interval; removed by
+    /// `flowline execution-events delete`). `off`: polling only.
+    #[arg(
+        long,
+        env = "FLOWLINE_EXECUTION_EVENTS",
+        value_enum,
+        default_value_t = execution_events_setup::Mode::Managed
+    )]
+    pub execution_events: execution_events_setup::Mode,
+
+    /// URL of your own SQS queue of execution status change events (an EventBridge rule on the
+    /// default bus targets it; see README): it is read, and nothing is created, whatever
+    /// `--execution-events` says.
     #[arg(long, env = "FLOWLINE_EXECUTION_EVENTS_QUEUE_URL")]
     pub execution_events_queue_url: Option<String>,
 
@@ -765,10 +778,6 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
     };
     tokio::spawn(synced);
     let discovery_interval = Duration::from_secs(options.discovery_interval_seconds.max(1));
-    let events_queue = options
-        .execution_events_queue_url
-        .clone()
-        .filter(|url| !url.is_empty());
     let controllers = async {
         // Only the leader reaches this point, so only the leader adopts executions.
         let discovery = tokio::spawn(discovery::sweep_forever(
@@ -777,9 +786,11 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
             discovery_interval,
         ));
         let eviction = tokio::spawn(eviction);
-        let execution_events = events_queue.map(|queue_url| {
-            tokio::spawn(execution_events::consume_forever(ctx.clone(), queue_url))
-        });
+        let execution_events = execution_events_setup::spawn(
+            ctx.clone(),
+            options.execution_events,
+            options.execution_events_queue_url.clone(),
+        );
         futures::join!(
             flow_controller
                 .run(reconcile_flow, error_policy::<Flow>, ctx.clone())

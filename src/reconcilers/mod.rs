@@ -4,6 +4,7 @@
 pub mod artifacts;
 pub mod conditions;
 pub mod discovery;
+pub mod execution_events;
 pub mod flow;
 pub mod ownership;
 pub mod resume;
