@@ -358,6 +358,19 @@ impl<'a> Arns<'a> {
         queues
     }
 
+    /// The execution events queue (`kind` "") or rule (`kind` "rule/").
+    fn execution_events(&self, service: &str, kind: &str) -> String {
+        self.arn(
+            service,
+            self.region,
+            &format!(
+                "{kind}{}{}",
+                self.prefix,
+                crate::reconcilers::execution_events::NAME_SUFFIX
+            ),
+        )
+    }
+
     fn rules(&self) -> String {
         self.arn("events", self.region, &format!("rule/{}*", self.prefix))
     }
@@ -482,10 +495,43 @@ fn controller(arns: &Arns<'_>, settings: &Settings, inputs: &Inputs) -> Vec<Stat
             &["states:DescribeMapRun", "states:ListExecutions"],
             vec![arns.map_runs()],
         ),
-        // Execution status change events (--execution-events-queue-url), from a queue named
-        // with the prefix.
+        // Execution status change events (--execution-events managed, the default): the queue
+        // and the rule named `<prefix>execution-events`, which the leader creates, tags,
+        // checks, repairs and reads, and `flowline execution-events delete` removes. Tags are
+        // set at creation (sqs:TagQueue, events:TagResource) and read before anything is
+        // changed or deleted.
         allow(
-            "ExecutionEvents",
+            "ExecutionEventsQueue",
+            &[
+                "sqs:CreateQueue",
+                "sqs:GetQueueUrl",
+                "sqs:GetQueueAttributes",
+                "sqs:SetQueueAttributes",
+                "sqs:TagQueue",
+                "sqs:ListQueueTags",
+                "sqs:DeleteQueue",
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+            ],
+            vec![arns.execution_events("sqs", "")],
+        ),
+        allow(
+            "ExecutionEventsRule",
+            &[
+                "events:PutRule",
+                "events:DescribeRule",
+                "events:PutTargets",
+                "events:ListTargetsByRule",
+                "events:RemoveTargets",
+                "events:DeleteRule",
+                "events:TagResource",
+                "events:ListTagsForResource",
+            ],
+            vec![arns.execution_events("events", "rule/")],
+        ),
+        // Or your own queue (--execution-events-queue-url), named with the prefix: read only.
+        allow(
+            "OwnExecutionEventsQueue",
             &["sqs:ReceiveMessage", "sqs:DeleteMessage"],
             vec![arns.arn("sqs", arns.region, &format!("{}*", arns.prefix))],
         ),

@@ -56,6 +56,8 @@ impl Bench {
             .env("FLOWLINE_LEADER_ELECTION", "false")
             .env("FLOWLINE_HTTP_ADDR", "off")
             .env("FLOWLINE_AWS_RATE_SCALE", "0")
+            // Polling only, as the figures were taken; a benchmark of the events path sets it.
+            .env("FLOWLINE_EXECUTION_EVENTS", "off")
             .envs(extra_env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)

@@ -270,6 +270,14 @@ def may_deliver_to_state_machine(rule: Any, target: dict, event: dict) -> str | 
     return None
 
 
+def record_failed_invocation(rule_arn: str, target: dict, event: dict, reason: str) -> None:
+    """Records a delivery EventBridge could not make (AWS counts it in FailedInvocations)."""
+    with _LOCK:
+        _FAILED_INVOCATIONS.append(
+            {"ruleArn": rule_arn, "targetId": target.get("Id"), "targetArn": target.get("Arn"), "eventId": event.get("id"), "reason": reason}
+        )
+
+
 def failed_invocations() -> list[dict]:
     with _LOCK:
         return list(_FAILED_INVOCATIONS)

@@ -102,8 +102,9 @@ optional, "accountId": optional, "eventId": optional}``
     botocore model's request URIs (Batch and other REST services), and method, path and
     sub-resource for S3 (approximate for unusual requests). /moto-api/* is not counted.
 ``GET /flowline-test/failed-invocations``
-    with ``--enforce-iam``, the rule deliveries to Step Functions that IAM refused, as
-    ``{"failedInvocations": [{"ruleArn", "targetId", "targetArn", "eventId", "reason"}]}``.
+    the rule deliveries that failed, as ``{"failedInvocations": [{"ruleArn", "targetId",
+    "targetArn", "eventId", "reason"}]}``: to SQS queues that are missing or whose policy does
+    not let the rule send, and, with ``--enforce-iam``, to Step Functions when IAM refused.
 ``POST /flowline-test/requests/reset``
     clears the counters (``/moto-api/reset`` leaves them alone) and answers the empty counts.
 """
@@ -1582,6 +1583,35 @@ def _policy_lets_rule_send(policy: str | None, queue_arn: str, rule_arn: str) ->
     return False
 
 
+def _is_queue(arn: str) -> bool:
+    parts = arn.split(":")
+    return len(parts) >= 6 and parts[2] == "sqs"
+
+
+def may_deliver_to_queue(rule: Any, target: dict, event: dict) -> bool:
+    """Whether EventBridge may deliver to the target (True for targets other than SQS queues):
+    an SQS target receives events only when the queue exists and its policy lets
+    events.amazonaws.com send from this rule, as in AWS; otherwise the delivery is a failed
+    invocation (listed by ``GET /flowline-test/failed-invocations``) and the event is lost."""
+    from moto.sqs.models import sqs_backends
+
+    arn = target.get("Arn", "")
+    if not _is_queue(arn):
+        return True
+    parts = arn.split(":")
+    try:
+        queue = sqs_backends[parts[4]][parts[3]].get_queue(parts[5])
+    except Exception:  # noqa: BLE001 - moto's QueueDoesNotExist
+        reason = f"queue {arn} does not exist"
+    else:
+        if _policy_lets_rule_send(queue.policy, arn, rule.arn):
+            return True
+        reason = f"the policy of {arn} does not let events.amazonaws.com sqs:SendMessage from {rule.arn}"
+    iam_mode.record_failed_invocation(rule.arn, target, event, reason)
+    LOG.warning("rule %s: not delivered to %s: %s", rule.name, arn, reason)
+    return False
+
+
 def dead_letter(rule: Any, target: dict, event: dict, error_code: str, error_message: str) -> bool:
     """Sends an event the rule could not deliver to the target's dead-letter queue, as
     EventBridge does (after its retries, which are not emulated: at once): the event as the
@@ -1640,7 +1670,11 @@ def patch_events() -> None:
             if not self.event_pattern.get_pattern() or not self.event_pattern.matches_event(original_event):
                 return []
         sfn_targets = [t for t in self.targets if _is_state_machine(t.get("Arn", ""))]
-        other_targets = [t for t in self.targets if not _is_state_machine(t.get("Arn", ""))]
+        other_targets = [
+            t
+            for t in self.targets
+            if not _is_state_machine(t.get("Arn", "")) and may_deliver_to_queue(self, t, original_event)
+        ]
         if other_targets:
             proxy = copy.copy(self)
             proxy.targets = other_targets

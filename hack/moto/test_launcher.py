@@ -766,7 +766,44 @@ def test_ended_executions_send_status_change_events(emu):
             }
         ),
     )
-    events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}"}])
+    queue_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}"
+    events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": queue_arn}])
+    # Without a queue policy letting the rule send, AWS delivers nothing: a failed invocation.
+    refused = sfn.start_execution(stateMachineArn=machine)["executionArn"]
+    assert wait_execution(sfn, refused)["status"] == "SUCCEEDED"
+    rule_arn = events.describe_rule(Name=rule)["Arn"]
+    failed = wait_for(
+        lambda: [f for f in emu.get("/flowline-test/failed-invocations")["failedInvocations"] if f["ruleArn"] == rule_arn],
+        what="a failed invocation of the rule",
+    )
+    assert failed[0]["targetArn"] == queue_arn and "policy" in failed[0]["reason"]
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+    # A policy for another rule does not help; one naming this rule does.
+    def policy(source: str) -> str:
+        return json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "events.amazonaws.com"},
+                        "Action": "sqs:SendMessage",
+                        "Resource": queue_arn,
+                        "Condition": {"ArnEquals": {"aws:SourceArn": source}},
+                    }
+                ],
+            }
+        )
+
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": policy(rule_arn + "-other")})
+    other = sfn.start_execution(stateMachineArn=machine)["executionArn"]
+    assert wait_execution(sfn, other)["status"] == "SUCCEEDED"
+    wait_for(
+        lambda: len([f for f in emu.get("/flowline-test/failed-invocations")["failedInvocations"] if f["ruleArn"] == rule_arn]) == 2,
+        what="a second failed invocation of the rule",
+    )
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": policy(rule_arn)})
     arn = sfn.start_execution(stateMachineArn=machine)["executionArn"]
     assert wait_execution(sfn, arn)["status"] == "SUCCEEDED"
     messages = wait_for(

@@ -396,3 +396,50 @@ fn each_namespace_execution_role_reads_only_its_namespace_secrets() {
             .contains(&"arn:aws:secretsmanager:eu-west-1:210987654321:secret:team-a/*".to_owned())
     );
 }
+
+#[test]
+fn controller_manages_exactly_the_execution_events_queue_and_rule() {
+    let controller = role(Role::Controller);
+    let queue = statement(&controller, "ExecutionEventsQueue");
+    assert_eq!(
+        queue.resource,
+        ["arn:aws:sqs:eu-west-1:210987654321:fl-execution-events"]
+    );
+    for action in [
+        "sqs:CreateQueue",
+        "sqs:TagQueue",
+        "sqs:GetQueueUrl",
+        "sqs:GetQueueAttributes",
+        "sqs:SetQueueAttributes",
+        "sqs:ListQueueTags",
+        "sqs:DeleteQueue",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+    ] {
+        assert!(queue.action.iter().any(|a| a == action), "{action}");
+    }
+    assert!(!queue.action.iter().any(|a| a == "sqs:SendMessage"));
+    let rule = statement(&controller, "ExecutionEventsRule");
+    assert_eq!(
+        rule.resource,
+        ["arn:aws:events:eu-west-1:210987654321:rule/fl-execution-events"]
+    );
+    assert_eq!(
+        rule.action,
+        strings(&[
+            "events:PutRule",
+            "events:DescribeRule",
+            "events:PutTargets",
+            "events:ListTargetsByRule",
+            "events:RemoveTargets",
+            "events:DeleteRule",
+            "events:TagResource",
+            "events:ListTagsForResource",
+        ])
+    );
+    // A queue of one's own (--execution-events-queue-url) is only read.
+    assert_eq!(
+        statement(&controller, "OwnExecutionEventsQueue").action,
+        strings(&["sqs:ReceiveMessage", "sqs:DeleteMessage"])
+    );
+}

@@ -551,6 +551,11 @@ fn spawn_controller(
         .env("FLOWLINE_LEADER_ELECTION", "false")
         .env("FLOWLINE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
         .env("RUST_LOG", "info,flowline=debug")
+        // Test controllers share one emulator and the default name prefix, so managed execution
+        // events would give them one shared queue: each would consume (and drop) the others'
+        // events, and count SQS calls among its own requests. Polling only, then, unless a test
+        // of the events path turns them on with a name prefix of its own.
+        .env("FLOWLINE_EXECUTION_EVENTS", "off")
         .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(output)
