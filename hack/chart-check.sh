@@ -38,13 +38,28 @@ for values in "${value_sets[@]}"; do
   rendered="$("$helm" template flowline "$chart" --namespace flowline-system $values)" \
     || die "helm template failed with: $values"
   grep -q '^kind: Deployment$' <<<"$rendered" || die "no Deployment rendered with: $values"
+  # The uninstall hook (managed execution events, the default) is rendered.
+  grep -q 'helm.sh/hook: pre-delete' <<<"$rendered" || die "no uninstall hook rendered with: $values"
 done
 log "chart: lint and template passed with ${#value_sets[@]} value sets"
+
+# The hook is left out when the events path is off, uses a queue of one's own, or is turned off.
+for values in "--set controller.executionEvents=off" "--set controller.executionEventsQueueUrl=https://sqs.example/q" \
+  "--set uninstallHook.enabled=false"; do
+  # shellcheck disable=SC2086
+  rendered="$("$helm" template flowline "$chart" --namespace flowline-system $values)" \
+    || die "helm template failed with: $values"
+  if grep -q 'helm.sh/hook' <<<"$rendered"; then
+    die "an uninstall hook rendered with: $values"
+  fi
+done
+log "chart: the uninstall hook follows controller.executionEvents and uninstallHook.enabled"
 
 # The schema must reject unknown keys, wrong types and values outside the enums.
 for bad in "unknownKey=1" "replicaCount=two" "flowDefaults.s3ServerSideEncryption=DES" \
   "aws.accountId=123" "controller.workers=0" "image.pullPolicy=Sometimes" \
-  "flowDefaults.statesRole=" "serviceAccount.roleArn=role/flowline"; do
+  "flowDefaults.statesRole=" "serviceAccount.roleArn=role/flowline" \
+  "controller.executionEvents=on" "uninstallHook.enabled=yes"; do
   if "$helm" template flowline "$chart" --set "$bad" >/dev/null 2>&1; then
     die "values.schema.json accepted $bad"
   fi

@@ -111,8 +111,30 @@ impl Release {
 
 impl Drop for Release {
     fn drop(&mut self) {
-        let _ = self.helm(&["uninstall", RELEASE, "--namespace", &self.namespace]);
+        // Without hooks: the pre-delete Job that removes the execution events rule and queue
+        // would never run here (no kubelet), and Helm would wait for it until its timeout.
+        // The tests check the hook as rendered instead ([`uninstall_hook`]), and
+        // `flowline execution-events delete` itself runs in tests/e2e/execution_events.rs.
+        let _ = self.helm(&[
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            &self.namespace,
+            "--no-hooks",
+        ]);
     }
+}
+
+/// The release's pre-delete hook Job, as Helm stored it with the release.
+fn uninstall_hook(release: &Release) -> Value {
+    let hooks = release
+        .helm(&["get", "hooks", RELEASE, "--namespace", &release.namespace])
+        .ok();
+    hooks
+        .split("\n---")
+        .filter_map(|doc| serde_norway::from_str::<Value>(doc).ok())
+        .find(|doc| doc["kind"] == "Job")
+        .unwrap_or_else(|| panic!("a hook Job in the release:\n{hooks}"))
 }
 
 /// `kubectl auth can-i` as the holder of `kubeconfig`.
@@ -221,6 +243,52 @@ fn namespaced_release_runs_flows_with_only_the_charts_rbac() {
     assert!(
         admitted.success && !admitted.stderr.contains("Warning"),
         "the controller pod is admitted under the restricted policy: {}",
+        admitted.stderr
+    );
+
+    // The uninstall hook: a pre-delete Job deleting the execution events rule and queue with
+    // the controller's ServiceAccount and settings, deleted once it succeeded, whose pod is
+    // admitted under the restricted policy too.
+    let hook = uninstall_hook(&release);
+    let annotations = &hook["metadata"]["annotations"];
+    assert_eq!(annotations["helm.sh/hook"], "pre-delete");
+    assert_eq!(
+        annotations["helm.sh/hook-delete-policy"],
+        "before-hook-creation,hook-succeeded"
+    );
+    let hook_pod = &hook["spec"]["template"]["spec"];
+    assert_eq!(hook_pod["serviceAccountName"], RELEASE);
+    let hook_container = &hook_pod["containers"][0];
+    assert_eq!(
+        hook_container["args"],
+        json!(["execution-events", "delete"])
+    );
+    assert!(
+        hook_container["env"].as_array().is_some_and(|env| env
+            .iter()
+            .any(|e| { e["name"] == "FLOWLINE_NAME_PREFIX" && e["value"] == "flowline-" })
+            && env.iter().any(|e| e["name"] == "AWS_ENDPOINT_URL")),
+        "the hook gets the controller's settings: {hook_container}"
+    );
+    let hook_labels = &hook["spec"]["template"]["metadata"]["labels"];
+    assert_ne!(
+        hook_labels["app.kubernetes.io/name"],
+        template["metadata"]["labels"]["app.kubernetes.io/name"],
+        "the Service and the PDB never select the hook's pod"
+    );
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "restricted-hook-check", "namespace": ns.name, "labels": hook_labels},
+        "spec": hook_pod,
+    });
+    let admitted = kubectl(
+        &["create", "--dry-run=server", "-f", "-"],
+        Some(&pod.to_string()),
+    );
+    assert!(
+        admitted.success && !admitted.stderr.contains("Warning"),
+        "the hook pod is admitted under the restricted policy: {}",
         admitted.stderr
     );
 

@@ -86,6 +86,7 @@ the controller's own default (none) applies.
   "FLOWLINE_CACHE_EVICTION_INTERVAL_SECONDS" $c.cacheEvictionIntervalSeconds
   "FLOWLINE_TRACKING_CALLS_PER_SECOND" $c.trackingCallsPerSecond
   "FLOWLINE_TRACKING_HISTORY_CALLS_PER_SECOND" $c.trackingHistoryCallsPerSecond
+  "FLOWLINE_EXECUTION_EVENTS" $c.executionEvents
   "FLOWLINE_EXECUTION_EVENTS_QUEUE_URL" $c.executionEventsQueueUrl
   "RUST_LOG" $c.logLevel
   "FLOWLINE_ALLOWED_ROLES" (join "," .Values.tenancy.allowedRoles)
