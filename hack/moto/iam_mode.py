@@ -324,6 +324,30 @@ def patch_actions_case_insensitive() -> None:
     IAMPolicyStatement._check_element_matches = _check_element_matches
 
 
+# SQS authorizes each batch action as its single action (AWS's SQS API permissions reference:
+# DeleteMessageBatch needs sqs:DeleteMessage); IAM knows no sqs:DeleteMessageBatch action.
+SQS_BATCH_ACTIONS = {
+    "sqs:deletemessagebatch": "sqs:DeleteMessage",
+    "sqs:sendmessagebatch": "sqs:SendMessage",
+    "sqs:changemessagevisibilitybatch": "sqs:ChangeMessageVisibility",
+}
+
+
+def patch_sqs_batch_actions() -> None:
+    """moto authorizes SQS's batch actions under their own names (``sqs:DeleteMessageBatch``),
+    which no policy written as AWS documents grants; they are checked as the single action."""
+    from moto.iam.access_control import IAMPolicyStatement
+
+    original = IAMPolicyStatement._check_element_matches
+
+    def _check_element_matches(self: Any, statement_element: Any, value: str) -> bool:
+        if statement_element in ("Action", "NotAction"):
+            value = SQS_BATCH_ACTIONS.get(value.lower(), value)
+        return original(self, statement_element, value)
+
+    IAMPolicyStatement._check_element_matches = _check_element_matches
+
+
 def patch_resource_wildcards() -> None:
     """IAM's wildcards in a Resource are ``*`` (any characters) and ``?`` (any one character),
     everything else literal. moto turns only ``*`` into a regular expression and leaves the
@@ -438,6 +462,7 @@ def apply() -> None:
     """The patches that shape enforcement; harmless while it is off (moto checks nothing)."""
     patch_unknown_resources_match_allows()
     patch_actions_case_insensitive()
+    patch_sqs_batch_actions()
     patch_resource_wildcards()
     patch_service_only_trust()
     patch_sfn_resources()

@@ -249,3 +249,21 @@ def test_assume_role_honours_the_trust_policy_for_users(iam_emu):
     assert error_code(as_role.list_activities)[0] == "AccessDeniedException"
     service_only = role_with(iam_emu, "states.amazonaws.com", allow("*"))
     assert error_code(lambda: sts.assume_role(RoleArn=service_only, RoleSessionName="session")) == ("AccessDenied", 403)
+
+
+def test_sqs_batch_actions_are_authorized_as_their_single_action(iam_emu):
+    name = uid("q")
+    url = admin(iam_emu, "sqs").create_queue(QueueName=name)["QueueUrl"]
+    arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+    key, secret = user_with(iam_emu, allow(["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage"], arn))
+    sqs = client(iam_emu, "sqs", key, secret)
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "1", "MessageBody": "a"}])
+    received = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)["Messages"]
+    sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": "1", "ReceiptHandle": received[0]["ReceiptHandle"]}])
+    # Without sqs:DeleteMessage the batch delete is refused as well.
+    key, secret = user_with(iam_emu, allow(["sqs:SendMessage", "sqs:ReceiveMessage"], arn))
+    reader = client(iam_emu, "sqs", key, secret)
+    reader.send_message(QueueUrl=url, MessageBody="b")
+    handle = reader.receive_message(QueueUrl=url, WaitTimeSeconds=0)["Messages"][0]["ReceiptHandle"]
+    denied = lambda: reader.delete_message_batch(QueueUrl=url, Entries=[{"Id": "1", "ReceiptHandle": handle}])
+    assert error_code(denied)[0] in ("AccessDenied", "AccessDeniedException")

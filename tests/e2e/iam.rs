@@ -498,6 +498,10 @@ async fn generated_policies_run_a_flow_its_schedule_and_its_deletion_without_acc
     let ns = TestNamespace::create("iam");
     let mut env: Vec<(&str, String)> = settings(&platform.endpoint);
     env.push(("FLOWLINE_DISCOVERY_INTERVAL_SECONDS", "1".to_owned()));
+    // The managed execution events path, under the controller's policy: polls of a running
+    // Run 20 s apart, so the Run's end is seen from the event first.
+    env.push(("FLOWLINE_EXECUTION_EVENTS", "managed".to_owned()));
+    env.push(("FLOWLINE_TRACKING_CALLS_PER_SECOND", "0.05".to_owned()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let controller = ControllerProcess::start_against(
         &ns.name,
@@ -537,6 +541,15 @@ async fn generated_policies_run_a_flow_its_schedule_and_its_deletion_without_acc
         "apiVersion: flowline.io/v1alpha1\nkind: Run\nmetadata: {name: iam-1}\nspec:\n  flowRef: {name: iam-pipeline}\n",
     );
     wait_succeeded(&ns.name, "iam-1");
+    assert_eq!(
+        jsonpath(
+            &ns.name,
+            "run/iam-1",
+            "{.metadata.annotations.flowline\\.io/execution-event}"
+        ),
+        "SUCCEEDED",
+        "the execution status change event reached the controller through its queue"
+    );
     let start = step_output(&ns.name, "iam-1", "start");
     assert_eq!(
         tagged(&start, "LIST_STATE_MACHINES"),
@@ -705,6 +718,33 @@ async fn generated_policies_run_a_flow_its_schedule_and_its_deletion_without_acc
     assert!(active.is_empty(), "deregistered: {active:?}");
     assert_no_failed_invocations();
     assert_controller_never_denied(&controller);
+    drop(controller);
+    // The uninstall hook's command, as the controller's user: the rule and queue go.
+    let output = Command::new(env!("CARGO_BIN_EXE_flowline"))
+        .args(["execution-events", "delete"])
+        .envs(env.iter().copied())
+        .env("AWS_ENDPOINT_URL", &platform.endpoint)
+        .env("AWS_ACCESS_KEY_ID", &platform.controller_key)
+        .env("AWS_SECRET_ACCESS_KEY", &platform.controller_secret)
+        .output()
+        .expect("flowline runs");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success()
+            && printed.contains("deleted rule flowline-execution-events")
+            && printed.contains("deleted queue flowline-execution-events"),
+        "{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        events
+            .describe_rule()
+            .name("flowline-execution-events")
+            .send()
+            .await
+            .is_err(),
+        "the execution events rule is deleted"
+    );
     // What each principal did, by access key (`ASIA…`: the roles' STS sessions), for the
     // record of which actions this proves.
     eprintln!(
