@@ -68,6 +68,10 @@ kubectl wait -n demo --for=jsonpath='{.status.phase}'=Succeeded --timeout=180s r
 echo
 kubectl get runs -n demo
 echo
+# The controller set up its execution events rule and queue (--execution-events managed, the
+# default): a Run hears that its execution ended from an event, or at its next poll.
+event="$(kubectl get run demo-pipeline-1 -n demo -o jsonpath='{.metadata.annotations.flowline\.io/execution-event}')"
+log "execution events: rule and queue flowline-execution-events; the Run was woken by event: ${event:-none (its poll came first)}"
 log "steps and the artifacts they wrote (status of run/demo-pipeline-1):"
 kubectl get run demo-pipeline-1 -n demo -o jsonpath='{range .status.steps[*]}  {.name}: {.phase}, job {.jobIds[0]}{"\n"}{range .artifacts[*]}    {.uri} ({.size} bytes){"\n"}{end}{end}'
 echo

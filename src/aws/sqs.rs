@@ -80,7 +80,7 @@ pub struct ObservedQueue {
 }
 
 /// The attributes Flowline sets on a queue, and so reads back.
-pub const MANAGED_ATTRIBUTES: [&str; 2] = ["Policy", "MessageRetentionPeriod"];
+pub const MANAGED_ATTRIBUTES: [&str; 3] = ["Policy", "MessageRetentionPeriod", "VisibilityTimeout"];
 
 /// The queue named `name` with the attributes Flowline sets; `None` when it does not exist.
 pub async fn describe_queue(

@@ -24,6 +24,11 @@ pub const NAME_SUFFIX: &str = "execution-events";
 /// How long an event waits in the queue: a day. An event is only a hint (polling is the
 /// fallback), and one nobody read for a day wakes nothing useful.
 pub const RETENTION_SECONDS: u32 = 86_400;
+/// How long a received message stays hidden before it comes back: 10 s, not SQS's 30. Waking
+/// a Run twice is harmless, while a message handed to a receive whose controller then died
+/// (a long poll outlives its client by up to 20 s) waits this long before another controller
+/// sees it.
+pub const VISIBILITY_TIMEOUT_SECONDS: u32 = 10;
 /// The id of the rule's one target.
 pub const TARGET_ID: &str = "queue";
 /// The detail type Step Functions gives the events.
@@ -38,7 +43,7 @@ pub struct Desired {
     pub name: String,
     pub queue_arn: String,
     pub rule_arn: String,
-    /// `Policy` and `MessageRetentionPeriod`.
+    /// `Policy`, `MessageRetentionPeriod` and `VisibilityTimeout`.
     pub queue_attributes: BTreeMap<String, String>,
     pub rule: Rule,
     pub target: RuleTarget,
@@ -109,6 +114,10 @@ pub fn desired(settings: &Settings) -> Result<Desired, Invalid> {
             (
                 "MessageRetentionPeriod".to_owned(),
                 RETENTION_SECONDS.to_string(),
+            ),
+            (
+                "VisibilityTimeout".to_owned(),
+                VISIBILITY_TIMEOUT_SECONDS.to_string(),
             ),
         ]),
         tags: BTreeMap::from([
@@ -389,6 +398,7 @@ mod tests {
             desired.rule_arn.as_str()
         );
         assert_eq!(desired.queue_attributes["MessageRetentionPeriod"], "86400");
+        assert_eq!(desired.queue_attributes["VisibilityTimeout"], "10");
         assert_eq!(
             desired.tags,
             BTreeMap::from([
