@@ -405,12 +405,11 @@ async fn a_queue_that_is_not_flowlines_leaves_the_controller_polling_without_tou
         .expect("tags");
     assert!(tags.tags().is_none_or(|t| t.is_empty()), "{tags:?}");
     assert!(
-        !aws_sdk_eventbridge::Client::new(&aws_config().await)
-            .describe_rule()
-            .name(&name)
-            .send()
-            .await
-            .is_ok(),
+        !rule_exists(
+            &aws_sdk_eventbridge::Client::new(&aws_config().await),
+            &name
+        )
+        .await,
         "no rule was put for a queue that is not Flowline's"
     );
     drop(controller);
