@@ -16,7 +16,12 @@ pub struct Message {
     pub receipt_handle: String,
 }
 
-/// Waits up to 20 s (long polling) for up to 10 messages.
+/// How long a receive waits for messages (long polling): 10 s, well under the controller's
+/// 20 s attempt timeout. At SQS's maximum of 20 s an idle receive reached that timeout, was
+/// retried as a failure and ended in an error after 60 s, missing whatever arrived meanwhile.
+pub const RECEIVE_WAIT_SECONDS: i32 = 10;
+
+/// Waits up to [`RECEIVE_WAIT_SECONDS`] for up to 10 messages.
 pub async fn receive(client: &Client, queue_url: &str) -> Result<Vec<Message>, AwsError> {
     let output = call(
         Operation::ReceiveMessage,
@@ -24,7 +29,7 @@ pub async fn receive(client: &Client, queue_url: &str) -> Result<Vec<Message>, A
             .receive_message()
             .queue_url(queue_url)
             .max_number_of_messages(10)
-            .wait_time_seconds(20)
+            .wait_time_seconds(RECEIVE_WAIT_SECONDS)
             .send(),
     )
     .await?;

@@ -26,7 +26,7 @@ pub const NAME_SUFFIX: &str = "execution-events";
 pub const RETENTION_SECONDS: u32 = 86_400;
 /// How long a received message stays hidden before it comes back: 10 s, not SQS's 30. Waking
 /// a Run twice is harmless, while a message handed to a receive whose controller then died
-/// (a long poll outlives its client by up to 20 s) waits this long before another controller
+/// (a long poll outlives its client by up to 10 s) waits this long before another controller
 /// sees it.
 pub const VISIBILITY_TIMEOUT_SECONDS: u32 = 10;
 /// The id of the rule's one target.

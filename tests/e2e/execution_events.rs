@@ -310,8 +310,8 @@ async fn managed_rule_and_queue_wake_runs_survive_restarts_and_drift_and_are_del
         "only the rule and its target were written: {writes:?}"
     );
     // A Run started after the repair is woken by an event too.
-    // Its execution ends within 20 s of the first controller's death, whose last long poll
-    // (up to 20 s) may still take the event: it comes back after the queue's visibility
+    // Its execution may end within 10 s of the first controller's death, whose last long poll
+    // (up to 10 s) may still take the event: it comes back after the queue's visibility
     // timeout (10 s), as on AWS.
     apply(&ns.name, &run("evented-2", "evented"));
     ends_soon("evented-2", 15);

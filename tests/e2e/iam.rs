@@ -55,6 +55,11 @@ fn settings(endpoint: &str) -> Vec<(&'static str, String)> {
 
 /// What `flowline iam-policy --role <role> --secret SECRET -o json` prints for one role.
 fn iam_policy(role: &str, endpoint: &str) -> serde_json::Value {
+    iam_policy_with_prefix(role, endpoint, "flowline-")
+}
+
+/// The same, for controller settings with another name prefix.
+fn iam_policy_with_prefix(role: &str, endpoint: &str, prefix: &str) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_flowline"))
         .args([
             "iam-policy",
@@ -67,6 +72,7 @@ fn iam_policy(role: &str, endpoint: &str) -> serde_json::Value {
         ])
         .env_clear()
         .envs(settings(endpoint))
+        .env("FLOWLINE_NAME_PREFIX", prefix)
         .output()
         .expect("flowline iam-policy runs");
     assert!(
@@ -853,3 +859,89 @@ async fn refused_reads_and_cleanups_are_reported_and_the_finalizer_can_be_releas
 }
 
 const SKIP_CLEANUP: &str = "flowline.io/skip-cleanup";
+
+/// When AWS refuses the managed execution events path, the controller says so with AWS's
+/// message, reads 0 on `flowline_execution_events_ready`, tracks its Runs by polling, and
+/// retries with a growing pause instead of stopping or storming. Its user has iam-policy's
+/// controller policy (for a name prefix of its own) without the statements that grant rules
+/// (`ExecutionEventsRule`, and `ScheduleRules`, whose `rule/<prefix>*` covers that rule too).
+#[tokio::test]
+async fn refused_execution_events_leave_the_controller_polling_and_retrying_calmly() {
+    install_crds();
+    let platform = platform();
+    let prefix = "flowline-noevents-";
+    let mut permissions =
+        iam_policy_with_prefix("controller", &platform.endpoint, prefix)["permissions"].clone();
+    permissions["Statement"]
+        .as_array_mut()
+        .expect("statements")
+        .retain(|statement| {
+            statement["Sid"] != "ExecutionEventsRule" && statement["Sid"] != "ScheduleRules"
+        });
+    let created = python(
+        &[
+            "-c",
+            "import json, sys, boto3\n\
+             iam = boto3.client('iam', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3])\n\
+             iam.create_user(UserName='flowline-controller-noevents')\n\
+             iam.put_user_policy(UserName='flowline-controller-noevents', PolicyName='flowline', PolicyDocument=sys.stdin.read())\n\
+             key = iam.create_access_key(UserName='flowline-controller-noevents')['AccessKey']\n\
+             print(json.dumps([key['AccessKeyId'], key['SecretAccessKey']]))",
+            &platform.endpoint,
+            ADMIN_KEY,
+            ADMIN_SECRET,
+        ],
+        Some(&permissions.to_string()),
+    );
+    let [key, secret]: [String; 2] = serde_json::from_str(&created).expect("a key");
+    let ns = TestNamespace::create("iam-noevents");
+    let mut env: Vec<(&str, String)> = settings(&platform.endpoint);
+    env.retain(|(name, _)| *name != "FLOWLINE_NAME_PREFIX");
+    env.push(("FLOWLINE_NAME_PREFIX", prefix.to_owned()));
+    env.push(("FLOWLINE_EXECUTION_EVENTS", "managed".to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let controller =
+        ControllerProcess::start_against(&ns.name, &platform.endpoint, &key, &secret, &env);
+    wait_for("the refusal in the log", TIMEOUT, || {
+        std::fs::read_to_string(&controller.log).ok().filter(|log| {
+            log.lines().any(|line| {
+                line.contains("execution events are not set up")
+                    && line.contains("not authorized to perform: events:DescribeRule")
+            })
+        })
+    });
+    wait_for("flowline_execution_events_ready 0", TIMEOUT, || {
+        let (_, text) = controller.http_get("/metrics")?;
+        text.lines()
+            .any(|line| line == "flowline_execution_events_ready 0")
+            .then_some(())
+    });
+    apply(
+        &ns.name,
+        "apiVersion: flowline.io/v1alpha1\nkind: Flow\nmetadata: {name: polled}\nspec:\n  steps:\n    - {name: start, command: [python3, -c, \"print('start')\"], next: [end]}\n    - {name: end, command: [python3, -c, \"print('end')\"]}\n",
+    );
+    wait_ready(&ns.name, "flow/polled");
+    apply(
+        &ns.name,
+        "apiVersion: flowline.io/v1alpha1\nkind: Run\nmetadata: {name: polled-1}\nspec:\n  flowRef: {name: polled}\n",
+    );
+    wait_for("Run polled-1 to succeed by polling", TIMEOUT, || {
+        (jsonpath(&ns.name, "run/polled-1", "{.status.phase}") == "Succeeded").then_some(())
+    });
+    // Retried after 1 s, 2 s, 4 s, ...: a handful of attempts, not one per reconcile.
+    let requests = controller.aws_requests();
+    let attempts = requests
+        .iter()
+        .filter(|(operation, _)| operation.ends_with("DescribeRule"))
+        .map(|(_, count)| *count)
+        .sum::<u64>();
+    assert!(
+        (2..=10).contains(&attempts),
+        "{attempts} DescribeRule attempts: {requests:?}"
+    );
+    let started = std::fs::read_to_string(&controller.log).unwrap_or_default();
+    assert!(
+        started.contains("flowline controller starting") && !started.contains("panicked"),
+        "the controller kept running"
+    );
+}
