@@ -7,6 +7,7 @@ mod harness;
 mod api;
 mod artifacts;
 mod emulator;
+mod fault_proxy;
 mod flow_controller;
 mod foundation;
 mod health_script;
