@@ -190,7 +190,7 @@ class Aws:
     def leftovers(self, marker: str) -> dict[str, int]:
         machines = [m for p in self.sfn.get_paginator("list_state_machines").paginate() for m in p["stateMachines"] if marker in m["name"]]
         jobdefs = [d for p in self.batch.get_paginator("describe_job_definitions").paginate(status="ACTIVE") for d in p["jobDefinitions"] if marker in d["jobDefinitionName"]]
-        rules = [r for r in self.events.list_rules(Limit=100).get("Rules", []) if marker in r["Name"]]
+        rules = [r for p in self.events.get_paginator("list_rules").paginate() for r in p["Rules"] if marker in r["Name"]]
         queues = [q for q in self.sqs.list_queues().get("QueueUrls", []) if marker in q]
         return {"state machines": len(machines), "job definitions (ACTIVE)": len(jobdefs), "rules": len(rules), "queues": len(queues)}
 
@@ -435,6 +435,8 @@ def bench(args) -> None:
     sched_missing = sum(max(0, firings[n] - sched_runs.get(n, 0)) for n in names)
     stats = proxy.stats()
     totals = proxy_totals(stats)
+    # The same count before deletion shows that the check finds this namespace's resources.
+    before = aws.leftovers(f"-{namespace}-")
     leftovers = teardown(namespace, aws, controller, proxy)
     (out / "proxy-stats.json").write_text(json.dumps(stats, indent=1))
 
@@ -451,6 +453,7 @@ def bench(args) -> None:
         ["duplicate schedule Runs (must be 0)", sched_dup],
         ["missing executions / schedule Runs", f"{missing} / {sched_missing}"],
         ["Runs in the wrong phase (must be 0)", len(wrong)],
+        ["AWS resources before deletion", ", ".join(f"{v} {k}" for k, v in before.items())],
         *[[f"orphaned {k} (must be 0)", v] for k, v in leftovers.items()],
         ["executions in Step Functions", executions],
         ["AWS requests (all / during faults)", f"{totals.get('requests', 0)} / {during.get('requests', 0)}"],

@@ -29,7 +29,15 @@ impl Proxy {
 
     fn put_faults(&self, faults: serde_json::Value) {
         let status = Command::new("curl")
-            .args(["-sf", "-X", "PUT", &format!("{}/__faults", self.url), "-d"])
+            .args([
+                "-sf",
+                "-o",
+                "/dev/null",
+                "-X",
+                "PUT",
+                &format!("{}/__faults", self.url),
+                "-d",
+            ])
             .arg(faults.to_string())
             .status()
             .unwrap();
