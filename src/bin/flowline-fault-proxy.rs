@@ -9,10 +9,8 @@
 //! `GET|PUT /__faults` (the rates, JSON), `GET /__stats` (per service and operation: requests,
 //! faults by kind, and SDK invocations vs attempts from `amz-sdk-request: attempt=N; max=M`, so
 //! retries per call = attempts / invocations), `POST /__stats/reset`.
-#![allow(clippy::print_stdout)] // The proxy prints its address for the scripts that start it.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -391,10 +389,10 @@ async fn handle(
                 Protocol::Query | Protocol::S3 => "text/xml",
             };
             let mut response = text(status, content_type, body);
-            if matches!(protocol, Protocol::Json | Protocol::RestJson) {
-                if let Ok(value) = code.parse() {
-                    response.headers_mut().insert("x-amzn-errortype", value);
-                }
+            if matches!(protocol, Protocol::Json | Protocol::RestJson)
+                && let Ok(value) = code.parse()
+            {
+                response.headers_mut().insert("x-amzn-errortype", value);
             }
             return Ok(response);
         }
@@ -460,9 +458,6 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 }
-
-#[allow(dead_code)]
-fn _infallible(_: Infallible) {}
 
 #[cfg(test)]
 mod tests {
