@@ -225,5 +225,7 @@ export AWS_REGION=us-east-1
 export AWS_DEFAULT_REGION=us-east-1
 EOF
 trap - ERR
+# FLOWLINE_FAULT_PROXY=1: the fault-injecting proxy too (FLOWLINE_FAULT_PROXY_URL in env.sh).
+[[ "${FLOWLINE_FAULT_PROXY:-0}" == 1 ]] && FLOWLINE_ENV_DIR="$env_dir" "$here/fault-proxy.sh"
 log "environment ready: kube-apiserver https://127.0.0.1:$api_port, AWS emulator http://127.0.0.1:$moto_port (exec mode: http://127.0.0.1:$moto_exec_port)"
 echo "source $env_dir/env.sh"

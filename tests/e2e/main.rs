@@ -8,6 +8,7 @@ mod api;
 mod artifacts;
 mod emulator;
 mod execution_events;
+mod fault_proxy;
 mod flow_controller;
 mod foundation;
 mod health_script;
