@@ -298,6 +298,26 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn escaped_length_is_what_serde_json_writes() {
+        for text in [
+            "",
+            "plain",
+            "quote \" and \\ slash",
+            "tab\tnew\nline\r",
+            "\u{1}\u{1f}\u{7f}",
+            "é ✓ 🦀",
+            "\u{8}\u{c}",
+        ] {
+            let written = serde_json::to_string(text).unwrap();
+            assert_eq!(
+                escaped_len(text),
+                written.len() - 2,
+                "{text:?} as {written}"
+            );
+        }
+    }
+
+    #[test]
     fn values_convert_to_their_types() {
         assert_eq!(typed(ParameterType::Int, "5"), Ok(json!(5)));
         assert_eq!(typed(ParameterType::Int, " +7 "), Ok(json!(7)));
