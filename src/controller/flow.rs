@@ -123,7 +123,8 @@ impl SettledFlows {
     }
 
     /// How many Flows are recorded.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.settled.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
