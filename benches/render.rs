@@ -81,8 +81,8 @@ fn generated_flow(n: usize) -> Flow {
 fn main() {
     let settings = Settings::default();
     println!(
-        "{:>6} {:>8} {:>12} {:>12} {:>10}  {}",
-        "steps", "runs", "median", "p95", "steps/ms", "outcome"
+        "{:>6} {:>8} {:>12} {:>12} {:>10}  outcome",
+        "steps", "runs", "median", "p95", "steps/ms"
     );
     for n in [10, 100, 1000] {
         let flow = generated_flow(n);
