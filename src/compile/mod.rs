@@ -433,8 +433,9 @@ pub fn render(
         job_name_prefix: id.name.to_owned(),
     };
     let definition = state_machine::definition(&machine_input, &graph)?;
-    check_overrides(&definition)?;
-    check_filled_overrides(flow, &definition)?;
+    let tasks = task_overrides(&definition);
+    check_overrides(&tasks)?;
+    check_filled_overrides(flow, &definition, &tasks)?;
     let size = json_len(&definition);
     if size > MAX_DEFINITION_BYTES {
         return Err(CompileError::Limit {
@@ -483,8 +484,8 @@ pub fn check_parameter_overrides(
 
 /// Batch rejects a job whose container overrides exceed 8,192 characters. The overrides are
 /// templates filled at run time, so this bounds their fixed part; parameter values add to it.
-fn check_overrides(definition: &Value) -> Result<(), CompileError> {
-    for task in task_overrides(definition) {
+fn check_overrides(tasks: &[TaskOverrides<'_>]) -> Result<(), CompileError> {
+    for task in tasks {
         let Some(size) = task.containers.iter().map(|c| json_len(*c)).max() else {
             continue;
         };
@@ -508,14 +509,18 @@ fn check_overrides(definition: &Value) -> Result<(), CompileError> {
 /// node's prefix, so its overrides grow with `parallel.numNodes`. Measured filled with the
 /// Flow's defaults and the longest run and task ids, so that a Flow every Run of which Batch
 /// would refuse is refused itself (a Run's own values are measured again when it is admitted).
-fn check_filled_overrides(flow: &Flow, definition: &Value) -> Result<(), CompileError> {
+fn check_filled_overrides(
+    flow: &Flow,
+    definition: &Value,
+    tasks: &[TaskOverrides<'_>],
+) -> Result<(), CompileError> {
     // Defaults that do not parse are reported by the state machine's compiler.
     let Ok(defaults) = parameters::typed_defaults(&flow.spec.parameters) else {
         return Ok(());
     };
     let defaults: parameters::TypedParameters = defaults.into_iter().collect();
     let bounds = parameters::Bounds { s3_trigger: false };
-    parameters::check_overrides(definition, &defaults, bounds).map_err(|oversized| {
+    parameters::check_task_overrides(definition, tasks, &defaults, bounds).map_err(|oversized| {
         CompileError::Limit {
             what: format!(
                 "the container overrides of job `{}`, filled with the longest run and task ids",

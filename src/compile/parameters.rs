@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 
 use crate::api::{Parameter, ParameterType};
 
-use super::{MAX_OVERRIDES_CHARS, task_overrides};
+use super::{MAX_OVERRIDES_CHARS, TaskOverrides, task_overrides};
 
 /// The prefix of each parameter's own variable.
 pub const PARAM_ENV_PREFIX: &str = "FLOWLINE_PARAM_";
@@ -135,6 +135,17 @@ pub fn check_overrides(
     parameters: &TypedParameters,
     bounds: Bounds,
 ) -> Result<(), Oversized> {
+    check_task_overrides(definition, &task_overrides(definition), parameters, bounds)
+}
+
+/// [`check_overrides`] on the definition's tasks found already, so that the compiler walks a
+/// large definition once for both of its checks.
+pub(crate) fn check_task_overrides(
+    definition: &Value,
+    tasks: &[TaskOverrides<'_>],
+    parameters: &TypedParameters,
+    bounds: Bounds,
+) -> Result<(), Oversized> {
     let root_chars = definition["States"]["Flowline.Context"]["Parameters"]["root"]
         .as_str()
         .map_or(0, str::len);
@@ -148,12 +159,12 @@ pub fn check_overrides(
             .collect(),
         bounds,
     };
-    for task in task_overrides(definition) {
-        for container in task.containers {
+    for task in tasks {
+        for container in &task.containers {
             let size = filler.len(container);
             if size > MAX_OVERRIDES_CHARS {
                 return Err(Oversized {
-                    job: task.job,
+                    job: task.job.clone(),
                     size,
                 });
             }
@@ -162,9 +173,17 @@ pub fn check_overrides(
     Ok(())
 }
 
-/// Length of a string once written as JSON, without its quotes.
+/// Length of a string once written as JSON, without its quotes: counted as serde_json
+/// escapes (quote, backslash and control characters), without writing it, since it runs for
+/// every key of every task's overrides.
 fn escaped_len(text: &str) -> usize {
-    serde_json::to_string(text).map_or(text.len(), |s| s.len().saturating_sub(2))
+    text.bytes()
+        .map(|byte| match byte {
+            b'"' | b'\\' | b'\x08' | b'\x0c' | b'\n' | b'\r' | b'\t' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// Measures overrides as Step Functions sends them: each `"Name.$": expression` becomes
@@ -196,7 +215,10 @@ impl Filler<'_> {
             Value::Array(items) => {
                 2 + items.iter().map(|v| self.len(v)).sum::<usize>() + items.len().saturating_sub(1)
             }
-            other => serde_json::to_string(other).map_or(0, |s| s.len()),
+            Value::String(text) => escaped_len(text) + 2,
+            Value::Null | Value::Bool(true) => 4,
+            Value::Bool(false) => 5,
+            Value::Number(number) => number.to_string().len(),
         }
     }
 
@@ -274,6 +296,26 @@ fn split_template(rest: &str) -> (usize, Vec<&str>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn escaped_length_is_what_serde_json_writes() {
+        for text in [
+            "",
+            "plain",
+            "quote \" and \\ slash",
+            "tab\tnew\nline\r",
+            "\u{1}\u{1f}\u{7f}",
+            "é ✓ 🦀",
+            "\u{8}\u{c}",
+        ] {
+            let written = serde_json::to_string(text).unwrap();
+            assert_eq!(
+                escaped_len(text),
+                written.len() - 2,
+                "{text:?} as {written}"
+            );
+        }
+    }
 
     #[test]
     fn values_convert_to_their_types() {

@@ -5,9 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
@@ -31,8 +32,13 @@ use super::{Context, ReconcileError};
 
 /// Reconciles one Flow, with the finalizer that cleans up AWS when it is deleted.
 pub async fn reconcile(flow: Arc<Flow>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    if let Some(action) = ctx.settled_flows.unchanged(&flow, ctx.drift_interval) {
+        return Ok(action);
+    }
+    ctx.settled_flows.forget(&flow.uid().unwrap_or_default());
     let namespace = flow.namespace().unwrap_or_default();
     let api: Api<Flow> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let flow = with_finalizer(&api, flow).await?;
     finalizer(&api, FINALIZER, flow, |event| async {
         match event {
             Finalized::Apply(flow) => match apply(&flow, &api, &ctx).await {
@@ -46,6 +52,81 @@ pub async fn reconcile(flow: Arc<Flow>, ctx: Arc<Context>) -> Result<Action, Rec
     })
     .await
     .map_err(|error| ReconcileError::Finalizer(Box::new(error)))
+}
+
+/// Adds the cleanup finalizer to a Flow that is not being deleted and lacks it, and gives the
+/// Flow as written, so the same reconcile goes on to apply it instead of waiting for the watch
+/// to deliver its own finalizer write (a round trip and a second reconcile for every new Flow).
+/// The write is guarded by the resourceVersion read, so a concurrent change of the finalizers
+/// is a conflict (a quick requeue), never overwritten.
+async fn with_finalizer(api: &Api<Flow>, flow: Arc<Flow>) -> Result<Arc<Flow>, ReconcileError> {
+    if flow.metadata.deletion_timestamp.is_some()
+        || flow.finalizers().iter().any(|f| f == FINALIZER)
+    {
+        return Ok(flow);
+    }
+    let mut finalizers = flow.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": flow.resource_version(),
+        "finalizers": finalizers,
+    }});
+    let written = api
+        .patch(
+            &flow.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+        .map_err(ReconcileError::Kube)?;
+    Ok(Arc::new(written))
+}
+
+/// Flows whose last reconcile succeeded and left nothing pending, with the resourceVersions
+/// that reconcile saw and wrote. The watch delivers the controller's own status write back as
+/// a change; reconciling it again would read AWS three times to find nothing to do. A Flow at
+/// one of those versions is unchanged since (any other write, to its spec, annotations,
+/// finalizers or status, makes a new version), so its reconcile is skipped, but only for half
+/// the drift interval: the periodic reconcile that looks for drift in AWS always runs.
+#[derive(Default)]
+pub struct SettledFlows {
+    /// By Flow UID: the versions, and when they were recorded.
+    settled: std::sync::Mutex<std::collections::HashMap<String, (Vec<String>, Instant)>>,
+}
+
+impl SettledFlows {
+    /// The action for a Flow unchanged since its last reconcile settled it, if it is one.
+    fn unchanged(&self, flow: &Flow, drift: Duration) -> Option<Action> {
+        let version = flow.resource_version()?;
+        let settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        let (versions, at) = settled.get(flow.uid().as_deref()?)?;
+        let elapsed = at.elapsed();
+        (flow.metadata.deletion_timestamp.is_none()
+            && elapsed < drift / 2
+            && versions.contains(&version))
+        .then(|| Action::requeue(drift.saturating_sub(elapsed)))
+    }
+
+    /// Records a settled Flow. Entries older than the drift interval are of no use any more
+    /// and are dropped here, so the map holds only Flows reconciled recently.
+    fn record(&self, uid: &str, versions: Vec<String>, drift: Duration) {
+        let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        settled.retain(|_, (_, at)| at.elapsed() < drift);
+        settled.insert(uid.to_owned(), (versions, Instant::now()));
+    }
+
+    fn forget(&self, uid: &str) {
+        self.settled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
+    }
+
+    /// How many Flows are recorded.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.settled.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
 
 /// The ARN of a state machine, from its name (the account and region are the controller's).
@@ -136,9 +217,14 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
     let mut queues: Vec<String> = rendered.steps.iter().map(|s| s.job_queue.clone()).collect();
     queues.sort();
     queues.dedup();
-    let platforms = aws::batch::queue_platforms(&ctx.batch, &queues)
-        .await
-        .map_err(aws_error)?;
+    // The job queues and what the plan needs are read at once: independent reads, and the
+    // plan's are wasted only while a queue is missing or on the wrong platform.
+    let machine_arn = state_machine_arn(ctx, &rendered.state_machine.name);
+    let (platforms, observed) = futures::join!(
+        aws::batch::queue_platforms(&ctx.batch, &queues),
+        observe(ctx, &rendered, previous, &machine_arn, &uid)
+    );
+    let platforms = platforms.map_err(aws_error)?;
     let missing_queues: Vec<String> = queues
         .iter()
         .filter(|queue| !platforms.contains_key(*queue))
@@ -178,8 +264,7 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
         .await;
     }
 
-    let machine_arn = state_machine_arn(ctx, &rendered.state_machine.name);
-    let mut observed = observe(ctx, &rendered, previous, &machine_arn, &uid).await?;
+    let mut observed = observed?;
 
     // Two phases (see `reconcilers::flow`): the first plan registers the job definitions that
     // have no revision; their revisions join what was observed, and the second plan pins them
@@ -196,8 +281,24 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
         if changes.is_empty() {
             break;
         }
-        for change in &changes {
-            match apply_change(ctx, change).await {
+        // Registrations are independent of each other: made at once, then the rest in order.
+        let (registrations, rest): (Vec<&Change>, Vec<&Change>) = changes
+            .iter()
+            .partition(|change| matches!(change, Change::RegisterJobDefinition(_)));
+        let registered =
+            futures::future::join_all(registrations.into_iter().map(|c| apply_change(ctx, c)))
+                .await;
+        let mut results = registered.into_iter();
+        let mut remaining = rest.into_iter();
+        loop {
+            let result = match results.next() {
+                Some(result) => result,
+                None => match remaining.next() {
+                    Some(change) => apply_change(ctx, change).await,
+                    None => break,
+                },
+            };
+            match result {
                 Ok(Applied::Registered { name, arn }) => {
                     observed.job_definitions.insert(name, arn);
                 }
@@ -268,7 +369,8 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
     let next = status(previous, flow.metadata.generation, &outcome, now());
     // The new version and the retired revisions are recorded before any is deregistered: a
     // reconcile interrupted after this point finds them in the status and finishes the job.
-    write_status(api, flow, previous, next.clone()).await?;
+    let written = write_status(api, flow, previous, next.clone()).await?;
+    let settled = retired_job_definitions.is_empty();
 
     if !retired_job_definitions.is_empty() {
         let in_use = running_in_use(ctx, &machine_arn, &next).await?;
@@ -312,6 +414,10 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
         let summary = summarize(&applied, retired_job_definitions.len());
         info!(flow = %flow.name_any(), namespace = %flow.namespace().unwrap_or_default(), %summary, "applied");
         publish(ctx, flow, EventType::Normal, "Applied", &summary, "Apply").await;
+    }
+    if settled {
+        let versions = flow.resource_version().into_iter().chain(written).collect();
+        ctx.settled_flows.record(&uid, versions, ctx.drift_interval);
     }
     // Retired revisions are looked at again when a Run of the Flow ends (the Run watch wakes
     // the Flow), and at least every recheck interval for executions started elsewhere.
@@ -386,6 +492,31 @@ async fn observe(
     machine_arn: &str,
     uid: &str,
 ) -> Result<Observed, ReconcileError> {
+    // The machine and the job definitions are read at once: neither read depends on the other.
+    let (machine, job_definitions) = futures::try_join!(
+        observe_machine(ctx, previous, machine_arn),
+        observe_job_definitions(ctx, rendered, previous, uid)
+    )?;
+    let (machine, machine_owner_uid) = machine;
+    Ok(Observed {
+        machine,
+        machine_owner_uid,
+        job_definitions,
+    })
+}
+
+/// The state machine, and its owner's UID unless the status already knows it is ours.
+async fn observe_machine(
+    ctx: &Context,
+    previous: Option<&FlowStatus>,
+    machine_arn: &str,
+) -> Result<
+    (
+        Option<crate::aws::sfn::ObservedMachine>,
+        Option<Option<String>>,
+    ),
+    ReconcileError,
+> {
     let machine = aws::sfn::describe_state_machine(&ctx.sfn, machine_arn)
         .await
         .map_err(aws_error)?;
@@ -399,7 +530,17 @@ async fn observe(
         }
         _ => None,
     };
+    Ok((machine, machine_owner_uid))
+}
 
+/// The ACTIVE revision of each wanted job definition that is ours with the wanted content:
+/// those the status names in one read, the others by name, all at once.
+async fn observe_job_definitions(
+    ctx: &Context,
+    rendered: &Rendered,
+    previous: Option<&FlowStatus>,
+    uid: &str,
+) -> Result<BTreeMap<String, String>, ReconcileError> {
     let wanted: BTreeMap<&str, &str> = rendered
         .job_definitions
         .iter()
@@ -440,10 +581,14 @@ async fn observe(
         .copied()
         .filter(|name| !job_definitions.contains_key(*name))
         .collect();
-    for name in unknown {
-        let revisions = aws::batch::active_revisions_by_name(&ctx.batch, name)
-            .await
-            .map_err(aws_error)?;
+    let found = futures::future::try_join_all(
+        unknown
+            .into_iter()
+            .map(|name| aws::batch::active_revisions_by_name(&ctx.batch, name)),
+    )
+    .await
+    .map_err(aws_error)?;
+    for revisions in found {
         if let Some(revision) = revisions
             .iter()
             .filter(|r| ours(r))
@@ -452,11 +597,7 @@ async fn observe(
             job_definitions.insert(revision.name.clone(), revision.arn.clone());
         }
     }
-    Ok(Observed {
-        machine,
-        machine_owner_uid,
-        job_definitions,
-    })
+    Ok(job_definitions)
 }
 
 fn revision_number(arn: &str) -> u64 {
@@ -873,4 +1014,62 @@ fn status_job_definition_arns(flow: &Flow) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::FlowSpec;
+
+    fn flow(version: &str) -> Flow {
+        let mut flow = Flow::new(
+            "f",
+            serde_json::from_value::<FlowSpec>(serde_json::json!({"steps": []})).unwrap(),
+        );
+        flow.metadata.uid = Some("uid-1".into());
+        flow.metadata.resource_version = Some(version.into());
+        flow
+    }
+
+    #[test]
+    fn only_the_versions_a_settled_reconcile_saw_or_wrote_are_skipped() {
+        let settled = SettledFlows::default();
+        let drift = Duration::from_secs(300);
+        assert!(
+            settled.unchanged(&flow("7"), drift).is_none(),
+            "nothing recorded"
+        );
+        settled.record("uid-1", vec!["7".into(), "8".into()], drift);
+        assert!(settled.unchanged(&flow("7"), drift).is_some());
+        assert!(
+            settled.unchanged(&flow("8"), drift).is_some(),
+            "its own status write"
+        );
+        assert!(
+            settled.unchanged(&flow("9"), drift).is_none(),
+            "written by someone else"
+        );
+        let mut deleting = flow("8");
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert!(
+            settled.unchanged(&deleting, drift).is_none(),
+            "a deletion is cleaned up"
+        );
+        settled.forget("uid-1");
+        assert!(settled.unchanged(&flow("8"), drift).is_none(), "forgotten");
+    }
+
+    #[test]
+    fn the_periodic_drift_reconcile_is_never_skipped() {
+        let settled = SettledFlows::default();
+        // Half of no drift interval has always passed: the reconcile runs.
+        settled.record("uid-1", vec!["7".into()], Duration::ZERO);
+        assert!(settled.unchanged(&flow("7"), Duration::ZERO).is_none());
+        assert_eq!(settled.len(), 1);
+        // Entries older than the drift interval are dropped when another is recorded.
+        settled.record("uid-2", vec!["1".into()], Duration::ZERO);
+        assert_eq!(settled.len(), 1);
+    }
 }

@@ -152,6 +152,8 @@ pub struct Context {
     pub settings: Settings,
     pub recorder: Recorder,
     pub drift_interval: Duration,
+    /// Flows whose own status write need not be reconciled again.
+    pub settled_flows: flow::SettledFlows,
     pub recheck_interval: Duration,
     pub runnable_timeout: Duration,
     /// Finished Runs kept per Flow: (succeeded, failed).
@@ -647,6 +649,7 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         aws,
         settings,
         drift_interval: Duration::from_secs(options.drift_interval_seconds.max(1)),
+        settled_flows: Default::default(),
         recheck_interval: Duration::from_secs(options.recheck_interval_seconds.max(1)),
         runnable_timeout: Duration::from_secs(options.runnable_timeout_seconds),
         keep_runs: (options.keep_succeeded_runs, options.keep_failed_runs),

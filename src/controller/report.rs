@@ -18,7 +18,7 @@ pub async fn write_status<K, S>(
     object: &K,
     current: Option<&S>,
     next: S,
-) -> Result<(), ReconcileError>
+) -> Result<Option<String>, ReconcileError>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
@@ -35,7 +35,7 @@ pub async fn write_status_guarded<K, S>(
     object: &K,
     current: Option<&S>,
     next: S,
-) -> Result<(), ReconcileError>
+) -> Result<Option<String>, ReconcileError>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
@@ -44,30 +44,32 @@ where
 }
 
 /// The status write both share: nothing when unchanged, else a merge patch, guarded by
-/// `resource_version` when given.
+/// `resource_version` when given. Gives the object's resourceVersion after the write (none
+/// when nothing was written), so a reconciler can tell its own write's watch event apart.
 async fn patch_status<K, S>(
     api: &Api<K>,
     object: &K,
     current: Option<&S>,
     next: S,
     resource_version: Option<String>,
-) -> Result<(), ReconcileError>
+) -> Result<Option<String>, ReconcileError>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
     if current == Some(&next) {
-        return Ok(());
+        return Ok(None);
     }
     let patch = guarded_patch(resource_version, status_patch(current, &next));
-    api.patch_status(
-        &object.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(patch),
-    )
-    .await
-    .map_err(ReconcileError::Kube)?;
-    Ok(())
+    let written = api
+        .patch_status(
+            &object.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+        .map_err(ReconcileError::Kube)?;
+    Ok(written.resource_version())
 }
 
 /// A status merge patch with the resourceVersion precondition the API server checks.

@@ -864,3 +864,24 @@ async fn controller_stopped_between_machine_update_and_status_write_records_the_
         "the restarted controller updates nothing again"
     );
 }
+
+/// A new Flow is applied in the reconcile that adds its finalizer, and the watch event of its
+/// own status write is not reconciled again: one read of each kind, no second round of reads.
+#[tokio::test]
+async fn a_new_flow_is_applied_in_one_pass_and_its_own_status_write_costs_no_call() {
+    install_crds();
+    let ns = TestNamespace::create("one-pass");
+    let controller = ControllerProcess::start(&ns.name);
+    let manifest = "apiVersion: flowline.io/v1alpha1\nkind: Flow\nmetadata:\n  name: three\nspec:\n  steps:\n  - {name: start, command: [echo, start], next: [work]}\n  - {name: work, command: [echo, work], next: [end]}\n  - {name: end, command: [echo, end]}\n";
+    apply(&ns.name, manifest);
+    wait_ready(&ns.name, "three");
+    // Long enough for the watch to deliver the status write and any reconcile it would start.
+    std::thread::sleep(Duration::from_secs(3));
+    let calls = controller.aws_requests();
+    let count = |op: &str| calls.get(op).copied().unwrap_or(0);
+    assert_eq!(count("states:DescribeStateMachine"), 1, "{calls:?}");
+    assert_eq!(count("batch:DescribeJobQueues"), 1, "{calls:?}");
+    assert_eq!(count("batch:DescribeJobDefinitions"), 3, "{calls:?}");
+    assert_eq!(count("batch:RegisterJobDefinition"), 3, "{calls:?}");
+    assert_eq!(count("states:CreateStateMachine"), 1, "{calls:?}");
+}
