@@ -65,10 +65,20 @@ fn flow(i: usize, hold: usize) -> Flow {
 
 /// Resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// Resident memory of a process other than its mapped files (the binary's code, which a
+/// debug build makes large): its heap and stacks, in MiB.
+fn anon_mib(pid: u32) -> f64 {
+    status_mib(pid, "RssAnon:")
+}
+
+fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .map(|kib| kib / 1024.0)
         .unwrap_or(0.0)
@@ -355,7 +365,7 @@ async fn main() {
     wait_quiet(&metrics, Duration::from_secs(10)).await;
     let resync = aws_calls(&metrics);
     let (resync_reads, resync_writes, resync_by) = delta(&BTreeMap::new(), &resync);
-    let rss_synced = rss_mib(pid);
+    let (rss_synced, anon_synced) = (rss_mib(pid), anon_mib(pid));
     println!(
         "resync: watches synced after {synced:.1?}, quiet after {:.0?}; AWS reads {resync_reads}, writes {resync_writes} ({resync_by}); RSS {rss_synced:.1} MiB",
         resync_started.elapsed()
@@ -368,7 +378,7 @@ async fn main() {
     let cpu_per_minute = (cpu_seconds(pid) - cpu_before) / minutes;
     let (idle_reads, idle_writes, idle_by) = delta(&calls_before, &aws_calls(&metrics));
     let drift_periods = at.elapsed().as_secs_f64() / drift as f64;
-    let rss_idle = rss_mib(pid);
+    let (rss_idle, anon_idle) = (rss_mib(pid), anon_mib(pid));
     println!(
         "idle {:.0?}: CPU {cpu_per_minute:.2} s/min; AWS reads {idle_reads}, writes {idle_writes} over {drift_periods:.1} drift periods of {drift} s ({:.2} reads per Flow per period: {idle_by}); RSS {rss_idle:.1} MiB; load {}",
         at.elapsed(),
@@ -448,7 +458,7 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let rss_load = rss_mib(pid);
+    let (rss_load, anon_load) = (rss_mib(pid), anon_mib(pid));
     let (cpu_before, calls_before, at) = (cpu_seconds(pid), aws_calls(&metrics), Instant::now());
     tokio::time::sleep(Duration::from_secs(30)).await;
     let (load_reads, load_writes, _) = delta(&calls_before, &aws_calls(&metrics));
@@ -499,6 +509,9 @@ async fn main() {
     println!("| Flows all Ready after | {flows_ready:.0?} |");
     println!(
         "| RSS: Flows Ready / after resync / idle / {running_count} running / peak | {rss_flows:.1} / {rss_synced:.1} / {rss_idle:.1} / {rss_load:.1} / {peak:.1} MiB |"
+    );
+    println!(
+        "| RSS without mapped files: after resync / idle / {running_count} running | {anon_synced:.1} / {anon_idle:.1} / {anon_load:.1} MiB |"
     );
     println!("| CPU idle | {cpu_per_minute:.2} s per minute |");
     println!("| AWS calls on resync | {resync_reads} reads, {resync_writes} writes |");
