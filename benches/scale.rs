@@ -342,7 +342,7 @@ async fn main() {
         let (runs, now) = (runs.clone(), now.clone());
         async move {
             let name = format!("done-{i}");
-            let succeeded = (i / flows_count) % 2 == 0;
+            let succeeded = (i / flows_count).is_multiple_of(2);
             let run: Run = serde_json::from_value(serde_json::json!({
                 "apiVersion": "flowline.io/v1alpha1", "kind": "Run",
                 "metadata": {"name": name, "finalizers": [flowline::api::FINALIZER]},
