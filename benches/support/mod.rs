@@ -18,6 +18,7 @@ pub struct Bench {
     pub namespace: String,
     pub access_key: String,
     controller: Child,
+    extra_env: Vec<(String, String)>,
 }
 
 impl Bench {
@@ -40,36 +41,42 @@ impl Bench {
             .await
             .expect("namespace");
         let access_key = format!("{}{}", prefix.to_uppercase(), std::process::id());
-        let log =
-            std::fs::File::create(std::env::temp_dir().join(format!("{namespace}-controller.log")))
-                .unwrap();
-        let controller = Command::new(env!("CARGO_BIN_EXE_flowline"))
-            .arg("controller")
-            .env("FLOWLINE_WATCH_NAMESPACE", &namespace)
-            .env("FLOWLINE_S3_FORCE_PATH_STYLE", "true")
-            .env("AWS_ENDPOINT_URL", &endpoint)
-            .env("AWS_ACCESS_KEY_ID", &access_key)
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("RUST_LOG", "warn")
-            // One controller alone, measured against the emulator: no Lease, no endpoint,
-            // and no client-side AWS rate limits (AWS's quotas would dominate the figures).
-            .env("FLOWLINE_LEADER_ELECTION", "false")
-            .env("FLOWLINE_HTTP_ADDR", "off")
-            .env("FLOWLINE_AWS_RATE_SCALE", "0")
-            // Polling only, as the figures were taken; a benchmark of the events path sets it.
-            .env("FLOWLINE_EXECUTION_EVENTS", "off")
-            .envs(extra_env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("controller starts");
+        let extra_env: Vec<(String, String)> = extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let controller = spawn_controller(&namespace, &endpoint, &access_key, &extra_env);
         Bench {
             endpoint,
             client,
             namespace,
             access_key,
             controller,
+            extra_env,
         }
+    }
+
+    /// The controller's process id (for its memory and CPU in /proc).
+    pub fn controller_pid(&self) -> u32 {
+        self.controller.id()
+    }
+
+    /// Kills the controller (SIGKILL) and starts a fresh one with the same environment.
+    pub fn restart_controller(&mut self) {
+        let _ = self.controller.kill();
+        let _ = self.controller.wait();
+        self.controller = spawn_controller(
+            &self.namespace,
+            &self.endpoint,
+            &self.access_key,
+            &self.extra_env,
+        );
+    }
+
+    /// Kills the controller; `restart_controller` starts it again.
+    pub fn stop_controller(&mut self) {
+        let _ = self.controller.kill();
+        let _ = self.controller.wait();
     }
 
     /// The controller's requests to the emulator, by `service:Operation`.
@@ -106,6 +113,43 @@ impl Drop for Bench {
         let _ = self.controller.kill();
         let _ = self.controller.wait();
     }
+}
+
+/// Starts `flowline controller` watching `namespace`, its log in the temp directory.
+fn spawn_controller(
+    namespace: &str,
+    endpoint: &str,
+    access_key: &str,
+    extra_env: &[(String, String)],
+) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(std::env::temp_dir().join(format!("{namespace}-controller.log")))
+        .unwrap();
+    // FLOWLINE_BENCH_CONTROLLER runs another build (say, the one before a change) instead.
+    let binary = std::env::var("FLOWLINE_BENCH_CONTROLLER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_flowline").to_string());
+    Command::new(binary)
+        .arg("controller")
+        .env("FLOWLINE_WATCH_NAMESPACE", namespace)
+        .env("FLOWLINE_S3_FORCE_PATH_STYLE", "true")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", access_key)
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("RUST_LOG", "warn")
+        // One controller alone, measured against the emulator: no Lease, no endpoint,
+        // and no client-side AWS rate limits (AWS's quotas would dominate the figures).
+        .env("FLOWLINE_LEADER_ELECTION", "false")
+        .env("FLOWLINE_HTTP_ADDR", "off")
+        .env("FLOWLINE_AWS_RATE_SCALE", "0")
+        // Polling only, as the figures were taken; a benchmark of the events path sets it.
+        .env("FLOWLINE_EXECUTION_EVENTS", "off")
+        .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("controller starts")
 }
 
 /// The `p` quantile (0..=1) of sorted durations.

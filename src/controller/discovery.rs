@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::Store;
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -19,17 +20,13 @@ use crate::reconcilers::discovery::{Adopted, LISTING_MARGIN_MS, adopted_run, to_
 use super::{Context, ReconcileError};
 
 /// Sweeps forever, every `interval`; a failed sweep is logged and retried at the next one.
-pub async fn sweep_forever(ctx: Arc<Context>, flows: Api<Flow>, interval: Duration) {
+/// The Flows come from the Flow controller's cache: listing them from the API server on
+/// every sweep cost a full list of every Flow each interval. A Flow the cache has not seen
+/// yet is swept at the next interval; its cursor keeps what an earlier sweep adopted.
+pub async fn sweep_forever(ctx: Arc<Context>, flows: Store<Flow>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
-        let listed = match flows.list(&Default::default()).await {
-            Ok(listed) => listed.items,
-            Err(error) => {
-                warn!(%error, "could not list Flows for execution discovery");
-                continue;
-            }
-        };
-        for flow in listed {
+        for flow in flows.state() {
             if let Err(error) = sweep_flow(&ctx, &flow).await {
                 warn!(flow = %flow.name_any(), namespace = %flow.namespace().unwrap_or_default(), %error, "execution discovery failed");
             }

@@ -7,6 +7,7 @@ pub mod execution_events;
 pub mod execution_events_setup;
 pub mod flow;
 pub mod http;
+mod informers;
 pub mod leader;
 pub mod operations;
 mod report;
@@ -682,12 +683,23 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         ),
     };
     info!(namespace = ?options.namespace, workers = options.workers, "flowline controller starting");
-    let flow_controller = Controller::new(flows.clone(), watcher::Config::default());
+    // One trimmed Run cache, read by the Run controller and (for finished Runs) the Flow
+    // controller; see informers.rs.
+    let (run_cache, mut run_subscribers, run_watch) =
+        informers::shared(runs.clone(), watcher::Config::default(), 2);
+    let (Some(runs_for_flows), Some(runs_for_runs)) =
+        (run_subscribers.pop(), run_subscribers.pop())
+    else {
+        anyhow::bail!("a shared Run cache takes subscribers");
+    };
+    let (flow_cache, flow_changes) = informers::cached(flows.clone(), watcher::Config::default());
+    let flow_controller = Controller::for_stream(flow_changes, flow_cache);
     let known_flows = flow_controller.store();
+    let known_flows_for_discovery = known_flows.clone();
     let flow_controller = flow_controller
         // A Run that ends wakes its Flow when the Flow keeps superseded job definition
         // revisions for running executions: they may be deregistered now.
-        .watches(runs.clone(), watcher::Config::default(), move |run: Run| {
+        .watches_shared_stream(runs_for_flows, move |run: Arc<Run>| {
             let finished = run
                 .status
                 .as_ref()
@@ -704,7 +716,7 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         })
         .with_config(ControllerConfig::default().concurrency(options.workers))
         .graceful_shutdown_on(shutdown.clone());
-    let run_controller = Controller::new(runs.clone(), watcher::Config::default());
+    let run_controller = Controller::for_shared_stream(runs_for_runs, run_cache);
     let known_runs = run_controller.store();
     let run_controller = run_controller
         // A Flow that changes wakes its Runs that have not started: they wait for it to be
@@ -726,7 +738,9 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         )
         .with_config(ControllerConfig::default().concurrency(options.workers))
         .graceful_shutdown_on(shutdown.clone());
-    let schedule_controller = Controller::new(schedules, watcher::Config::default());
+    let (schedule_cache, schedule_changes) =
+        informers::cached(schedules, watcher::Config::default());
+    let schedule_controller = Controller::for_stream(schedule_changes, schedule_cache);
     let known_schedules = schedule_controller.store();
     let schedule_controller = schedule_controller
         // A Flow that becomes Ready (or changes) wakes the Schedules that start it.
@@ -785,10 +799,11 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         // Only the leader reaches this point, so only the leader adopts executions.
         let discovery = tokio::spawn(discovery::sweep_forever(
             ctx.clone(),
-            flows,
+            known_flows_for_discovery,
             discovery_interval,
         ));
         let eviction = tokio::spawn(eviction);
+        let run_watch = tokio::spawn(run_watch);
         let execution_events = execution_events_setup::spawn(
             ctx.clone(),
             options.execution_events,
@@ -807,6 +822,7 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         );
         discovery.abort();
         eviction.abort();
+        run_watch.abort();
         if let Some(consumer) = execution_events {
             consumer.abort();
         }
