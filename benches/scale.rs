@@ -397,10 +397,13 @@ async fn main() {
     );
 
     // 5. Running Runs, tracked through the execution-events path.
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, SystemTime)>();
+    // When each running Run was woken by its execution's end event (the annotation the
+    // controller's event consumer writes) and when its status said it finished.
+    let (done_tx, mut done_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(String, bool, SystemTime)>();
     let watch_api = runs.clone();
     tokio::spawn(async move {
-        let mut seen = BTreeSet::new();
+        let (mut woken, mut seen) = (BTreeSet::new(), BTreeSet::new());
         let mut stream = watcher(
             watch_api,
             watcher::Config::default().labels("bench=running"),
@@ -408,13 +411,21 @@ async fn main() {
         .applied_objects()
         .boxed();
         while let Ok(Some(run)) = stream.try_next().await {
+            let now = SystemTime::now();
+            let ended_event = run
+                .annotations()
+                .get(flowline::controller::execution_events::EVENT_ANNOTATION)
+                .is_some_and(|status| status != "RUNNING");
+            if ended_event && woken.insert(run.name_any()) {
+                let _ = done_tx.send((run.name_any(), false, now));
+            }
             let finished = run
                 .status
                 .as_ref()
                 .and_then(|s| s.phase)
                 .is_some_and(RunPhase::is_finished);
             if finished && seen.insert(run.name_any()) {
-                let _ = done_tx.send((run.name_any(), SystemTime::now()));
+                let _ = done_tx.send((run.name_any(), true, now));
             }
         }
     });
@@ -478,18 +489,21 @@ async fn main() {
         load()
     );
 
-    let mut seen_at = BTreeMap::new();
+    let (mut seen_at, mut woken_at) = (BTreeMap::new(), BTreeMap::new());
     while seen_at.len() < running_count {
         peak = peak.max(rss_mib(pid));
         match tokio::time::timeout(Duration::from_secs(600), done_rx.recv()).await {
-            Ok(Some((name, at))) => {
+            Ok(Some((name, true, at))) => {
                 seen_at.insert(name, at);
+            }
+            Ok(Some((name, false, at))) => {
+                woken_at.insert(name, at);
             }
             _ => break,
         }
     }
     let sfn = aws_sdk_sfn::Client::new(&config);
-    let mut lags = Vec::new();
+    let (mut lags, mut event_lags, mut woken_lags) = (Vec::new(), Vec::new(), Vec::new());
     for run in runs
         .list(&ListParams::default().labels("bench=running"))
         .await
@@ -508,8 +522,16 @@ async fn main() {
         };
         let stop = SystemTime::UNIX_EPOCH + Duration::from_millis(stop.to_millis().unwrap() as u64);
         lags.push(seen.duration_since(stop).unwrap_or_default());
+        // Split at the wake: the event's delivery (AWS → queue → consumer → annotation), and
+        // the Run's reconcile after it.
+        if let Some(woken) = woken_at.get(&run.name_any()) {
+            event_lags.push(woken.duration_since(stop).unwrap_or_default());
+            woken_lags.push(seen.duration_since(*woken).unwrap_or_default());
+        }
     }
     lags.sort();
+    event_lags.sort();
+    woken_lags.sort();
     println!();
     println!("| figure | value |");
     println!("|---|---|");
@@ -537,6 +559,19 @@ async fn main() {
             lags.len(),
             percentile(&lags, 0.5),
             percentile(&lags, 0.99)
+        );
+    }
+    if !event_lags.is_empty() {
+        println!(
+            "| of which: stopped -> woken by its event ({} Runs) | p50 {:.2?}, p99 {:.2?} |",
+            event_lags.len(),
+            percentile(&event_lags, 0.5),
+            percentile(&event_lags, 0.99)
+        );
+        println!(
+            "| of which: woken -> status seen | p50 {:.2?}, p99 {:.2?} |",
+            percentile(&woken_lags, 0.5),
+            percentile(&woken_lags, 0.99)
         );
     }
     println!("| load average at the end | {} |", load());

@@ -4,7 +4,7 @@
 #![allow(dead_code)] // Not every benchmark uses every helper.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use kube::Client;
@@ -54,6 +54,11 @@ impl Bench {
             controller,
             extra_env,
         }
+    }
+
+    /// Where the controller's logs go.
+    pub fn controller_log(&self) -> std::path::PathBuf {
+        log_path(&self.namespace)
     }
 
     /// The controller's process id (for its memory and CPU in /proc).
@@ -125,7 +130,7 @@ fn spawn_controller(
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(std::env::temp_dir().join(format!("{namespace}-controller.log")))
+        .open(log_path(namespace))
         .unwrap();
     // FLOWLINE_BENCH_CONTROLLER runs another build (say, the one before a change) instead.
     let binary = std::env::var("FLOWLINE_BENCH_CONTROLLER")
@@ -137,7 +142,11 @@ fn spawn_controller(
         .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ACCESS_KEY_ID", access_key)
         .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("RUST_LOG", "warn")
+        // FLOWLINE_BENCH_LOG=debug logs each AWS call and reconcile with its timing.
+        .env(
+            "RUST_LOG",
+            std::env::var("FLOWLINE_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         // One controller alone, measured against the emulator: no Lease, no endpoint,
         // and no client-side AWS rate limits (AWS's quotas would dominate the figures).
         .env("FLOWLINE_LEADER_ELECTION", "false")
@@ -146,10 +155,15 @@ fn spawn_controller(
         // Polling only, as the figures were taken; a benchmark of the events path sets it.
         .env("FLOWLINE_EXECUTION_EVENTS", "off")
         .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::null())
+        // The controller logs to stdout.
+        .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .expect("controller starts")
+}
+
+fn log_path(namespace: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{namespace}-controller.log"))
 }
 
 /// The `p` quantile (0..=1) of sorted durations.

@@ -2169,9 +2169,12 @@ def patch_sfn_executions() -> None:
     original_start = StepFunctionsParserBackend.start_execution
 
     def start_execution(self, state_machine_arn, name=None, execution_input=None, trace_header=None):
-        return original_start(
+        execution = original_start(
             self, state_machine_arn, name or str(uuid.uuid4()), execution_input, trace_header
         )
+        # Step Functions announces a Standard execution's start as well as its end.
+        publish_execution_status_change(execution, status="RUNNING")
+        return execution
 
     original_stop = StepFunctionsParserBackend.stop_execution
 
@@ -2208,14 +2211,14 @@ def patch_sfn_executions() -> None:
     communication._reflect_execution_status = _reflect_execution_status
 
 
-def publish_execution_status_change(execution: Any) -> None:
+def publish_execution_status_change(execution: Any, status: str | None = None) -> None:
     """Step Functions sends an "Execution Status Change" event to the default event bus when
-    a Standard execution ends; moto sends none. The launcher now does, for rules to route
-    (e.g. to an SQS queue)."""
+    a Standard execution starts (RUNNING, without a stopDate) and when it ends; moto sends
+    none. The launcher now does, for rules to route (e.g. to an SQS queue)."""
     try:
         arn = execution.exec_arn
         parts = arn.split(":")
-        status = str(getattr(execution.exec_status, "value", execution.exec_status))
+        status = status or str(getattr(execution.exec_status, "value", execution.exec_status))
         machine = getattr(getattr(execution, "state_machine", None), "arn", None)
         event = {
             "version": "0",
@@ -2231,7 +2234,7 @@ def publish_execution_status_change(execution: Any) -> None:
                 "stateMachineArn": machine,
                 "name": execution.name,
                 "status": status,
-                "stopDate": _now_ms(),
+                "stopDate": None if status == "RUNNING" else _now_ms(),
             },
         }
         _deliver_to_rules(parts[4], parts[3], event)

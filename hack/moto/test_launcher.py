@@ -750,7 +750,7 @@ def test_s3_events_have_own_ids_and_a_redelivery_starts_no_second_named_executio
     assert emu.post("/flowline-test/redeliver-s3-event", {"key": "nothing"})[0] == 404
 
 
-def test_ended_executions_send_status_change_events(emu):
+def test_executions_send_status_change_events_when_they_start_and_end(emu):
     sqs, events, sfn = emu.client("sqs"), emu.client("events"), emu.client("stepfunctions")
     queue = uid("execution-events")
     url = sqs.create_queue(QueueName=queue)["QueueUrl"]
@@ -772,9 +772,10 @@ def test_ended_executions_send_status_change_events(emu):
     refused = sfn.start_execution(stateMachineArn=machine)["executionArn"]
     assert wait_execution(sfn, refused)["status"] == "SUCCEEDED"
     rule_arn = events.describe_rule(Name=rule)["Arn"]
+    # Two events per execution (RUNNING, then SUCCEEDED), each a failed invocation.
     failed = wait_for(
-        lambda: [f for f in emu.get("/flowline-test/failed-invocations")["failedInvocations"] if f["ruleArn"] == rule_arn],
-        what="a failed invocation of the rule",
+        lambda: [f for f in emu.get("/flowline-test/failed-invocations")["failedInvocations"] if f["ruleArn"] == rule_arn][1:],
+        what="failed invocations of the rule",
     )
     assert failed[0]["targetArn"] == queue_arn and "policy" in failed[0]["reason"]
     assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
@@ -799,19 +800,23 @@ def test_ended_executions_send_status_change_events(emu):
     other = sfn.start_execution(stateMachineArn=machine)["executionArn"]
     assert wait_execution(sfn, other)["status"] == "SUCCEEDED"
     wait_for(
-        lambda: len([f for f in emu.get("/flowline-test/failed-invocations")["failedInvocations"] if f["ruleArn"] == rule_arn]) == 2,
-        what="a second failed invocation of the rule",
+        lambda: len([f for f in emu.get("/flowline-test/failed-invocations")["failedInvocations"] if f["ruleArn"] == rule_arn]) == 4,
+        what="the second execution's failed invocations",
     )
     assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": policy(rule_arn)})
     arn = sfn.start_execution(stateMachineArn=machine)["executionArn"]
     assert wait_execution(sfn, arn)["status"] == "SUCCEEDED"
-    messages = wait_for(
-        lambda: sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages"),
-        what="a status change event in the queue",
-    )
-    detail = json.loads(messages[0]["Body"])["detail"]
-    assert detail["executionArn"] == arn and detail["status"] == "SUCCEEDED"
+    received = []
+
+    def both_events():
+        for message in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1, MaxNumberOfMessages=10).get("Messages", []):
+            received.append(json.loads(message["Body"])["detail"])
+        return len(received) >= 2
+
+    wait_for(both_events, what="the start and end events in the queue")
+    assert [(d["executionArn"], d["status"]) for d in received] == [(arn, "RUNNING"), (arn, "SUCCEEDED")]
+    assert received[0]["stopDate"] is None and received[1]["stopDate"]
 
 
 def test_map_run_iterations_are_listed_and_their_history_read(emu):

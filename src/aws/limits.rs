@@ -309,7 +309,16 @@ where
             metrics.aws_waited(operation.service(), operation.name(), waited.as_secs_f64());
         }
     }
+    let sent = Instant::now();
     let result = request.await.map_err(classify);
+    // Per call at debug level: where a reconcile's time goes, without a profiler.
+    tracing::debug!(
+        service = operation.service(),
+        operation = operation.name(),
+        ms = sent.elapsed().as_secs_f64() * 1e3,
+        ok = result.is_ok(),
+        "aws call"
+    );
     if let Some(metrics) = limits.and_then(|l| l.metrics.as_ref()) {
         let outcome = match &result {
             Ok(_) => "success",

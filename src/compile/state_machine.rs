@@ -500,10 +500,10 @@ impl Builder<'_, '_> {
             parameters["ContainerOverrides"]["Environment"] =
                 Value::Array(self.environment(name, None));
         }
+        // `Parameters` is moved in below: `json!` would copy it (the task's whole contract).
         let mut task = json!({
             "Type": "Task",
             "Resource": "arn:aws:states:::batch:submitJob.sync",
-            "Parameters": parameters,
             "ResultPath": null,
             // Metaflow's Step Functions compiler retries submissions the same way.
             "Retry": [{
@@ -515,6 +515,7 @@ impl Builder<'_, '_> {
                 "JitterStrategy": "FULL"
             }]
         });
+        task["Parameters"] = parameters;
         if let Some(timeout) = self.input.task_timeouts.get(name) {
             task["TimeoutSeconds"] = json!(timeout);
         }

@@ -15,22 +15,46 @@ use tracing::{info, warn};
 use crate::api::{Flow, Run};
 use crate::aws;
 use crate::compile::trigger::schedule_of_input;
-use crate::reconcilers::discovery::{Adopted, LISTING_MARGIN_MS, adopted_run, to_adopt};
+use crate::reconcilers::discovery::{
+    Adopted, LISTING_MARGIN_MS, adopted_run, full_sweep_interval, to_adopt,
+};
 
 use super::{Context, ReconcileError};
 
-/// Sweeps forever, every `interval`; a failed sweep is logged and retried at the next one.
-/// The Flows come from the Flow controller's cache: listing them from the API server on
-/// every sweep cost a full list of every Flow each interval. A Flow the cache has not seen
-/// yet is swept at the next interval; its cursor keeps what an earlier sweep adopted.
+/// Sweeps forever: every Flow every `interval` (once per drift interval while execution
+/// events flow, see [`full_sweep_interval`]), and at once the Flows whose state machine an
+/// execution status change event named for an execution no Run tracks. A failed sweep is
+/// logged and retried at the next one. The Flows come from the Flow controller's cache:
+/// listing them from the API server on every sweep cost a full list of every Flow each
+/// interval. A Flow the cache has not seen yet is swept at the next interval; its cursor keeps
+/// what an earlier sweep adopted.
 pub async fn sweep_forever(ctx: Arc<Context>, flows: Store<Flow>, interval: Duration) {
+    let mut next_full = tokio::time::Instant::now() + interval;
     loop {
-        tokio::time::sleep(interval).await;
-        for flow in flows.state() {
-            if let Err(error) = sweep_flow(&ctx, &flow).await {
-                warn!(flow = %flow.name_any(), namespace = %flow.namespace().unwrap_or_default(), %error, "execution discovery failed");
+        tokio::select! {
+            () = tokio::time::sleep_until(next_full) => {
+                for flow in flows.state() {
+                    sweep_logged(&ctx, &flow).await;
+                }
+                let events_ready = ctx.metrics.execution_events_ready.get() == 1;
+                next_full = tokio::time::Instant::now()
+                    + full_sweep_interval(interval, ctx.drift_interval, events_ready);
+            }
+            () = ctx.discovery_nudged() => {
+                let machines = ctx.take_discovery_nudges();
+                for flow in flows.state() {
+                    if machines.contains(&super::flow::own_state_machine_arn(&ctx, &flow)) {
+                        sweep_logged(&ctx, &flow).await;
+                    }
+                }
             }
         }
+    }
+}
+
+async fn sweep_logged(ctx: &Context, flow: &Flow) {
+    if let Err(error) = sweep_flow(ctx, flow).await {
+        warn!(flow = %flow.name_any(), namespace = %flow.namespace().unwrap_or_default(), %error, "execution discovery failed");
     }
 }
 

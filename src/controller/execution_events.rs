@@ -1,7 +1,9 @@
 //! Wakes Runs from Step Functions' execution status change events: an EventBridge rule
 //! delivers them to an SQS queue, and each event for an execution a Run tracks touches that
 //! Run (an annotation), so its reconcile reads the new state at once instead of at its next
-//! poll. Events for executions this process does not track are dropped: polling covers them.
+//! poll. An event for an execution no Run tracks (started by a Schedule's rule or the
+//! console) makes discovery list that Flow's executions at once, so it gets its Run without
+//! waiting for the next sweep of every Flow.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::api::Run;
 use crate::aws;
+use crate::reconcilers::discovery::machine_to_sweep;
 use crate::reconcilers::run::execution_status_change;
 
 use super::Context;
@@ -46,8 +49,17 @@ pub async fn consume_forever(ctx: Arc<Context>, queue_url: String) {
                 continue;
             };
             let Some((namespace, name)) = ctx.run_of_execution(&execution_arn) else {
+                // An execution no Run tracks: started elsewhere (a Schedule's rule, the
+                // console), so discovery gives it a Run now instead of at its next sweep.
+                if let Some(machine) = machine_to_sweep(&execution_arn) {
+                    ctx.nudge_discovery(machine);
+                }
                 continue;
             };
+            // The Run started the execution and knows it runs: only its end wakes it.
+            if status == "RUNNING" {
+                continue;
+            }
             let runs: Api<Run> = Api::namespaced(ctx.kube.clone(), &namespace);
             let patch = json!({"metadata": {"annotations": {EVENT_ANNOTATION: status}}});
             match runs

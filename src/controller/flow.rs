@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::{DeletionPolicy, FINALIZER, Flow, FlowStatus, JobDefinitionRef, SecretType};
 use crate::aws;
@@ -38,7 +38,9 @@ pub async fn reconcile(flow: Arc<Flow>, ctx: Arc<Context>) -> Result<Action, Rec
     ctx.settled_flows.forget(&flow.uid().unwrap_or_default());
     let namespace = flow.namespace().unwrap_or_default();
     let api: Api<Flow> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let started = Instant::now();
     let flow = with_finalizer(&api, flow).await?;
+    debug!(flow = %flow.name_any(), %namespace, ms = ms(started), "finalizer present");
     finalizer(&api, FINALIZER, flow, |event| async {
         match event {
             Finalized::Apply(flow) => match apply(&flow, &api, &ctx).await {
@@ -163,7 +165,13 @@ pub(super) async fn not_allowed_message(
     Ok((!violations.is_empty()).then(|| tenancy::message(&namespace, &violations)))
 }
 
+/// Milliseconds since `started`, for the debug log of a reconcile's phases.
+fn ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1e3
+}
+
 async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
     let previous = flow.status.as_ref();
     let uid = flow.uid().unwrap_or_default();
     // The namespace's allow lists and defaults (a watch cache read, no AWS call).
@@ -221,9 +229,10 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
     // plan's are wasted only while a queue is missing or on the wrong platform.
     let machine_arn = state_machine_arn(ctx, &rendered.state_machine.name);
     let (platforms, observed) = futures::join!(
-        aws::batch::queue_platforms(&ctx.batch, &queues),
+        ctx.queue_platforms.get(&ctx.batch, &queues),
         observe(ctx, &rendered, previous, &machine_arn, &uid)
     );
+    debug!(flow = %flow.name_any(), %namespace, ms = ms(started), "observed");
     let platforms = platforms.map_err(aws_error)?;
     let missing_queues: Vec<String> = queues
         .iter()
@@ -369,7 +378,9 @@ async fn apply(flow: &Flow, api: &Api<Flow>, ctx: &Context) -> Result<Action, Re
     let next = status(previous, flow.metadata.generation, &outcome, now());
     // The new version and the retired revisions are recorded before any is deregistered: a
     // reconcile interrupted after this point finds them in the status and finishes the job.
+    debug!(flow = %flow.name_any(), %namespace, ms = ms(started), "applied");
     let written = write_status(api, flow, previous, next.clone()).await?;
+    debug!(flow = %flow.name_any(), %namespace, ms = ms(started), "status written");
     let settled = retired_job_definitions.is_empty();
 
     if !retired_job_definitions.is_empty() {

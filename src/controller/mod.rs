@@ -10,6 +10,7 @@ pub mod http;
 mod informers;
 pub mod leader;
 pub mod operations;
+pub mod queue_platforms;
 mod report;
 mod resume;
 pub mod run;
@@ -153,6 +154,8 @@ pub struct Context {
     pub settings: Settings,
     pub recorder: Recorder,
     pub drift_interval: Duration,
+    /// The job queues' platforms, read once per period for all Flows that name them.
+    pub queue_platforms: queue_platforms::QueuePlatforms,
     /// Flows whose own status write need not be reconciled again.
     pub settled_flows: flow::SettledFlows,
     pub recheck_interval: Duration,
@@ -187,6 +190,10 @@ pub struct Context {
     execution_runs: Mutex<HashMap<String, (String, String)>>,
     /// How far execution discovery listed each Flow (Flow UID → start time in ms).
     discovery_cursors: Mutex<HashMap<String, i64>>,
+    /// State machines whose executions discovery lists now: an execution status change
+    /// event named one of their executions that no Run tracks. Drained by each sweep.
+    discovery_nudges: Mutex<std::collections::HashSet<String>>,
+    discovery_wake: tokio::sync::Notify,
 }
 
 impl Context {
@@ -279,6 +286,30 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(flow_uid.to_owned(), start_ms);
+    }
+
+    /// Asks discovery to list a state machine's executions now.
+    pub fn nudge_discovery(&self, machine_arn: String) {
+        self.discovery_nudges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(machine_arn);
+        self.discovery_wake.notify_one();
+    }
+
+    /// Waits until discovery is asked to list some state machine's executions.
+    pub async fn discovery_nudged(&self) {
+        self.discovery_wake.notified().await;
+    }
+
+    /// The state machines discovery was asked to list since the last call.
+    pub fn take_discovery_nudges(&self) -> std::collections::HashSet<String> {
+        std::mem::take(
+            &mut *self
+                .discovery_nudges
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
     }
 
     /// How many Runs are being polled.
@@ -650,6 +681,10 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         aws,
         settings,
         drift_interval: Duration::from_secs(options.drift_interval_seconds.max(1)),
+        // Within a drift interval, and at most a minute so a changed queue is seen soon.
+        queue_platforms: queue_platforms::QueuePlatforms::new(Duration::from_secs(
+            options.drift_interval_seconds.clamp(1, 60),
+        )),
         settled_flows: Default::default(),
         recheck_interval: Duration::from_secs(options.recheck_interval_seconds.max(1)),
         runnable_timeout: Duration::from_secs(options.runnable_timeout_seconds),
@@ -667,6 +702,8 @@ pub async fn run(settings: Settings, options: Options) -> anyhow::Result<()> {
         history_rate: options.tracking_history_calls_per_second,
         schedule_checks: Mutex::new(HashMap::new()),
         discovery_cursors: Mutex::new(HashMap::new()),
+        discovery_nudges: Mutex::new(std::collections::HashSet::new()),
+        discovery_wake: tokio::sync::Notify::new(),
         execution_runs: Mutex::new(HashMap::new()),
         kube: kube.clone(),
     });

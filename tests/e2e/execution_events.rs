@@ -419,3 +419,86 @@ async fn a_queue_that_is_not_flowlines_leaves_the_controller_polling_without_tou
         .await
         .expect("cleanup");
 }
+
+/// An execution started elsewhere (here: straight on Step Functions, as the console does)
+/// announces itself with its RUNNING event, and discovery lists that one Flow's executions
+/// at once: the Run appears within seconds although the sweep of every Flow would come only
+/// after 600 s, and no other Flow's executions are listed.
+#[tokio::test]
+async fn an_execution_started_elsewhere_gets_its_run_from_its_event() {
+    install_crds();
+    let ns = TestNamespace::create("events-adopt");
+    let prefix = prefix(&ns);
+    let controller = ControllerProcess::start_with(
+        &ns.name,
+        &[
+            ("FLOWLINE_EXECUTION_EVENTS", "managed"),
+            ("FLOWLINE_NAME_PREFIX", prefix.as_str()),
+            ("FLOWLINE_DISCOVERY_INTERVAL_SECONDS", "600"),
+        ],
+    );
+    wait_ready(&controller, 1.0);
+    apply(&ns.name, &flow("adopted", 30));
+    apply(&ns.name, &flow("untouched", 1));
+    for flow in ["adopted", "untouched"] {
+        wait_for(&format!("Flow {flow} to be Ready"), TIMEOUT, || {
+            (jsonpath(
+                &ns.name,
+                &format!("flow/{flow}"),
+                "{.status.conditions[?(@.type==\"Ready\")].status}",
+            ) == "True")
+                .then_some(())
+        });
+    }
+    let machine = jsonpath(&ns.name, "flow/adopted", "{.status.stateMachineArn}");
+    let sfn = aws_sdk_sfn::Client::new(&aws_config().await);
+    let started = Instant::now();
+    let execution = sfn
+        .start_execution()
+        .state_machine_arn(&machine)
+        .name("from-the-console")
+        .send()
+        .await
+        .expect("started")
+        .execution_arn()
+        .to_owned();
+    let adopted = wait_for(
+        "a Run for the execution, from its event",
+        Duration::from_secs(30),
+        || {
+            let names = kubectl(
+                &[
+                    "get",
+                    "runs",
+                    "-n",
+                    &ns.name,
+                    "-l",
+                    "flowline.io/origin=external",
+                    "-o",
+                    "name",
+                ],
+                None,
+            )
+            .ok();
+            names.lines().next().map(|n| n.trim().to_owned())
+        },
+    );
+    let waited = started.elapsed();
+    // The Run appears while the execution still runs (its work step takes 30 s).
+    assert!(waited < Duration::from_secs(25), "{waited:?}");
+    wait_for("the Run to track the execution", TIMEOUT, || {
+        (jsonpath(&ns.name, &adopted, "{.status.executionArn}") == execution).then_some(())
+    });
+    // Only the nudged Flow was listed: once per event about it, never the sweep of all.
+    let requests = controller.aws_requests();
+    let listed = requests.get("states:ListExecutions").copied().unwrap_or(0);
+    assert!((1..=2).contains(&listed), "{listed} listings: {requests:?}");
+    sfn.stop_execution()
+        .execution_arn(&execution)
+        .send()
+        .await
+        .expect("stopped");
+    drop(controller);
+    let (ok, output) = delete_command(&prefix);
+    assert!(ok, "{output}");
+}
