@@ -250,10 +250,35 @@ async fn main() {
         "detail-type": ["Step Functions Execution Status Change"],
         "detail": {"stateMachineArn": [{"prefix": format!("arn:aws:states:us-east-1:123456789012:stateMachine:flowline-{namespace}")}]}
     });
-    events
+    let rule_arn = events
         .put_rule()
         .name(&rule)
         .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .unwrap()
+        .rule_arn()
+        .unwrap()
+        .to_owned();
+    // Without a queue policy letting the rule send, EventBridge delivers nothing (the
+    // emulator too): every Run would be tracked by polling alone.
+    let queue_arn = format!("arn:aws:sqs:us-east-1:123456789012:flowline-events-{namespace}");
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}
+        }]
+    });
+    sqs.set_queue_attributes()
+        .queue_url(&queue_url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::Policy,
+            policy.to_string(),
+        )
         .send()
         .await
         .unwrap();
@@ -263,9 +288,7 @@ async fn main() {
         .targets(
             aws_sdk_eventbridge::types::Target::builder()
                 .id("queue")
-                .arn(format!(
-                    "arn:aws:sqs:us-east-1:123456789012:flowline-events-{namespace}"
-                ))
+                .arn(&queue_arn)
                 .build()
                 .unwrap(),
         )
