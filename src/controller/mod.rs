@@ -65,7 +65,8 @@ pub struct Options {
     pub keep_failed_runs: usize,
 
     /// How often each Flow's new executions are listed, to give executions started
-    /// outside Flowline (Schedules, the console) a Run (seconds).
+    /// outside Flowline (Schedules, the console) a Run (seconds). While execution events
+    /// flow, at most once per drift interval: an execution's event names its Flow.
     #[arg(
         long,
         env = "FLOWLINE_DISCOVERY_INTERVAL_SECONDS",
