@@ -41,29 +41,13 @@ pub const FLOW_LABEL: &str = "flowline.io/flow";
 
 /// The state machine whose executions discovery should list again because an execution
 /// status change event named `execution_arn`: `None` for a Run's own execution (nothing to
-/// adopt) and for what is not an execution ARN. An execution's ARN names its machine, never a
-/// version: `arn:aws:states:<region>:<account>:execution:<machine>:<name>`.
+/// adopt) and for what is not an execution ARN.
 pub fn machine_to_sweep(execution_arn: &str) -> Option<String> {
-    let parts: Vec<&str> = execution_arn.splitn(8, ':').collect();
-    let [
-        "arn",
-        partition,
-        "states",
-        region,
-        account,
-        "execution",
-        machine,
-        name,
-    ] = parts.as_slice()
-    else {
-        return None;
-    };
-    if machine.is_empty() || name.is_empty() || is_run_execution(name) {
+    let (_, name) = execution_arn.rsplit_once(':')?;
+    if is_run_execution(name) {
         return None;
     }
-    Some(format!(
-        "arn:{partition}:states:{region}:{account}:stateMachine:{machine}"
-    ))
+    super::ownership::machine_of_execution(execution_arn)
 }
 
 /// How often every Flow's executions are listed. With execution events flowing, an execution
